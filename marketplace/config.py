@@ -1,0 +1,64 @@
+"""One Settings class for the whole process, read from ``CITYBRAIN_*`` variables.
+
+Nested sections use a double underscore: ``CITYBRAIN_MODEL_STORE__MAX_UPLOAD_BYTES``.
+Built once at the entry point (CLI or app factory) and passed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelStoreSettings(BaseModel):
+    # Where artifacts live: a local directory (default: <data_dir>/artifacts) or any fsspec URL.
+    artifact_url: str | None = None
+    max_upload_bytes: int = 512 * 1024 * 1024
+    # Resident-model budget of the embedded runtime; least recently used models are unloaded.
+    memory_budget_bytes: int = 2 * 1024 * 1024 * 1024
+    max_loaded_models: int = 16
+
+
+class BillingSettings(BaseModel):
+    # Local spool where usage events are made durable before a metered response leaves.
+    spool_dir: Path | None = None
+    flush_interval_s: float = 0.5
+    flush_batch_size: int = 5000
+    idempotency_window_s: int = 48 * 3600
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CITYBRAIN_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("./var")
+    # Empty means SQLite at <data_dir>/citybrain.db, the embedded default.
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    # Largest request body accepted by the JSON API (model uploads have their own limit).
+    max_body_bytes: int = 1024 * 1024
+    # After a rotation the previous secret keeps working this long, so clients can roll over.
+    key_rotation_grace_s: int = 24 * 3600
+    # last_used_at of a key is written at most this often (it costs a write per request).
+    key_last_used_resolution_s: int = 60
+    model_store: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'citybrain.db').as_posix()}"
+        if self.model_store.artifact_url is None:
+            self.model_store.artifact_url = str((self.data_dir / "artifacts").resolve())
+        if self.billing.spool_dir is None:
+            self.billing.spool_dir = self.data_dir / "spool"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
