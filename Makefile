@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint unit integration bench clean serve
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned to the CPU build (torch==2.13.0 in pyproject.toml) and resolved with
+	# everything else in one pip run, so nothing pulls a CUDA build.
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+## Set up, migrate, seed the demo city and serve it on http://127.0.0.1:8000 (SQLite, embedded).
+demo: $(STAMP)
+	$(BIN)/citybrain demo
+
+serve: $(STAMP)
+	$(BIN)/citybrain serve
+
+## Lint (ruff, mypy, import-linter contracts), then the whole suite (SQLite and PostgreSQL).
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check marketplace model_store billing
+	$(BIN)/mypy marketplace model_store billing
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+bench: $(STAMP)
+	$(BIN)/python bench/catalog_search.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

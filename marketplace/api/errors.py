@@ -1,0 +1,116 @@
+"""The one place where errors become HTTP responses.
+
+Body: ``{"error": "<message>", "code": "<StableCode>", "request_id": "<id>"}`` — the ``error``
+string is the Open Inference Protocol's error shape, so stock v2 clients show the message.
+Service errors (marketplace, model_store, billing) carry their own ``status`` and ``code``.
+Denials (401, 403, and 404s that hide an existing resource) are written to the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from billing.errors import BillingError
+from marketplace.audit.service import record_decision
+from marketplace.context import current_request_id
+from marketplace.errors import CityBrainError
+from model_store.errors import ModelStoreError
+
+log = logging.getLogger("citybrain.api")
+
+_STATUS_CODES = {
+    400: "BadRequest",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "ValidationError",
+    429: "QuotaExceeded",
+    503: "Unavailable",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "code": code, "request_id": current_request_id()},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _audit_denial(request: Request, status: int, code: str, extra: dict[str, Any]) -> None:
+    factory = getattr(request.app.state, "session_factory", None)
+    if factory is None:
+        return
+    principal = getattr(request.state, "principal", None)
+    detail = {"status": status, "code": code, "method": request.method}
+    for k in ("reason", "key_id", "scope"):
+        if k in extra:
+            detail[k] = extra[k]
+    try:
+        record_decision(
+            factory,
+            actor=principal.label if principal else "anonymous",
+            tenant_id=principal.tenant_id if principal else None,
+            action="access.deny",
+            target=request.url.path,
+            outcome="deny",
+            detail=detail,
+        )
+    except Exception:  # the denial stands even if auditing it fails; say so in the log
+        log.exception("could not audit a denial of %s %s", request.method, request.url.path)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def service_error(request: Request, exc: Exception) -> JSONResponse:
+        status: int = getattr(exc, "status", 500)
+        code: str = getattr(exc, "code", "InternalError")
+        message: str = getattr(exc, "message", str(exc))
+        extra: dict[str, Any] = getattr(exc, "extra", {}) or {}
+        if status >= 500 and code in ("InternalError", "InferenceFailed"):
+            log.error("request %s failed: %s", current_request_id(), message)
+            message = "internal error; quote the request id when reporting it"
+        if status in (401, 403) or extra.get("denied"):
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(_audit_denial, request, status, code, extra)
+        return error_response(status, code, message, getattr(exc, "headers", None))
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for err in exc.errors()[:10]:
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return error_response(422, "ValidationError", "invalid request: " + "; ".join(problems))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, "Error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}"
+        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in request %s", current_request_id())
+        return error_response(
+            500, "InternalError", "internal error; quote the request id when reporting it"
+        )
+
+    for root in (CityBrainError, ModelStoreError, BillingError):
+        app.add_exception_handler(root, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,202 @@
+"""The catalog: products, versions, the listing life cycle and search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from marketplace.api.convert import product_public, version_public
+from marketplace.api.deps import PageDep, SessionDep, optional_scope, require
+from marketplace.api.schemas import (
+    ListPublic,
+    ProductCreate,
+    ProductPublic,
+    ProductUpdate,
+    ReviewDecision,
+    SearchPublic,
+    VersionCreate,
+    VersionPublic,
+)
+from marketplace.catalog import service as catalog
+from marketplace.catalog.search import search_products
+from marketplace.context import Caller, Principal
+from marketplace.models import Product, ProductVersion
+
+router = APIRouter(tags=["catalog"])
+ReaderDep = Annotated[Caller, Depends(optional_scope("catalog:read"))]
+WriterDep = Annotated[Principal, Depends(require("catalog:write"))]
+
+
+def _latest_versions(session: Session, products: list[Product]) -> dict[int, int]:
+    if not products:
+        return {}
+    rows = session.execute(
+        select(ProductVersion.product_id, func.max(ProductVersion.version))
+        .where(ProductVersion.product_id.in_([p.id for p in products]))
+        .group_by(ProductVersion.product_id)
+    )
+    return {pid: v for pid, v in rows}
+
+
+def _public(session: Session, product: Product) -> ProductPublic:
+    return product_public(product, _latest_versions(session, [product]).get(product.id))
+
+
+@router.get("/products", response_model=ListPublic[ProductPublic])
+def list_products(
+    session: SessionDep,
+    caller: ReaderDep,
+    page: PageDep,
+    kind: str | None = None,
+    domain: str | None = None,
+    tier: str | None = None,
+    owner: str | None = None,
+    tag: str | None = None,
+    state: str | None = None,
+) -> ListPublic[ProductPublic]:
+    """Products the caller may see, newest first."""
+    flt = catalog.ProductFilter(
+        kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, state=state
+    )
+    rows, total = catalog.list_products(
+        session, caller, flt, offset=page.offset, limit=page.per_page
+    )
+    latest = _latest_versions(session, rows)
+    return ListPublic(
+        data=[product_public(p, latest.get(p.id)) for p in rows],
+        count=total,
+        page=page.page,
+        per_page=page.per_page,
+    )
+
+
+@router.post("/products", response_model=ProductPublic, status_code=201)
+def create_product(body: ProductCreate, session: SessionDep, caller: WriterDep) -> ProductPublic:
+    """Register a product (a draft) for the caller's tenant."""
+    product = catalog.create_product(session, caller, **body.model_dump())
+    session.commit()
+    return product_public(product)
+
+
+@router.get("/catalog/search", response_model=SearchPublic)
+def search(
+    session: SessionDep,
+    caller: ReaderDep,
+    page: PageDep,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    kind: str | None = None,
+    domain: str | None = None,
+    tier: str | None = None,
+    owner: str | None = None,
+    tag: str | None = None,
+) -> SearchPublic:
+    """Full-text search over title, description and tags, with facet counts."""
+    flt = catalog.ProductFilter(kind=kind, domain=domain, tier=tier, owner=owner, tag=tag)
+    result = search_products(session, caller, q, flt, offset=page.offset, limit=page.per_page)
+    latest = _latest_versions(session, result.products)
+    return SearchPublic(
+        data=[product_public(p, latest.get(p.id)) for p in result.products],
+        count=result.count,
+        page=page.page,
+        per_page=page.per_page,
+        facets=result.facets,
+    )
+
+
+@router.get("/products/{handle}", response_model=ProductPublic)
+def read_product(handle: str, session: SessionDep, caller: ReaderDep) -> ProductPublic:
+    """One product, by handle ``<tenant-slug>.<product-name>``."""
+    return _public(session, catalog.get_product(session, caller, handle))
+
+
+@router.patch("/products/{handle}", response_model=ProductPublic)
+def update_product(
+    handle: str, body: ProductUpdate, session: SessionDep, caller: WriterDep
+) -> ProductPublic:
+    """Change a product's fields; a tier is raised by its owner, lowered only by the operator."""
+    product = catalog.update_product(
+        session, caller, handle, catalog.ProductFields(**body.model_dump())
+    )
+    session.commit()
+    return _public(session, product)
+
+
+@router.delete("/products/{handle}", status_code=204)
+def delete_product(handle: str, session: SessionDep, caller: WriterDep) -> None:
+    """Delete a product that is not published (deprecate a published one first)."""
+    catalog.delete_product(session, caller, handle)
+    session.commit()
+
+
+@router.post("/products/{handle}/submit", response_model=ProductPublic)
+def submit_product(handle: str, session: SessionDep, caller: WriterDep) -> ProductPublic:
+    """Send a draft to the operator's review queue."""
+    product = catalog.submit_product(session, caller, handle)
+    session.commit()
+    return _public(session, product)
+
+
+@router.post("/products/{handle}/publish", response_model=ProductPublic)
+def publish_product(handle: str, session: SessionDep, caller: WriterDep) -> ProductPublic:
+    """Publish a public product without review (other tiers: submit for review)."""
+    product = catalog.publish_product(session, caller, handle)
+    session.commit()
+    return _public(session, product)
+
+
+@router.post("/products/{handle}/approve", response_model=ProductPublic)
+def approve_product(
+    handle: str, body: ReviewDecision, session: SessionDep, caller: WriterDep
+) -> ProductPublic:
+    """Operator: approve a submitted listing (it becomes published)."""
+    product = catalog.review_product(session, caller, handle, approve=True, note=body.note)
+    session.commit()
+    return _public(session, product)
+
+
+@router.post("/products/{handle}/reject", response_model=ProductPublic)
+def reject_product(
+    handle: str, body: ReviewDecision, session: SessionDep, caller: WriterDep
+) -> ProductPublic:
+    """Operator: send a submitted listing back to draft, with a reason."""
+    product = catalog.review_product(session, caller, handle, approve=False, note=body.note)
+    session.commit()
+    return _public(session, product)
+
+
+@router.post("/products/{handle}/deprecate", response_model=ProductPublic)
+def deprecate_product(handle: str, session: SessionDep, caller: WriterDep) -> ProductPublic:
+    """Mark a published product deprecated (still listed, no new versions)."""
+    product = catalog.deprecate_product(session, caller, handle)
+    session.commit()
+    return _public(session, product)
+
+
+@router.get("/products/{handle}/versions", response_model=ListPublic[VersionPublic])
+def list_versions(handle: str, session: SessionDep, caller: ReaderDep) -> ListPublic[VersionPublic]:
+    """A product's versions, oldest first."""
+    rows = catalog.list_versions(session, caller, handle)
+    return ListPublic(
+        data=[version_public(handle, v) for v in rows], count=len(rows), per_page=max(len(rows), 1)
+    )
+
+
+@router.post("/products/{handle}/versions", response_model=VersionPublic, status_code=201)
+def create_version(
+    handle: str, body: VersionCreate, session: SessionDep, caller: WriterDep
+) -> VersionPublic:
+    """Add an immutable version carrying metadata."""
+    version = catalog.create_version(session, caller, handle, notes=body.notes, meta=body.metadata)
+    session.commit()
+    return version_public(handle, version)
+
+
+@router.get("/products/{handle}/versions/{version}", response_model=VersionPublic)
+def read_version(
+    handle: str, version: int, session: SessionDep, caller: ReaderDep
+) -> VersionPublic:
+    """One version of a product."""
+    return version_public(handle, catalog.get_version(session, caller, handle, version))

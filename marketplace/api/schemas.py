@@ -1,0 +1,150 @@
+"""Request and response bodies (XCreate / XUpdate / XPublic / XsPublic(data, count))."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class ListPublic(BaseModel, Generic[T]):
+    data: list[T]
+    count: int
+    page: int = 1
+    per_page: int = 20
+
+
+class TenantPublic(BaseModel):
+    slug: str
+    name: str
+    kind: str
+    domain: str | None
+    government: bool
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slug: str
+    name: str = Field(min_length=1, max_length=200)
+    kind: str
+    domain: str | None = None
+
+
+class MePublic(BaseModel):
+    tenant: TenantPublic
+    key_id: str | None
+    scopes: list[str]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scopes: list[str] = Field(min_length=1)
+    name: str = Field(default="", max_length=200)
+    expires_in: str | None = Field(default=None, description="e.g. 30d, 12h, 2w")
+
+
+class KeyPublic(BaseModel):
+    """A key as listed: its prefix only, never the secret."""
+
+    id: str
+    prefix: str
+    tenant: str
+    name: str
+    scopes: list[str]
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    rotated_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyIssued(KeyPublic):
+    """Returned once at creation or rotation: ``token`` is never shown again."""
+
+    token: str
+
+
+class ProductCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: str
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=20_000)
+    domain: str
+    tags: list[str] = Field(default_factory=list)
+    tier: str = "public"
+    license: str = Field(default="", max_length=100)
+
+
+class ProductUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    description: str | None = Field(default=None, max_length=20_000)
+    domain: str | None = None
+    tags: list[str] | None = None
+    tier: str | None = None
+    license: str | None = Field(default=None, max_length=100)
+
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(default="", max_length=2000)
+
+
+class ProductPublic(BaseModel):
+    handle: str
+    name: str
+    owner: str
+    kind: str
+    title: str
+    description: str
+    domain: str
+    tags: list[str]
+    tier: str
+    license: str
+    state: str
+    review_note: str | None
+    latest_version: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    notes: str = Field(default="", max_length=20_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class VersionPublic(BaseModel):
+    product: str
+    version: int
+    notes: str
+    metadata: dict[str, Any]
+    artifact_digest: str | None
+    manifest: dict[str, Any] | None
+    created_at: datetime
+
+
+class SearchPublic(BaseModel):
+    data: list[ProductPublic]
+    count: int
+    page: int
+    per_page: int
+    facets: dict[str, dict[str, int]]
+
+
+class AuditEntryPublic(BaseModel):
+    seq: int
+    at: datetime
+    request_id: str
+    actor: str
+    tenant: str | None
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+    hash: str

@@ -1,0 +1,212 @@
+"""API keys: ``cbk_<id>_<secret>``. The secret is shown once and stored only as a hash.
+
+Secrets are 32 random bytes, so a single SHA-256 is as strong as a slow hash here (there is no
+password to guess) and keeps key checks off the hot path's CPU budget.
+Rotation issues a new secret; the previous one keeps working for
+``Settings.key_rotation_grace_s`` (24 h by default) so clients can roll over. Revocation is
+immediate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from marketplace.audit.service import record
+from marketplace.constants import ALL_SCOPES, API_KEY_PREFIX
+from marketplace.context import Principal
+from marketplace.errors import InvalidInputError, NotFoundError, UnauthenticatedError
+from marketplace.models import ApiKey, Tenant, utcnow
+
+KEY_RE = re.compile(rf"^{API_KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{20,100}})$")
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A freshly created or rotated key: ``token`` is the only time the secret is visible."""
+
+    key: ApiKey
+    token: str
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w`` → timedelta."""
+    m = _DURATION_RE.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise InvalidInputError(f"invalid duration {text!r}: use a number and s, m, h, d or w")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+def normalize_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
+    cleaned = sorted({s.strip() for s in scopes if s.strip()})
+    unknown = [s for s in cleaned if s not in ALL_SCOPES]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(ALL_SCOPES)}"
+        )
+    if not cleaned:
+        raise InvalidInputError("a key needs at least one scope")
+    return cleaned
+
+
+def _new_token(key_id: str) -> tuple[str, str]:
+    secret = secrets.token_urlsafe(32)
+    return f"{API_KEY_PREFIX}_{key_id}_{secret}", hash_secret(secret)
+
+
+def create_key(
+    session: Session,
+    *,
+    tenant: Tenant,
+    scopes: list[str] | tuple[str, ...],
+    name: str = "",
+    expires_in: timedelta | None = None,
+    actor: str,
+) -> IssuedKey:
+    scope_list = normalize_scopes(scopes)
+    key_id = secrets.token_hex(6)
+    token, digest = _new_token(key_id)
+    key = ApiKey(
+        id=key_id,
+        tenant_id=tenant.id,
+        name=name,
+        scopes=scope_list,
+        secret_hash=digest,
+        expires_at=(utcnow() + expires_in) if expires_in else None,
+    )
+    key.tenant = tenant
+    session.add(key)
+    session.flush()
+    record(
+        session,
+        actor=actor,
+        tenant_id=tenant.id,
+        action="key.create",
+        target=f"key:{key_id}",
+        detail={"scopes": scope_list, "expires_at": _iso(key.expires_at)},
+    )
+    return IssuedKey(key=key, token=token)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _as_aware(value: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def get_key(session: Session, key_id: str, *, tenant_id: int | None) -> ApiKey:
+    """Look a key up by id; with ``tenant_id`` another tenant's key reads as missing."""
+    key = session.get(ApiKey, key_id)
+    if key is None or (tenant_id is not None and key.tenant_id != tenant_id):
+        raise NotFoundError(f"API key {key_id!r} not found")
+    return key
+
+
+def list_keys(session: Session, *, tenant_id: int | None) -> list[ApiKey]:
+    stmt = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if tenant_id is not None:
+        stmt = stmt.where(ApiKey.tenant_id == tenant_id)
+    return list(session.scalars(stmt))
+
+
+def revoke_key(session: Session, key: ApiKey, *, actor: str) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    record(
+        session,
+        actor=actor,
+        tenant_id=key.tenant_id,
+        action="key.revoke",
+        target=f"key:{key.id}",
+    )
+    return key
+
+
+def rotate_key(session: Session, key: ApiKey, *, grace: timedelta, actor: str) -> IssuedKey:
+    if key.revoked_at is not None:
+        raise NotFoundError(f"API key {key.id!r} not found")
+    token, digest = _new_token(key.id)
+    now = utcnow()
+    key.previous_secret_hash = key.secret_hash
+    key.previous_expires_at = now + grace
+    key.secret_hash = digest
+    key.rotated_at = now
+    record(
+        session,
+        actor=actor,
+        tenant_id=key.tenant_id,
+        action="key.rotate",
+        target=f"key:{key.id}",
+        detail={"previous_valid_until": _iso(key.previous_expires_at)},
+    )
+    return IssuedKey(key=key, token=token)
+
+
+def key_status(key: ApiKey) -> str:
+    now = utcnow()
+    if key.revoked_at is not None:
+        return "revoked"
+    expires = _as_aware(key.expires_at)
+    if expires is not None and expires <= now:
+        return "expired"
+    return "active"
+
+
+def authenticate_token(
+    session: Session, token: str, *, last_used_resolution: timedelta | None = None
+) -> Principal:
+    """Resolve a presented key to a principal, or raise UnauthenticatedError.
+
+    The error never says which part was wrong: unknown, malformed, expired and revoked keys
+    read the same to the caller (the audit log has the reason).
+    """
+    m = KEY_RE.match(token.strip())
+    if not m:
+        raise UnauthenticatedError("invalid API key", reason="malformed")
+    key_id, secret = m.groups()
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise UnauthenticatedError("invalid API key", reason="unknown", key_id=key_id)
+    digest = hash_secret(secret)
+    now = utcnow()
+    matched = hmac.compare_digest(digest, key.secret_hash)
+    if not matched and key.previous_secret_hash is not None:
+        grace_end = _as_aware(key.previous_expires_at)
+        matched = (
+            hmac.compare_digest(digest, key.previous_secret_hash)
+            and grace_end is not None
+            and grace_end > now
+        )
+    if not matched:
+        raise UnauthenticatedError("invalid API key", reason="wrong-secret", key_id=key_id)
+    status = key_status(key)
+    if status != "active":
+        raise UnauthenticatedError("invalid API key", reason=status, key_id=key_id)
+    last = _as_aware(key.last_used_at)
+    if last_used_resolution is not None and (last is None or now - last >= last_used_resolution):
+        key.last_used_at = now
+    return Principal(
+        tenant_id=key.tenant_id,
+        tenant_slug=key.tenant.slug,
+        tenant_kind=key.tenant.kind,
+        scopes=frozenset(key.scopes),
+        key_id=key.id,
+    )

@@ -1,0 +1,196 @@
+"""The demo city: tenants, one API key each (shown on the first run only) and a few products.
+
+Idempotent: a second run adds nothing and prints no keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from marketplace.catalog import service as catalog
+from marketplace.constants import ALL_SCOPES
+from marketplace.context import Principal
+from marketplace.keys.service import create_key
+from marketplace.models import Product, Tenant
+from marketplace.tenants.service import create_tenant
+
+ACTOR = "seed"
+
+TENANTS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("data-bureau", "City Data Resources Bureau", "operator", None),
+    ("traffic-police", "Traffic Police Bureau", "agency", "traffic"),
+    ("city-management", "City Management Bureau", "agency", "city-management"),
+    ("hotline-12345", "12345 Citizen Hotline Center", "agency", "city-management"),
+    ("tourism", "Culture and Tourism Bureau", "agency", "tourism"),
+    ("environment", "Ecology and Environment Bureau", "agency", "environment"),
+    ("health", "Health Commission", "agency", "health"),
+    ("xihu-district", "Xihu District Hub", "district", None),
+    ("parkeasy", "ParkEasy Technology Co.", "developer", None),
+)
+
+# (owner, name, kind, title, description, domain, tags, tier)
+PRODUCTS: tuple[tuple[str, str, str, str, str, str, list[str], str], ...] = (
+    (
+        "traffic-police",
+        "intersection-flow",
+        "dataset",
+        "Intersection flow counts",
+        "Per-minute vehicle counts at signalised intersections, from loop detectors and cameras.",
+        "traffic",
+        ["flow", "intersections", "realtime"],
+        "public",
+    ),
+    (
+        "traffic-police",
+        "violation-records",
+        "dataset",
+        "Traffic violation records",
+        "Camera-detected traffic violations with plate numbers; plates are personal data.",
+        "traffic",
+        ["violations", "enforcement"],
+        "confidential",
+    ),
+    (
+        "city-management",
+        "manhole-covers",
+        "dataset",
+        "Manhole cover inventory",
+        "Locations and inspection status of manhole covers across the city.",
+        "city-management",
+        ["infrastructure", "inspection"],
+        "restricted",
+    ),
+    (
+        "hotline-12345",
+        "complaint-tickets",
+        "dataset",
+        "12345 hotline complaint tickets",
+        "Citizen complaints received by the 12345 hotline, with department and resolution.",
+        "city-management",
+        ["hotline", "complaints", "citizens"],
+        "confidential",
+    ),
+    (
+        "tourism",
+        "scenic-spot-visitors",
+        "dataset",
+        "Scenic spot visitor counts",
+        "Hourly visitor counts at West Lake scenic spots, for crowd management.",
+        "tourism",
+        ["visitors", "west-lake", "crowd"],
+        "public",
+    ),
+    (
+        "environment",
+        "air-quality",
+        "dataset",
+        "Air quality monitoring",
+        "Hourly PM2.5, PM10, NO2 and O3 readings from the city's monitoring stations.",
+        "environment",
+        ["air", "pm25", "monitoring"],
+        "public",
+    ),
+    (
+        "health",
+        "clinic-capacity",
+        "dataset",
+        "Community clinic capacity",
+        "Daily bed and staff capacity of community clinics.",
+        "health",
+        ["clinics", "capacity"],
+        "restricted",
+    ),
+    (
+        "traffic-police",
+        "signal-timing-plans",
+        "dataset",
+        "Signal timing plans",
+        "Current signal timing plans of controlled intersections; internal to the bureau.",
+        "traffic",
+        ["signals", "timing"],
+        "secret",
+    ),
+    (
+        "parkeasy",
+        "parking-availability",
+        "dataset",
+        "Parking availability",
+        "Free spaces in ParkEasy-operated car parks, every five minutes.",
+        "traffic",
+        ["parking", "realtime"],
+        "public",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedResult:
+    created_tenants: list[str]
+    keys: dict[str, str]
+    created_products: list[str]
+
+
+def _principal(tenant: Tenant) -> Principal:
+    return Principal(
+        tenant_id=tenant.id,
+        tenant_slug=tenant.slug,
+        tenant_kind=tenant.kind,
+        scopes=frozenset(ALL_SCOPES),
+        actor=ACTOR,
+    )
+
+
+def seed_demo_city(session: Session) -> SeedResult:
+    """Create what is missing of the demo city; return the keys created in this run."""
+    created: list[str] = []
+    keys: dict[str, str] = {}
+    tenants: dict[str, Tenant] = {
+        t.slug: t
+        for t in session.scalars(select(Tenant).where(Tenant.slug.in_([s for s, *_ in TENANTS])))
+    }
+    for slug, name, kind, domain in TENANTS:
+        if slug in tenants:
+            continue
+        tenant = create_tenant(session, slug=slug, name=name, kind=kind, domain=domain, actor=ACTOR)
+        tenants[slug] = tenant
+        created.append(slug)
+        issued = create_key(session, tenant=tenant, scopes=ALL_SCOPES, name="demo key", actor=ACTOR)
+        keys[slug] = issued.token
+
+    operator = _principal(tenants["data-bureau"])
+    made: list[str] = []
+    for owner, name, kind, title, description, domain, tags, tier in PRODUCTS:
+        tenant = tenants[owner]
+        exists = session.scalar(
+            select(Product.id).where(Product.tenant_id == tenant.id, Product.name == name)
+        )
+        if exists is not None:
+            continue
+        who = _principal(tenant)
+        catalog.create_product(
+            session,
+            who,
+            name=name,
+            kind=kind,
+            title=title,
+            description=description,
+            domain=domain,
+            tags=tags,
+            tier=tier,
+            license="CC-BY-4.0" if tier == "public" else "",
+        )
+        handle = f"{owner}.{name}"
+        catalog.create_version(session, who, handle, notes="Initial release", meta={"rows": 0})
+        if tier in ("public", "secret"):
+            catalog.publish_product(session, who, handle)
+        else:
+            catalog.submit_product(session, who, handle)
+            catalog.review_product(
+                session, operator, handle, approve=True, note="Demo city: reviewed at seed time"
+            )
+        made.append(handle)
+    session.flush()
+    return SeedResult(created_tenants=created, keys=keys, created_products=made)
