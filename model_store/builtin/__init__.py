@@ -1,0 +1,1 @@
+"""Built-in city models that the demo registers (built locally, no downloads)."""

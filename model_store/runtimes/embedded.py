@@ -1,0 +1,585 @@
+"""The embedded runtime: models in the platform's process, with dynamic batching.
+
+* **Lazy loading.** :meth:`EmbeddedRuntime.register` only records the artifact; the first
+  :meth:`~EmbeddedRuntime.infer` loads it in a worker thread, and concurrent first calls share
+  that one load.
+* **Least-recently-used unloading.** When the loaded models' memory estimate (their artifact
+  size) exceeds ``memory_budget_bytes``, or there are more than ``max_loaded_models``, idle
+  models are unloaded, least recently used first; they load again on their next request.
+* **Dynamic batching** (models with ``batching.max_batch_size > 0``). Concurrent requests
+  queue per model; a batch is dispatched when it holds ``max_batch_size`` rows or a preferred
+  batch size, or when ``max_queue_delay_ms`` has passed since its first request was queued.
+  Only requests whose non-batch dimensions and dtypes match share a batch. The batch's inputs
+  are concatenated along dimension 0, ``predict`` runs once in a worker thread and the outputs
+  are split back by row counts. At most ``max_queue_size`` requests wait; more get
+  :class:`~model_store.errors.QueueFullError`.
+* One ``predict`` runs at a time per model (like one Triton model instance); batching is what
+  turns concurrency into throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_store.errors import (
+    InferenceFailedError,
+    InferenceInputError,
+    ModelUnavailableError,
+    QueueFullError,
+)
+from model_store.formats import LoadedModel, Loader, load_model
+from model_store.manifest import BatchingConfig, ModelManifest
+from model_store.runtimes.base import ModelStats, Runtime, RuntimeObserver, RuntimeStats
+
+__all__ = ["EmbeddedRuntime"]
+
+logger = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+_GroupKey = tuple[tuple[str, str, tuple[int, ...]], ...]
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Arrays
+    rows: int
+    group: _GroupKey
+    future: asyncio.Future[Arrays]
+    enqueued: float
+
+
+class _Batcher:
+    """Collects one model's concurrent requests into batches and runs them one at a time."""
+
+    def __init__(
+        self,
+        key: str,
+        config: BatchingConfig,
+        run: Callable[[Arrays], Awaitable[Arrays]],
+        stats: ModelStats,
+        notify: _Notifier,
+    ) -> None:
+        self._key = key
+        self._max_rows = config.max_batch_size
+        self._delay = config.max_queue_delay_ms / 1000.0
+        self._preferred = frozenset(config.preferred_batch_sizes)
+        self._max_queue = config.max_queue_size
+        self._run = run
+        self._stats = stats
+        self._notify = notify
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, inputs: Arrays) -> Arrays:
+        if self._closed:
+            raise ModelUnavailableError(f"model '{self._key}' was unloaded")
+        rows, group = _describe(inputs)
+        if rows > self._max_rows:
+            raise InferenceInputError(
+                f"input '{group[0][0]}': batch of {rows} rows is over the model's "
+                f"max_batch_size {self._max_rows}"
+            )
+        if len(self._queue) >= self._max_queue:
+            raise QueueFullError(
+                f"model '{self._key}' has {len(self._queue)} requests waiting; retry shortly"
+            )
+        loop = asyncio.get_running_loop()
+        if self._worker is None:
+            self._worker = loop.create_task(self._work(), name=f"batcher:{self._key}")
+        future: asyncio.Future[Arrays] = loop.create_future()
+        self._queue.append(_Pending(inputs, rows, group, future, loop.time()))
+        self._set_depth()
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Fail queued requests, let an in-flight batch finish, stop the worker."""
+        self._closed = True
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(
+                    ModelUnavailableError(f"model '{self._key}' was unloaded")
+                )
+        self._set_depth()
+        self._wakeup.set()
+        if self._worker is not None:
+            await asyncio.shield(self._worker)
+
+    def _set_depth(self) -> None:
+        self._stats.queue_depth = len(self._queue)
+        self._notify.queue_depth(self._key, len(self._queue))
+
+    def _ready_rows(self, group: _GroupKey) -> int:
+        rows = 0
+        for pending in self._queue:
+            if pending.group != group or pending.future.done():
+                continue
+            if rows + pending.rows > self._max_rows:
+                break
+            rows += pending.rows
+        return rows
+
+    def _take(self, group: _GroupKey) -> list[_Pending]:
+        batch: list[_Pending] = []
+        kept: deque[_Pending] = deque()
+        rows = 0
+        for pending in self._queue:
+            if pending.future.done():
+                continue  # the caller went away (cancelled)
+            if pending.group == group and rows + pending.rows <= self._max_rows:
+                batch.append(pending)
+                rows += pending.rows
+            else:
+                kept.append(pending)
+        self._queue = kept
+        self._set_depth()
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            head = self._queue[0]
+            if head.future.done():
+                self._queue.popleft()
+                self._set_depth()
+                continue
+            deadline = head.enqueued + self._delay
+            while not self._closed:
+                rows = self._ready_rows(head.group)
+                if rows >= self._max_rows or rows in self._preferred:
+                    break
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    break
+            batch = self._take(head.group)
+            if batch:
+                await self._dispatch(batch)
+
+    async def _dispatch(self, batch: list[_Pending]) -> None:
+        total = sum(p.rows for p in batch)
+        self._stats.batches += 1
+        self._stats.batch_sizes[total] = self._stats.batch_sizes.get(total, 0) + 1
+        self._notify.batch(self._key, total)
+        try:
+            if len(batch) == 1:
+                merged = batch[0].inputs
+            else:
+                merged = {
+                    name: np.concatenate([p.inputs[name] for p in batch], axis=0)
+                    for name in batch[0].inputs
+                }
+            outputs = await self._run(merged)
+            parts = _split(outputs, [p.rows for p in batch], total)
+        except asyncio.CancelledError:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        ModelUnavailableError(f"model '{self._key}' was unloaded")
+                    )
+            raise
+        except Exception:
+            logger.exception(
+                "model %s failed on a batch of %d rows (%d requests)", self._key, total, len(batch)
+            )
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        InferenceFailedError(f"model '{self._key}' failed to run the request")
+                    )
+            return
+        for pending, part in zip(batch, parts, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(part)
+
+
+def _describe(inputs: Arrays) -> tuple[int, _GroupKey]:
+    if not inputs:
+        raise InferenceInputError("the request has no inputs")
+    group = tuple(
+        sorted((name, array.dtype.str, tuple(array.shape[1:])) for name, array in inputs.items())
+    )
+    rows: int | None = None
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            raise InferenceInputError(f"input '{name}': a batched model needs a batch dimension")
+        if rows is None:
+            rows = int(array.shape[0])
+        elif array.shape[0] != rows:
+            raise InferenceInputError(
+                f"input '{name}': batch dimension is {array.shape[0]}, other inputs have {rows}"
+            )
+    assert rows is not None
+    return rows, group
+
+
+def _split(outputs: Arrays, row_counts: list[int], total: int) -> list[Arrays]:
+    offsets = np.cumsum(row_counts[:-1]).tolist()
+    pieces: dict[str, list[np.ndarray[Any, Any]]] = {}
+    for name, value in outputs.items():
+        array = np.asarray(value)
+        if array.ndim == 0 or array.shape[0] != total:
+            raise ValueError(
+                f"output {name!r} has shape {list(array.shape)} for a batch of {total} rows"
+            )
+        pieces[name] = np.split(array, offsets, axis=0)
+    return [{name: parts[i] for name, parts in pieces.items()} for i in range(len(row_counts))]
+
+
+class _Notifier:
+    """Forwards measurements to the optional observer, never letting it break serving."""
+
+    def __init__(self, observer: RuntimeObserver | None) -> None:
+        self._observer = observer
+
+    def batch(self, key: str, size: int) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.on_batch(key, size)
+            except Exception:
+                logger.warning("observer.on_batch failed", exc_info=True)
+
+    def queue_depth(self, key: str, depth: int) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.on_queue_depth(key, depth)
+            except Exception:
+                logger.warning("observer.on_queue_depth failed", exc_info=True)
+
+
+@dataclass(slots=True)
+class _Registration:
+    manifest: ModelManifest
+    artifact_path: Path
+    stats: ModelStats
+    failed: bool = False
+
+
+@dataclass(slots=True)
+class _Loaded:
+    model: LoadedModel
+    memory_bytes: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    batcher: _Batcher | None = None
+    in_use: int = 0
+
+
+class EmbeddedRuntime(Runtime):
+    """Serves models in-process with lazy loading, LRU unloading and dynamic batching.
+
+    Args:
+        memory_budget_bytes: Budget for loaded models (each estimated by its artifact size).
+        max_loaded_models: The most models kept in memory at once.
+        loader: Turns ``(manifest, artifact_path)`` into a loaded model (format dispatcher
+            by default; tests pass small fakes).
+        observer: Optional receiver of batch sizes and queue depths (for metrics).
+        max_workers: Threads for loading and predicting (default: CPU count + 4, at most 32).
+
+    Example:
+        >>> runtime = EmbeddedRuntime(memory_budget_bytes=2 << 30, max_loaded_models=8)
+        >>> runtime.register("traffic-police.flow-smoother:1", manifest, path)  # doctest: +SKIP
+        >>> key = "traffic-police.flow-smoother:1"
+        >>> outputs = await runtime.infer(key, {"flow": flow})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        memory_budget_bytes: int = 2 << 30,
+        max_loaded_models: int = 16,
+        *,
+        loader: Loader = load_model,
+        observer: RuntimeObserver | None = None,
+        max_workers: int | None = None,
+    ) -> None:
+        if memory_budget_bytes <= 0 or max_loaded_models <= 0:
+            raise ValueError("memory_budget_bytes and max_loaded_models must be positive")
+        self._budget = memory_budget_bytes
+        self._max_models = max_loaded_models
+        self._loader = loader
+        self._notify = _Notifier(observer)
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_workers or min(32, (os.cpu_count() or 1) + 4),
+            thread_name_prefix="model-store",
+        )
+        self._registry: dict[str, _Registration] = {}
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ public API
+
+    def register(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
+        """Make a model servable under ``key``; it loads on its first request.
+
+        Args:
+            key: The runtime key, unique per model version.
+            manifest: The artifact's manifest.
+            artifact_path: A local file holding the artifact.
+
+        Raises:
+            ValueError: ``key`` is registered with a different artifact or manifest.
+        """
+        path = Path(artifact_path)
+        current = self._registry.get(key)
+        if current is not None:
+            if current.artifact_path != path or current.manifest != manifest:
+                raise ValueError(f"model '{key}' is registered with another artifact")
+            return
+        self._registry[key] = _Registration(manifest, path, ModelStats(key=key))
+
+    async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
+        """Register a model and load it now (see :meth:`register`).
+
+        Args:
+            key: The runtime key, unique per model version.
+            manifest: The artifact's manifest.
+            artifact_path: A local file holding the artifact.
+
+        Raises:
+            ModelUnavailableError: The model could not be loaded.
+        """
+        self.register(key, manifest, artifact_path)
+        entry = await self._acquire(key)
+        entry.in_use -= 1
+
+    async def infer(self, key: str, inputs: Arrays) -> Arrays:
+        """Run a registered model, loading it first if needed.
+
+        Args:
+            key: The runtime key.
+            inputs: Every declared input, by name (batched models: dimension 0 is the batch).
+
+        Returns:
+            Every output, by name (for batched models, this request's rows only).
+
+        Raises:
+            ModelUnavailableError: Unknown key, or the model cannot be loaded.
+            QueueFullError: ``max_queue_size`` requests are already waiting.
+            InferenceInputError: More rows than ``max_batch_size``, or inputs whose batch
+                dimensions disagree.
+            InferenceFailedError: The model raised (every request of that batch gets this).
+        """
+        entry = await self._acquire(key)
+        try:
+            if entry.batcher is not None:
+                outputs = await entry.batcher.submit(inputs)
+            else:
+                outputs = await self._predict_direct(key, entry, inputs)
+        finally:
+            entry.in_use -= 1
+        registration = self._registry.get(key)
+        if registration is not None:
+            registration.stats.requests += 1
+        return outputs
+
+    def is_ready(self, key: str) -> bool:
+        """Tell whether ``key`` is registered and its last load attempt did not fail.
+
+        Args:
+            key: The runtime key.
+
+        Returns:
+            True if the model is loaded or can be loaded on demand.
+        """
+        registration = self._registry.get(key)
+        return registration is not None and not registration.failed
+
+    def is_loaded(self, key: str) -> bool:
+        """Tell whether ``key`` is in memory now.
+
+        Args:
+            key: The runtime key.
+
+        Returns:
+            True if loaded.
+        """
+        return key in self._loaded
+
+    async def unload(self, key: str) -> None:
+        """Unload and forget a model; its waiting requests fail with ``ModelUnavailable``.
+
+        Args:
+            key: The runtime key (unknown keys are ignored).
+        """
+        self._registry.pop(key, None)
+        entry = self._loaded.pop(key, None)
+        if entry is not None:
+            await self._close_entry(key, entry)
+
+    def stats(self) -> RuntimeStats:
+        """Return a snapshot of per-model counters and memory use.
+
+        Returns:
+            The snapshot (copies; safe to keep).
+        """
+        models: dict[str, ModelStats] = {}
+        for key, registration in self._registry.items():
+            s = registration.stats
+            entry = self._loaded.get(key)
+            models[key] = ModelStats(
+                key=key,
+                loaded=entry is not None,
+                memory_bytes=entry.memory_bytes if entry is not None else 0,
+                queue_depth=s.queue_depth,
+                requests=s.requests,
+                batches=s.batches,
+                batch_sizes=dict(s.batch_sizes),
+                loads=s.loads,
+            )
+        return RuntimeStats(
+            models=models,
+            memory_used_bytes=self._memory_used(),
+            memory_budget_bytes=self._budget,
+            loaded_models=len(self._loaded),
+        )
+
+    async def close(self) -> None:
+        """Unload every model and stop the worker threads."""
+        for key in list(self._registry):
+            await self.unload(key)
+        for key in list(self._loaded):
+            await self._close_entry(key, self._loaded.pop(key))
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _acquire(self, key: str) -> _Loaded:
+        """Return the loaded entry of ``key``, pinned (``in_use`` + 1) against eviction."""
+        for _ in range(3):
+            entry = self._loaded.get(key)
+            if entry is None:
+                await self._load_once(key)
+                entry = self._loaded.get(key)
+                if entry is None:
+                    continue  # evicted before this caller resumed; load again
+            # No await between the lookup and the pin: eviction cannot interleave.
+            entry.in_use += 1
+            self._loaded.move_to_end(key)
+            self._evict(incoming_bytes=0)
+            return entry
+        raise ModelUnavailableError(f"model '{key}' is being unloaded too often; retry")
+
+    async def _load_once(self, key: str) -> None:
+        if key not in self._registry:
+            raise ModelUnavailableError(f"model '{key}' is not loaded")
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._do_load(key))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._forget_loading(key, done))
+        # shield: a caller going away must not cancel the load others are waiting for.
+        await asyncio.shield(task)
+
+    def _forget_loading(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def _do_load(self, key: str) -> None:
+        registration = self._registry[key]
+        loop = asyncio.get_running_loop()
+        try:
+            stat = await loop.run_in_executor(self._executor, registration.artifact_path.stat)
+            size = stat.st_size
+        except OSError as e:
+            registration.failed = True
+            logger.error("model %s: artifact %s is missing", key, registration.artifact_path)
+            raise ModelUnavailableError(f"model '{key}' could not be loaded") from e
+        if size > self._budget:
+            registration.failed = True
+            raise ModelUnavailableError(
+                f"model '{key}' needs {size} bytes, more than the memory budget of {self._budget}"
+            )
+        self._evict(incoming_bytes=size, incoming_models=1)
+        try:
+            model = await loop.run_in_executor(
+                self._executor, self._loader, registration.manifest, registration.artifact_path
+            )
+        except Exception as e:
+            registration.failed = True
+            logger.exception("model %s failed to load from %s", key, registration.artifact_path)
+            raise ModelUnavailableError(f"model '{key}' could not be loaded") from e
+        if self._registry.get(key) is not registration:
+            await loop.run_in_executor(self._executor, model.close)
+            raise ModelUnavailableError(f"model '{key}' was unloaded")
+        registration.failed = False
+        registration.stats.loads += 1
+        entry = _Loaded(model=model, memory_bytes=size)
+        if registration.manifest.batched:
+            entry.batcher = _Batcher(
+                key,
+                registration.manifest.batching,
+                lambda arrays: self._predict_locked(entry, arrays),
+                registration.stats,
+                self._notify,
+            )
+        self._loaded[key] = entry
+        logger.info("model %s loaded (%d bytes)", key, size)
+
+    async def _predict_locked(self, entry: _Loaded, inputs: Arrays) -> Arrays:
+        async with entry.lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, entry.model.predict, inputs)
+
+    async def _predict_direct(self, key: str, entry: _Loaded, inputs: Arrays) -> Arrays:
+        try:
+            return await self._predict_locked(entry, inputs)
+        except Exception as e:
+            logger.exception("model %s failed on a request", key)
+            raise InferenceFailedError(f"model '{key}' failed to run the request") from e
+
+    def _memory_used(self) -> int:
+        return sum(entry.memory_bytes for entry in self._loaded.values())
+
+    def _evict(self, *, incoming_bytes: int, incoming_models: int = 0) -> None:
+        while (
+            len(self._loaded) + incoming_models > self._max_models
+            or self._memory_used() + incoming_bytes > self._budget
+        ):
+            victim = next((k for k, e in self._loaded.items() if e.in_use == 0), None)
+            if victim is None:
+                logger.warning(
+                    "embedded runtime over budget (%d models, %d bytes) but every model is busy",
+                    len(self._loaded),
+                    self._memory_used(),
+                )
+                return
+            entry = self._loaded.pop(victim)
+            logger.info("unloading least recently used model %s", victim)
+            task = asyncio.get_running_loop().create_task(self._close_entry(victim, entry))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_entry(self, key: str, entry: _Loaded) -> None:
+        if entry.batcher is not None:
+            await entry.batcher.close()
+        async with entry.lock:  # waits for an in-flight predict
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, entry.model.close)
+            except Exception:
+                logger.warning("closing model %s failed", key, exc_info=True)
