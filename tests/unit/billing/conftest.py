@@ -1,0 +1,88 @@
+"""Fixtures for billing's unit tests (SQLite file databases, spools in tmp_path)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
+
+from billing.events import UsageEvent
+from billing.spool import Spool
+from billing.tables import metadata, usage_event
+
+EventFactory = Callable[..., UsageEvent]
+
+_counter = itertools.count(1)
+
+
+def _make_event(id: str | None = None, **overrides: Any) -> UsageEvent:
+    n = next(_counter)
+    fields: dict[str, Any] = {
+        "id": id if id is not None else f"req-{n:08d}",
+        "tenant_id": 7,
+        "key_id": "k3y1d",
+        "product": "traffic-police.flow-smoother",
+        "product_id": 42,
+        "version": 3,
+        "unit": "call",
+        "quantity": 1.0,
+        "at": datetime.now(UTC),
+        "latency_ms": 12.5,
+        "request_id": f"rq-{n:08d}",
+    }
+    fields.update(overrides)
+    return UsageEvent(**fields)
+
+
+@pytest.fixture
+def make_event() -> EventFactory:
+    """Build a valid usage event; keyword arguments override fields."""
+    return _make_event
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def spool(spool_dir: Path) -> Iterator[Spool]:
+    s = Spool(spool_dir)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
+    metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+def _count_rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(usage_event)).scalar_one())
+
+
+def _ids_in_db(engine: Engine) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(usage_event.c.tenant_id, usage_event.c.id)).all()
+    return sorted((r[0], r[1]) for r in rows)
+
+
+@pytest.fixture
+def count_rows() -> Callable[[Engine], int]:
+    """Count the rows of usage_event."""
+    return _count_rows
+
+
+@pytest.fixture
+def ids_in_db() -> Callable[[Engine], list[tuple[int, str]]]:
+    """List the (tenant_id, id) keys in usage_event, sorted."""
+    return _ids_in_db

@@ -1,0 +1,376 @@
+"""The durable spool: group commit, replay after a crash, torn records, unwritable disks."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import billing.spool as spool_module
+from billing.errors import MeteringUnavailableError, SpoolLockedError
+from billing.events import UsageEvent
+from billing.metrics import BillingMetrics
+from billing.spool import Spool
+
+EventFactory = Callable[..., UsageEvent]
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _append_all(spool: Spool, events: list[UsageEvent]) -> None:
+    async def go() -> None:
+        await asyncio.gather(*(spool.append(e) for e in events))
+
+    asyncio.run(go())
+
+
+def _segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.seg"))
+
+
+def _drain(spool: Spool) -> list[UsageEvent]:
+    """Read everything pending and mark it delivered (as a flusher would after its commit)."""
+    out: list[UsageEvent] = []
+    while True:
+        batch = spool.read_pending(1000)
+        spool.mark_delivered(batch.cursor)
+        if not batch.events:
+            return out
+        out.extend(batch.events)
+
+
+def test_append_then_read_pending_and_deliver(spool: Spool, make_event: EventFactory) -> None:
+    events = [make_event() for _ in range(5)]
+    _append_all(spool, events)
+    assert spool.backlog() == 5
+
+    first = spool.read_pending(100)
+    again = spool.read_pending(100)
+    assert sorted(e.id for e in first.events) == sorted(e.id for e in events)
+    assert again.events == first.events  # reading does not consume
+    assert spool.backlog() == 5
+
+    spool.mark_delivered(first.cursor)
+    assert spool.backlog() == 0
+    assert spool.read_pending(100).events == []
+    assert spool.stats().delivered == 5
+
+
+def test_read_pending_respects_max_events_and_resumes(
+    spool: Spool, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(10)]
+    for e in events:  # sequential, so the order on disk is known
+        spool.append_sync(e)
+    batch = spool.read_pending(4)
+    assert [e.id for e in batch.events] == [e.id for e in events[:4]]
+    spool.mark_delivered(batch.cursor)
+    assert spool.backlog() == 6
+    rest = spool.read_pending(100)
+    assert [e.id for e in rest.events] == [e.id for e in events[4:]]
+
+
+def test_concurrent_appends_share_fsyncs(spool_dir: Path, make_event: EventFactory) -> None:
+    registry = CollectorRegistry()
+    spool = Spool(spool_dir, metrics=BillingMetrics(registry))
+    try:
+        events = [make_event() for _ in range(1000)]
+        _append_all(spool, events)
+        stats = spool.stats()
+        assert stats.appended == 1000
+        assert stats.fsyncs < 1000, "group commit must share fsyncs between concurrent appends"
+        groups = registry.get_sample_value("citybrain_billing_fsync_group_size_count")
+        grouped = registry.get_sample_value("citybrain_billing_fsync_group_size_sum")
+        assert groups == stats.fsyncs
+        assert grouped == 1000
+        assert registry.get_sample_value("citybrain_billing_events_appended_total") == 1000
+        assert registry.get_sample_value("citybrain_billing_spool_backlog_events") == 1000
+        assert len({e.id for e in _drain(spool)}) == 1000
+        assert registry.get_sample_value("citybrain_billing_spool_backlog_events") == 0
+    finally:
+        spool.close()
+
+
+def test_append_sync_from_many_threads(spool: Spool, make_event: EventFactory) -> None:
+    events = [make_event() for _ in range(200)]
+    threads = [
+        threading.Thread(target=lambda part=events[i::8]: [spool.append_sync(e) for e in part])
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(e.id for e in _drain(spool)) == sorted(e.id for e in events)
+
+
+def test_segments_rotate_by_size_and_delivered_ones_are_deleted(
+    spool_dir: Path, make_event: EventFactory
+) -> None:
+    spool = Spool(spool_dir, segment_max_bytes=2_000)
+    try:
+        events = [make_event() for _ in range(100)]
+        for e in events:
+            spool.append_sync(e)
+        assert len(_segments(spool_dir)) > 5
+        assert [e.id for e in _drain(spool)] == [e.id for e in events]
+        assert len(_segments(spool_dir)) <= 1  # only the active segment is left
+        assert spool.backlog() == 0
+    finally:
+        spool.close()
+
+
+def test_checkpoint_survives_reopen(spool_dir: Path, make_event: EventFactory) -> None:
+    events = [make_event() for _ in range(20)]
+    with Spool(spool_dir, segment_max_bytes=1_500) as spool:
+        for e in events:
+            spool.append_sync(e)
+        batch = spool.read_pending(8)
+        spool.mark_delivered(batch.cursor)
+    with Spool(spool_dir) as reopened:
+        assert reopened.backlog() == 12
+        assert reopened.stats().replayed == 12
+        assert [e.id for e in _drain(reopened)] == [e.id for e in events[8:]]
+
+
+def test_dropped_without_close_replays_everything(
+    spool_dir: Path, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(50)]
+    spool = Spool(spool_dir)
+    _append_all(spool, events)
+    batch = spool.read_pending(10)
+    spool.mark_delivered(batch.cursor)
+    del spool  # no close(): what a crash leaves behind
+    gc.collect()
+
+    with Spool(spool_dir) as reopened:
+        assert reopened.backlog() == 40
+        replayed = _drain(reopened)
+    assert sorted(e.id for e in replayed) == sorted(e.id for e in events if e not in batch.events)
+    assert {e.id for e in replayed}.isdisjoint({e.id for e in batch.events})
+
+
+def test_killed_process_loses_no_acknowledged_event(spool_dir: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        from datetime import UTC, datetime
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from billing.events import UsageEvent
+        from billing.spool import Spool
+
+        async def main():
+            spool = Spool({str(spool_dir)!r}, segment_max_bytes=4096)
+            async def one(i):
+                await spool.append(UsageEvent(
+                    id=f"crash-{{i}}", tenant_id=1, key_id=None, product="a.b", product_id=1,
+                    version=1, unit="call", quantity=1, at=datetime.now(UTC), latency_ms=1.0,
+                    request_id=f"r{{i}}"))
+                print(f"acked crash-{{i}}", flush=True)
+            await asyncio.gather(*(one(i) for i in range(300)))
+            os._exit(0)  # die without close(): no flush, no cleanup
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    acked = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("acked ")}
+    assert len(acked) == 300
+    with Spool(spool_dir) as reopened:
+        assert {e.id for e in _drain(reopened)} == acked
+
+
+def test_torn_final_record_is_skipped_and_truncated(
+    spool_dir: Path, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(5)]
+    with Spool(spool_dir) as spool:
+        for e in events:
+            spool.append_sync(e)
+    last = _segments(spool_dir)[-1]
+    good_size = last.stat().st_size
+    with last.open("ab") as f:  # a crash in the middle of writing the next record
+        f.write(make_event().to_record()[:40])
+
+    with Spool(spool_dir) as reopened:
+        assert last.stat().st_size == good_size
+        assert reopened.stats().corrupt_records == 1
+        later = make_event()
+        reopened.append_sync(later)
+        assert [e.id for e in _drain(reopened)] == [e.id for e in [*events, later]]
+
+
+def test_corrupt_record_in_the_middle_is_skipped(spool_dir: Path, make_event: EventFactory) -> None:
+    events = [make_event() for _ in range(3)]
+    with Spool(spool_dir) as spool:
+        for e in events:
+            spool.append_sync(e)
+    segment = _segments(spool_dir)[-1]
+    data = bytearray(segment.read_bytes())
+    second = data.index(events[1].id.encode())
+    data[second] = ord("X")  # bit rot inside the second record
+    segment.write_bytes(bytes(data))
+
+    with Spool(spool_dir) as reopened:
+        assert [e.id for e in _drain(reopened)] == [events[0].id, events[2].id]
+        assert reopened.stats().corrupt_records >= 1
+
+
+def test_second_spool_on_the_same_directory_is_refused(spool: Spool, spool_dir: Path) -> None:
+    with pytest.raises(SpoolLockedError) as info:
+        Spool(spool_dir)
+    assert info.value.status == 503
+
+
+def test_append_after_close_is_refused(spool_dir: Path, make_event: EventFactory) -> None:
+    spool = Spool(spool_dir)
+    spool.close()
+    with pytest.raises(MeteringUnavailableError):
+        spool.append_sync(make_event())
+    with pytest.raises(MeteringUnavailableError):
+        _append_all(spool, [make_event()])
+
+
+def test_unwritable_directory_fails_appends_then_recovers(
+    tmp_path: Path, make_event: EventFactory
+) -> None:
+    # A regular file where a parent directory should be: fails for root too (ENOTDIR).
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("in the way")
+    registry = CollectorRegistry()
+    spool = Spool(blocker / "spool", metrics=BillingMetrics(registry))
+    try:
+        with pytest.raises(MeteringUnavailableError) as info:
+            _append_all(spool, [make_event(), make_event()])
+        err = info.value
+        assert err.status == 503
+        assert err.code == "MeteringUnavailable"
+        assert err.headers["Retry-After"].isdigit()
+        assert "Not a directory" in err.message
+        stats = spool.stats()
+        assert (stats.appended, stats.append_failures, stats.backlog) == (0, 2, 0)
+        assert not stats.available
+        assert registry.get_sample_value("citybrain_billing_append_failures_total") == 2
+        assert not spool.seen_recently(7, "anything")
+
+        blocker.unlink()  # the operator frees the path; the spool retries on the next append
+        event = make_event()
+        spool.append_sync(event)
+        assert spool.stats().available
+        assert [e.id for e in _drain(spool)] == [event.id]
+    finally:
+        spool.close()
+
+
+def test_spool_directory_replaced_by_a_file(spool_dir: Path, make_event: EventFactory) -> None:
+    spool = Spool(spool_dir, segment_max_bytes=1)  # every group needs a new segment
+    try:
+        before = make_event()
+        spool.append_sync(before)
+        moved = spool_dir.with_name("moved")
+        spool_dir.rename(moved)
+        spool_dir.write_text("not a directory any more")
+        refused = make_event()
+        with pytest.raises(MeteringUnavailableError):
+            spool.append_sync(refused)
+        assert not spool.seen_recently(refused.tenant_id, refused.id)
+
+        spool_dir.unlink()
+        moved.rename(spool_dir)
+        after = make_event()
+        spool.append_sync(after)
+        assert [e.id for e in _drain(spool)] == [before.id, after.id]
+    finally:
+        spool.close()
+
+
+def test_partial_write_is_taken_back(
+    spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write_all = spool_module._write_all
+    spool = Spool(spool_dir)
+    try:
+        ok = [make_event() for _ in range(3)]
+        for e in ok:
+            spool.append_sync(e)
+
+        def disk_full(fd: int, data: bytes, offset: int) -> None:
+            real_write_all(fd, data[: len(data) // 2], offset)  # half lands, then ENOSPC
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(spool_module, "_write_all", disk_full)
+        lost = make_event()
+        with pytest.raises(MeteringUnavailableError, match="No space left"):
+            spool.append_sync(lost)
+        monkeypatch.setattr(spool_module, "_write_all", real_write_all)
+
+        later = make_event()
+        spool.append_sync(later)
+        assert spool.backlog() == 4
+        assert spool.stats().append_failures == 1
+    finally:
+        spool.close()
+    with Spool(spool_dir) as reopened:
+        assert reopened.stats().corrupt_records == 0
+        assert [e.id for e in _drain(reopened)] == [e.id for e in [*ok, later]]
+
+
+def test_failed_fsync_fails_the_group_and_is_not_delivered(
+    spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_sync = spool_module._sync_file
+    calls = {"n": 0}
+
+    def flaky_sync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_sync(fd)
+
+    spool = Spool(spool_dir)
+    try:
+        monkeypatch.setattr(spool_module, "_sync_file", flaky_sync)
+        failed = make_event()
+        with pytest.raises(MeteringUnavailableError, match="Input/output error"):
+            spool.append_sync(failed)
+        assert spool.backlog() == 0
+        assert spool.read_pending(10).events == []
+        kept = make_event()
+        spool.append_sync(kept)
+        assert [e.id for e in _drain(spool)] == [kept.id]
+    finally:
+        spool.close()
+
+
+def test_seen_recently_only_after_durable(spool: Spool, make_event: EventFactory) -> None:
+    event = make_event(at=datetime.now(UTC) - timedelta(minutes=5))
+    assert not spool.seen_recently(event.tenant_id, event.id, window_s=10**9)
+    spool.append_sync(event)
+    assert spool.seen_recently(event.tenant_id, event.id, window_s=10**9)
+    assert not spool.seen_recently(event.tenant_id + 1, event.id, window_s=10**9)
+    assert not spool.seen_recently(event.tenant_id, event.id, window_s=60.0)  # `at` is older
+
+
+def test_mark_delivered_refuses_a_cursor_past_the_end(
+    spool: Spool, make_event: EventFactory
+) -> None:
+    spool.append_sync(make_event())
+    cursor = spool.read_pending(10).cursor
+    bogus = spool_module.SpoolCursor(cursor.segment, cursor.offset + 10_000, cursor.ordinal)
+    with pytest.raises(ValueError, match="past"):
+        spool.mark_delivered(bogus)
+    assert spool.backlog() == 1
