@@ -8,11 +8,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -62,6 +65,7 @@ class Product(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "name", name="uq_product_tenant_name"),
         Index("ix_product_visibility", "state", "tier"),
+        Index("ix_product_recent", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -88,6 +92,20 @@ class Product(Base):
     @property
     def handle(self) -> str:
         return f"{self.tenant.slug}.{self.name}"
+
+
+# Facet counts maintained by database triggers (see migration 0001); read-only here.
+product_facet = Table(
+    "product_facet",
+    Base.metadata,
+    Column("tenant_id", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("domain", String(40), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "state", "tier", "kind", "domain"),
+)
 
 
 class ProductVersion(Base):

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.errors import BillingError
 from marketplace.audit.service import record_decision
+from marketplace.constants import REQUEST_ID_HEADER
 from marketplace.context import current_request_id
 from marketplace.errors import CityBrainError
 from model_store.errors import ModelStoreError
@@ -104,9 +105,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error in request %s", current_request_id())
-        return error_response(
-            500, "InternalError", "internal error; quote the request id when reporting it"
+        # This handler runs outside the request-id middleware: take the id from the scope.
+        rid = request.scope.get("state", {}).get("request_id", current_request_id())
+        log.error("unhandled error in request %s", rid, exc_info=exc)
+        return JSONResponse(
+            {
+                "error": "internal error; quote the request id when reporting it",
+                "code": "InternalError",
+                "request_id": rid,
+            },
+            status_code=500,
+            headers={REQUEST_ID_HEADER: rid},
         )
 
     for root in (CityBrainError, ModelStoreError, BillingError):

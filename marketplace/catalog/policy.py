@@ -14,6 +14,8 @@ lists with the clause and reads single products with the predicate.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, and_, or_
 
 from marketplace.constants import ProductState, Tier
@@ -31,15 +33,17 @@ def visible_tiers(caller: Caller) -> tuple[str, ...]:
     return (Tier.PUBLIC.value, Tier.RESTRICTED.value)
 
 
-def visible_clause(caller: Caller) -> ColumnElement[bool]:
-    listed = and_(Product.state.in_(LISTED_STATES), Product.tier.in_(visible_tiers(caller)))
+def visible_clause(caller: Caller, cols: Any = Product) -> ColumnElement[bool]:
+    """Rows the caller may see; ``cols`` is anything with tenant_id, state and tier columns
+    (the Product entity, or the facet-count table's ``.c``)."""
+    listed = and_(cols.state.in_(LISTED_STATES), cols.tier.in_(visible_tiers(caller)))
     if caller is None:
         return listed
-    clause = or_(Product.tenant_id == caller.tenant_id, listed)
+    clause = or_(cols.tenant_id == caller.tenant_id, listed)
     if caller.is_operator:
         clause = or_(
             clause,
-            and_(Product.state == ProductState.SUBMITTED.value, Product.tier != Tier.SECRET.value),
+            and_(cols.state == ProductState.SUBMITTED.value, cols.tier != Tier.SECRET.value),
         )
     return clause
 

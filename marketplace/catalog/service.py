@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import Session
 
 from marketplace.audit.service import record
@@ -156,7 +157,7 @@ def get_owned_product(session: Session, caller: Principal, handle: str) -> Produ
     return product
 
 
-def filtered_query(caller: Caller, flt: ProductFilter) -> Any:
+def filtered_query(caller: Caller, flt: ProductFilter, *, dialect: str = "sqlite") -> Any:
     stmt = select(Product).join(Tenant).where(visible_clause(caller))
     if flt.kind:
         stmt = stmt.where(Product.kind == flt.kind)
@@ -169,23 +170,16 @@ def filtered_query(caller: Caller, flt: ProductFilter) -> Any:
     if flt.state:
         stmt = stmt.where(Product.state == flt.state)
     if flt.tag:
-        # Tags are stored space-joined in tags_text; match a whole tag.
         t = flt.tag.strip().lower()
-        stmt = stmt.where((" " + Product.tags_text + " ").contains(f" {t} ", autoescape=True))
+        if dialect == "postgresql":
+            # product.tags_arr: a generated text[] with a GIN index (migration 0001).
+            stmt = stmt.where(
+                literal_column("product.tags_arr").op("@>")(cast(array([t]), ARRAY(Text)))
+            )
+        else:
+            # Tags are stored space-joined in tags_text; match a whole tag.
+            stmt = stmt.where((" " + Product.tags_text + " ").contains(f" {t} ", autoescape=True))
     return stmt
-
-
-def list_products(
-    session: Session, caller: Caller, flt: ProductFilter, *, offset: int, limit: int
-) -> tuple[list[Product], int]:
-    stmt = filtered_query(caller, flt)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = list(
-        session.scalars(
-            stmt.order_by(Product.updated_at.desc(), Product.id.desc()).offset(offset).limit(limit)
-        )
-    )
-    return rows, total
 
 
 def update_product(

@@ -61,13 +61,12 @@ def list_products(
     flt = catalog.ProductFilter(
         kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, state=state
     )
-    rows, total = catalog.list_products(
-        session, caller, flt, offset=page.offset, limit=page.per_page
-    )
-    latest = _latest_versions(session, rows)
+    # The same path as search without a query: counts come from the facet table.
+    result = search_products(session, caller, None, flt, offset=page.offset, limit=page.per_page)
+    latest = _latest_versions(session, result.products)
     return ListPublic(
-        data=[product_public(p, latest.get(p.id)) for p in rows],
-        count=total,
+        data=[product_public(p, latest.get(p.id)) for p in result.products],
+        count=result.count,
         page=page.page,
         per_page=page.per_page,
     )

@@ -114,7 +114,42 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(64), nullable=False),
     )
 
+    op.create_index("ix_product_recent", "product", ["updated_at", "id"])
+    # Facet counts per (owner, state, tier, kind, domain), kept by triggers, so browsing the
+    # catalog counts facets over a few hundred rows instead of every product.
+    op.create_table(
+        "product_facet",
+        sa.Column("tenant_id", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("tier", sa.String(20), nullable=False),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("domain", sa.String(40), nullable=False),
+        sa.Column("n", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "state", "tier", "kind", "domain"),
+    )
+    facet_cols = "tenant_id, state, tier, kind, domain"
+    match_old = (
+        "tenant_id = OLD.tenant_id AND state = OLD.state AND tier = OLD.tier"
+        " AND kind = OLD.kind AND domain = OLD.domain"
+    )
+    add_new = (
+        f"INSERT INTO product_facet ({facet_cols}, n)"
+        " VALUES (NEW.tenant_id, NEW.state, NEW.tier, NEW.kind, NEW.domain, 1)"
+        f" ON CONFLICT ({facet_cols}) DO UPDATE SET n = product_facet.n + 1"
+    )
+    drop_old = f"UPDATE product_facet SET n = n - 1 WHERE {match_old}"
+
     if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE FUNCTION product_facet_sync() RETURNS trigger AS $$ BEGIN"
+            f" IF TG_OP IN ('DELETE', 'UPDATE') THEN {drop_old}; END IF;"
+            f" IF TG_OP IN ('INSERT', 'UPDATE') THEN {add_new}; END IF;"
+            " RETURN NULL; END $$ LANGUAGE plpgsql"
+        )
+        op.execute(
+            "CREATE TRIGGER product_facet_sync AFTER INSERT OR DELETE OR UPDATE OF"
+            f" {facet_cols} ON product FOR EACH ROW EXECUTE FUNCTION product_facet_sync()"
+        )
         op.execute(
             "ALTER TABLE product ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ("
             " setweight(to_tsvector('simple', coalesce(title, '')), 'A') ||"
@@ -122,7 +157,19 @@ def upgrade() -> None:
             " setweight(to_tsvector('simple', coalesce(description, '')), 'C')) STORED"
         )
         op.execute("CREATE INDEX ix_product_search ON product USING GIN (search_vector)")
+        # Whole-tag filtering (tag=...) through a GIN index instead of a scan.
+        op.execute(
+            "ALTER TABLE product ADD COLUMN tags_arr text[] GENERATED ALWAYS AS"
+            " (string_to_array(tags_text, ' ')) STORED"
+        )
+        op.execute("CREATE INDEX ix_product_tags ON product USING GIN (tags_arr)")
     else:
+        op.execute(f"CREATE TRIGGER product_facet_ai AFTER INSERT ON product BEGIN {add_new}; END")
+        op.execute(f"CREATE TRIGGER product_facet_ad AFTER DELETE ON product BEGIN {drop_old}; END")
+        op.execute(
+            f"CREATE TRIGGER product_facet_au AFTER UPDATE OF {facet_cols} ON product BEGIN"
+            f" {drop_old}; {add_new}; END"
+        )
         op.execute(
             "CREATE VIRTUAL TABLE product_fts USING fts5("
             "title, tags_text, description, content='product', content_rowid='id',"
@@ -150,5 +197,16 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         op.execute("DROP TABLE IF EXISTS product_fts")
-    for table in ("audit_head", "audit_entry", "product_version", "product", "api_key", "tenant"):
+    else:
+        op.execute("DROP TRIGGER IF EXISTS product_facet_sync ON product")
+        op.execute("DROP FUNCTION IF EXISTS product_facet_sync()")
+    for table in (
+        "product_facet",
+        "audit_head",
+        "audit_entry",
+        "product_version",
+        "product",
+        "api_key",
+        "tenant",
+    ):
         op.drop_table(table)

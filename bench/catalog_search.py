@@ -1,0 +1,167 @@
+"""Catalog search latency at 100,000 products on PostgreSQL, through the HTTP API.
+
+Creates a temporary database on the PostgreSQL server at 127.0.0.1:5432 (dropped at the end),
+seeds the demo city plus 100,000 products across tiers, domains, kinds and owners, starts
+``citybrain serve`` on a free port and times a fixed set of searches as three callers
+(anonymous, a developer, the operator). Prints p50/p95 per search and overall. Goal: p95 ≤ 10 ms.
+
+    .venv/bin/python bench/catalog_search.py [--products 100000] [--repeat 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import httpx
+import psycopg
+
+ADMIN = os.environ.get("CITYBRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+CITY_WORDS = ["traffic", "flow", "intersection", "bus", "metro", "parking", "bike", "taxi", "congestion", "signal", "camera", "road", "bridge", "tunnel", "air", "quality", "noise", "water", "river", "lake", "park", "tourism", "hotel", "museum", "visitor", "crowd", "hospital", "clinic", "pharmacy", "school", "hotline", "complaint", "permit", "license", "inspection", "building", "energy", "grid", "waste", "recycling", "weather", "rainfall", "flood", "drainage", "manhole", "street", "light", "tree", "permit", "forecast", "count", "daily", "hourly", "realtime", "history", "district", "community", "population", "census", "credit", "business"]
+DOMAINS = ["traffic", "safety", "city-management", "tourism", "health", "environment", "credit", "other"]
+TIERS = ["public"] * 5 + ["restricted"] * 3 + ["confidential"] + ["secret"]
+SEARCHES = [
+    ("q=traffic", {"q": "traffic"}),
+    ("q=air quality", {"q": "air quality"}),
+    ("q=hosp (prefix)", {"q": "hosp"}),
+    ("q=bus&domain=traffic", {"q": "bus", "domain": "traffic"}),
+    ("q=museum&kind=model", {"q": "museum", "kind": "model"}),
+    ("q=flood forecast daily", {"q": "flood forecast daily"}),
+    ("tag=realtime", {"tag": "realtime"}),
+    ("domain=health&tier=public", {"domain": "health", "tier": "public"}),
+    ("browse (no q) page 3", {"page": "3"}),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def vocabulary(rnd: random.Random, size: int = 6000) -> tuple[list[str], list[float]]:
+    """A Zipf-weighted vocabulary, like real catalog text: the city words sit at ranks 20-800
+    among pseudo-words, so a typical query term matches a few percent of the catalog."""
+    syll = ["ka", "to", "ri", "men", "sha", "lo", "vi", "den", "por", "gu", "tel", "an", "mo", "zi"]
+    words = ["".join(rnd.choices(syll, k=rnd.randint(2, 4))) + str(i) for i in range(size)]
+    ranks = sorted(rnd.sample(range(20, 800), len(CITY_WORDS)))
+    for rank, word in zip(ranks, CITY_WORDS, strict=True):
+        words[rank] = word
+    weights = [1.0 / (r + 1) ** 1.07 for r in range(size)]
+    return words, weights
+
+
+def seed_products(url: str, n: int) -> None:
+    from marketplace.db import make_engine, make_session_factory, transaction
+    from marketplace.seed import seed_demo_city
+
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as s:
+        seed_demo_city(s)
+    engine.dispose()
+    rnd = random.Random(7)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        tenants = [r[0] for r in conn.execute("SELECT id FROM tenant ORDER BY id")]
+        now = datetime.now(UTC)
+        words, weights = vocabulary(rnd)
+        with conn.cursor().copy(
+            "COPY product (tenant_id, name, kind, title, description, domain, tags, tags_text, tier,"
+            " license, state, created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for i in range(n):
+                title = " ".join(rnd.choices(words, weights, k=4)).capitalize()
+                desc = " ".join(rnd.choices(words, weights, k=24))
+                tags = sorted(set(rnd.choices(words, weights, k=3)))
+                state = "published" if rnd.random() < 0.9 else rnd.choice(["draft", "submitted", "deprecated"])
+                copy.write_row((
+                    rnd.choice(tenants), f"bench-{i}", rnd.choice(["dataset", "dataset", "model"]),
+                    title, desc, rnd.choice(DOMAINS), '["' + '","'.join(tags) + '"]', " ".join(tags),
+                    rnd.choice(TIERS), "CC-BY-4.0", state, now, now,
+                ))
+    # Steady state, as autovacuum leaves it: GIN pending lists merged, visibility map set.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE product")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--products", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=40)
+    args = ap.parse_args()
+
+    name = f"citybrain_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(ADMIN, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+    server = None
+    try:
+        from marketplace.migrate import upgrade
+
+        upgrade(url)
+        t0 = time.perf_counter()
+        seed_products(url, args.products)
+        print(f"seeded {args.products:,} products in {time.perf_counter() - t0:.1f} s")
+        from marketplace.db import make_engine, make_session_factory, transaction
+        from marketplace.keys.service import create_key
+        from marketplace.tenants.service import get_tenant_by_slug
+
+        engine = make_engine(url)
+        with transaction(make_session_factory(engine)) as s:
+            dev = create_key(s, tenant=get_tenant_by_slug(s, "parkeasy"), scopes=["catalog:read"], actor="bench").token
+            op = create_key(s, tenant=get_tenant_by_slug(s, "data-bureau"), scopes=["catalog:read"], actor="bench").token
+        engine.dispose()
+
+        port = free_port()
+        env = {**os.environ, "CITYBRAIN_DATABASE_URL": url, "CITYBRAIN_LOG_LEVEL": "warning"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"],
+            env=env, stdout=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for _ in range(200):
+                try:
+                    if client.get("/api/v1/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            callers = {"anonymous": {}, "developer": {"X-API-Key": dev}, "operator": {"X-API-Key": op}}
+            all_ms: list[float] = []
+            print(f"\n{'search':<28}{'caller':<11}{'hits':>7}{'p50 ms':>9}{'p95 ms':>9}")
+            for label, params in SEARCHES:
+                for who, headers in callers.items():
+                    for _ in range(3):
+                        client.get("/api/v1/catalog/search", params=params, headers=headers)
+                    times = []
+                    hits = 0
+                    for _ in range(args.repeat):
+                        t = time.perf_counter()
+                        r = client.get("/api/v1/catalog/search", params=params, headers=headers)
+                        times.append((time.perf_counter() - t) * 1000)
+                        assert r.status_code == 200, r.text
+                        hits = r.json()["count"]
+                    all_ms += times
+                    q = statistics.quantiles(times, n=20)
+                    print(f"{label:<28}{who:<11}{hits:>7}{statistics.median(times):>9.2f}{q[18]:>9.2f}")
+            q = statistics.quantiles(all_ms, n=20)
+            print(f"\noverall: {len(all_ms)} requests, p50 {statistics.median(all_ms):.2f} ms, "
+                  f"p95 {q[18]:.2f} ms (goal: p95 ≤ 10 ms)")
+    finally:
+        if server:
+            server.terminate()
+            server.wait(10)
+        with psycopg.connect(ADMIN, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
