@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration bench clean serve
+.PHONY: demo test lint unit integration bench clean serve system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# System packages the tests use: espeak-ng speaks the hotline test sentences.
+system-deps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  echo "installing espeak-ng (test audio)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+
 ## Set up, migrate, seed the demo city and serve it on http://127.0.0.1:8000 (SQLite, embedded).
 demo: $(STAMP)
 	$(BIN)/citybrain demo
@@ -22,7 +28,7 @@ serve: $(STAMP)
 	$(BIN)/citybrain serve
 
 ## Lint (ruff, mypy, import-linter contracts), then the whole suite (SQLite and PostgreSQL).
-test: $(STAMP) lint
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -115,12 +115,11 @@ def _seed(cfg: Settings) -> None:
 
     result = _run(cfg, seed_demo_city)
     if result.keys:
-        table = Table(title="Demo city API keys — shown once, store them now")
-        table.add_column("tenant")
-        table.add_column("API key")
+        # Plain lines, never a table: a truncated key could not be copied, and it is shown once.
+        console.print("[bold]Demo city API keys — shown only now, store them:[/bold]")
+        width = max(len(slug) for slug in result.keys)
         for slug, token in result.keys.items():
-            table.add_row(slug, token)
-        console.print(table)
+            print(f"  {slug:<{width}}  {token}")
     else:
         console.print(
             "demo city already seeded (keys were shown on the first run; "
