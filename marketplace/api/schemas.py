@@ -148,3 +148,48 @@ class AuditEntryPublic(BaseModel):
     outcome: str
     detail: dict[str, Any]
     hash: str
+
+
+class AccessRequestCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    product: str = Field(description="Product handle <tenant-slug>.<product-name>")
+    purpose: str = Field(min_length=1, max_length=4000)
+    scopes: list[str] = Field(min_length=1)
+    duration_days: int = Field(default=90, ge=1, le=366)
+    conditions: dict[str, Any] = Field(default_factory=dict)
+
+
+class AccessDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=4000)
+    conditions: dict[str, Any] = Field(default_factory=dict)
+
+
+class AccessRequestPublic(BaseModel):
+    id: str
+    tenant: str
+    product: str
+    tier: str
+    purpose: str
+    scopes: list[str]
+    duration_days: int
+    conditions: dict[str, Any]
+    state: str
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+    grant_id: str | None
+    created_at: datetime
+
+
+class GrantPublic(BaseModel):
+    id: str
+    tenant: str
+    product: str
+    scopes: list[str]
+    conditions: dict[str, Any]
+    status: str
+    request_id: str | None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None

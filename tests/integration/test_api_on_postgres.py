@@ -4,6 +4,7 @@ Importing the test functions here makes pytest collect them under this folder, w
 ``database_url`` is a real PostgreSQL database (see conftest.py).
 """
 
+from tests.unit.marketplace.test_access import *  # noqa: F403
 from tests.unit.marketplace.test_audit import *  # noqa: F403
 from tests.unit.marketplace.test_catalog import *  # noqa: F403
 from tests.unit.marketplace.test_cross_tenant import *  # noqa: F403

@@ -1,0 +1,133 @@
+"""``citybrain access``: the operator's view of access requests and grants from the shell."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+access_app = typer.Typer(no_args_is_help=True, help="Access requests and grants (as the operator).")
+console = Console()
+
+
+def _operator(session: Any) -> Any:
+    from marketplace.constants import ALL_SCOPES, TenantKind
+    from marketplace.context import Principal
+    from marketplace.errors import NotFoundError
+    from marketplace.models import Tenant
+
+    op = session.scalar(
+        select(Tenant).where(Tenant.kind == TenantKind.OPERATOR.value).order_by(Tenant.id)
+    )
+    if op is None:
+        raise NotFoundError("no operator tenant: seed or create one first")
+    return Principal(
+        tenant_id=op.id,
+        tenant_slug=op.slug,
+        tenant_kind=op.kind,
+        scopes=frozenset(ALL_SCOPES),
+        actor="cli",
+    )
+
+
+def _run(fn: Any) -> Any:
+    from marketplace.cli import _run as run_in_tx
+    from marketplace.cli import settings
+
+    return run_in_tx(settings(), fn)
+
+
+@access_app.command("requests")
+def requests_list(
+    state: Annotated[str | None, typer.Option(help="pending, approved, rejected")] = None,
+) -> None:
+    """List access requests."""
+    from marketplace.access.service import list_requests
+    from marketplace.catalog.service import product_handle
+
+    rows = _run(
+        lambda s: [
+            (
+                r.id,
+                r.tenant.slug,
+                product_handle(r.product),
+                r.product.tier,
+                ",".join(r.scopes),
+                r.state,
+                r.purpose[:60],
+            )
+            for r in list_requests(s, _operator(s), state=state)
+        ]
+    )
+    table = Table()
+    for col in ("id", "tenant", "product"):
+        table.add_column(col, no_wrap=True)  # ids are copied into the next command
+    for col in ("tier", "scopes", "state", "purpose"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _decide(request_id: str, reason: str, approve: bool) -> None:
+    from marketplace.access.service import decide_request
+
+    state, grant = _run(
+        lambda s: (lambda r: (r.state, r.grant_id))(
+            decide_request(s, _operator(s), request_id, approve=approve, reason=reason)
+        )
+    )
+    console.print(f"request {request_id}: {state}" + (f", grant {grant}" if grant else ""))
+
+
+@access_app.command("approve")
+def approve(request_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")]) -> None:
+    """Approve a confidential product's access request (restricted ones: their owner)."""
+    _decide(request_id, reason, True)
+
+
+@access_app.command("reject")
+def reject(request_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")]) -> None:
+    """Reject an access request."""
+    _decide(request_id, reason, False)
+
+
+@access_app.command("grants")
+def grants_list() -> None:
+    """List grants and their status."""
+    from marketplace.access.service import grant_status, list_grants
+    from marketplace.catalog.service import product_handle
+
+    rows = _run(
+        lambda s: [
+            (
+                g.id,
+                g.tenant.slug,
+                product_handle(g.product),
+                ",".join(g.scopes),
+                grant_status(g),
+                g.expires_at.isoformat(),
+            )
+            for g in list_grants(s, _operator(s))
+        ]
+    )
+    table = Table()
+    for col in ("id", "tenant", "product"):
+        table.add_column(col, no_wrap=True)
+    for col in ("scopes", "status", "expires"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@access_app.command("revoke")
+def revoke(grant_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")] = "") -> None:
+    """Revoke a grant; it stops working on the next call."""
+    from marketplace.access.service import revoke_grant
+
+    _run(lambda s: revoke_grant(s, _operator(s), grant_id, reason=reason))
+    console.print(f"grant {grant_id} revoked")
