@@ -20,6 +20,12 @@ system-deps:
 	  echo "installing espeak-ng (test audio)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
 
+# The real OpenID provider the integration tests sign users in with (tests/oidc).
+OIDC_STAMP := tests/oidc/node_modules/.installed-stamp
+$(OIDC_STAMP): tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(OIDC_STAMP)
+
 ## Set up, migrate, seed the demo city and serve it on http://127.0.0.1:8000 (SQLite, embedded).
 demo: $(STAMP)
 	$(BIN)/citybrain demo
@@ -28,7 +34,7 @@ serve: $(STAMP)
 	$(BIN)/citybrain serve
 
 ## Lint (ruff, mypy, import-linter contracts), then the whole suite (SQLite and PostgreSQL).
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps $(OIDC_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -21,6 +21,36 @@ class ModelStoreSettings(BaseModel):
     max_loaded_models: int = 16
 
 
+class GatewaySettings(BaseModel):
+    # Largest inference request body (JSON or binary tensors) the /v2 routes accept.
+    max_infer_bytes: int = 64 * 1024 * 1024
+    # How long a resolved handle (version, manifest, tier, owner) is reused. Catalog writes in
+    # this process invalidate it at once; this bounds staleness after writes by other processes.
+    resolve_ttl_s: float = 2.0
+    resolve_cache_size: int = 4096
+    # /metrics answers the operator's keys only unless this is set (e.g. behind a private
+    # scrape network); secret products never appear by name either way.
+    metrics_public: bool = False
+
+
+class OIDCSettings(BaseModel):
+    """Portal users' bearer tokens from a Keycloak realm (off unless server_url is set)."""
+
+    # Keycloak's base URL, e.g. https://sso.city.gov/ (realms live under /realms/<realm>).
+    server_url: str | None = None
+    realm: str = "citybrain"
+    client_id: str = "citybrain-platform"
+    client_secret: str | None = None
+    audience: str = "account"
+    # The claim that names the user's tenant (a tenant slug).
+    tenant_claim: str = "tenant"
+    # Clock skew tolerated on exp/nbf/iat, in seconds: a few, never a minute.
+    leeway_s: int = 5
+    # Also ask the realm whether the token is still active (needs client_secret; costs a call).
+    introspect: bool = False
+    jwks_ttl_s: int = 300
+
+
 class BillingSettings(BaseModel):
     # Local spool where usage events are made durable before a metered response leaves.
     spool_dir: Path | None = None
@@ -48,6 +78,8 @@ class Settings(BaseSettings):
     key_last_used_resolution_s: int = 60
     model_store: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    oidc: OIDCSettings = Field(default_factory=OIDCSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

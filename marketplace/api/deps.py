@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
+from marketplace.auth.oidc import OIDCVerifier, looks_like_jwt
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER
 from marketplace.context import Caller, Principal
@@ -39,17 +40,37 @@ def presented_token(request: Request) -> str | None:
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
-            raise UnauthenticatedError("Authorization header must be 'Bearer <API key>'")
+            raise UnauthenticatedError("Authorization header must be 'Bearer <token or API key>'")
         return value.strip()
     key = request.headers.get(API_KEY_HEADER)
     return key.strip() if key else None
 
 
+def _oidc_verifier(request: Request, settings: Settings) -> OIDCVerifier | None:
+    """The app's verifier of portal users' tokens, made on first use when OIDC is configured."""
+    if not settings.oidc.server_url:
+        return None
+    verifier: OIDCVerifier | None = getattr(request.app.state, "oidc_verifier", None)
+    if verifier is None:
+        verifier = OIDCVerifier(settings.oidc)
+        request.app.state.oidc_verifier = verifier
+    return verifier
+
+
 def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> Caller:
-    """The authenticated principal, or None for an anonymous caller. Bad keys get 401."""
+    """The authenticated principal, or None for an anonymous caller.
+
+    A bearer token is a portal user's realm JWT when OIDC is configured and it looks like one,
+    else an API key; API keys keep working beside tokens. Bad credentials get 401.
+    """
     token = presented_token(request)
     if token is None:
         return None
+    verifier = _oidc_verifier(request, settings)
+    if verifier is not None and looks_like_jwt(token):
+        principal = verifier.principal(session, token)
+        request.state.principal = principal
+        return principal
     principal = authenticate_token(
         session,
         token,
