@@ -70,3 +70,43 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# --------------------------------------------------------------------------- tenant context
+
+TENANT_ROLE = "citybrain_tenant"
+ANONYMOUS_TENANT = 0
+
+
+def set_tenant_context(
+    session: Session, *, tenant_id: int, government: bool = False, operator: bool = False
+) -> None:
+    """Run this session's transactions as the caller's tenant (PostgreSQL row-level security).
+
+    Applies to the current transaction and every later one of the session: ``SET LOCAL ROLE``
+    to the policy-bound role plus the tenant settings the policies read (migration 0006). On
+    SQLite it does nothing; the application's checks are the only wall there.
+    """
+    session.info["tenant_context"] = (tenant_id, government, operator)
+    if session.in_transaction():
+        _apply_tenant_context(session.connection(), session.info["tenant_context"])
+
+
+def _apply_tenant_context(connection: Any, ctx: tuple[int, bool, bool]) -> None:
+    if connection.dialect.name != "postgresql":
+        return
+    tenant_id, government, operator = ctx
+    connection.exec_driver_sql(f"SET LOCAL ROLE {TENANT_ROLE}")
+    connection.exec_driver_sql(
+        "SELECT set_config('citybrain.tenant_id', %(t)s, true),"
+        " set_config('citybrain.government', %(g)s, true),"
+        " set_config('citybrain.operator', %(o)s, true)",
+        {"t": str(tenant_id), "g": "on" if government else "off", "o": "on" if operator else "off"},
+    )
+
+
+@event.listens_for(Session, "after_begin")
+def _tenant_context_on_begin(session: Session, _transaction: Any, connection: Any) -> None:
+    ctx = session.info.get("tenant_context")
+    if ctx is not None:
+        _apply_tenant_context(connection, ctx)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from marketplace.auth.oidc import OIDCVerifier, looks_like_jwt
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER
+from marketplace.db import ANONYMOUS_TENANT, set_tenant_context
 from marketplace.context import Caller, Principal
 from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.keys.service import authenticate_token
@@ -65,20 +66,27 @@ def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> 
     """
     token = presented_token(request)
     if token is None:
+        set_tenant_context(session, tenant_id=ANONYMOUS_TENANT)
         return None
     verifier = _oidc_verifier(request, settings)
     if verifier is not None and looks_like_jwt(token):
         principal = verifier.principal(session, token)
-        request.state.principal = principal
-        return principal
-    principal = authenticate_token(
-        session,
-        token,
-        last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
-    )
-    if session.dirty:
-        session.commit()
+    else:
+        principal = authenticate_token(
+            session,
+            token,
+            last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
+        )
+        if session.dirty:
+            session.commit()
     request.state.principal = principal
+    # From here on the database enforces the tenant too (row-level security on PostgreSQL).
+    set_tenant_context(
+        session,
+        tenant_id=principal.tenant_id,
+        government=principal.is_government,
+        operator=principal.is_operator,
+    )
     return principal
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
 from marketplace.api.deps import PageDep, SessionDep, require
@@ -20,6 +20,7 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 
 @router.get("", response_model=ListPublic[AuditEntryPublic])
 def read_audit(
+    request: Request,
     session: SessionDep,
     page: PageDep,
     principal: Annotated[Principal, Depends(require("admin"))],
@@ -38,9 +39,12 @@ def read_audit(
     )
     slugs = {t.id: t.slug for t in session.scalars(select(Tenant))}
     # Secret products never leave their tenant, not even by name through the operator's view.
-    hidden = (
-        secret_handles(session, except_tenant=principal.tenant_id) if principal.is_operator else []
-    )
+    hidden: list[str] = []
+    if principal.is_operator:
+        # Row-level security hides secret products from the operator's own session, which is
+        # right for reads but would leave nothing to redact: look the names up unbound.
+        with request.app.state.session_factory() as system:
+            hidden = secret_handles(system, except_tenant=principal.tenant_id)
     data = []
     for e in rows:
         target, detail = e.target, e.detail
