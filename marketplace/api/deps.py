@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from marketplace.auth.oidc import OIDCVerifier, looks_like_jwt
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER
-from marketplace.db import ANONYMOUS_TENANT, set_tenant_context
 from marketplace.context import Caller, Principal
+from marketplace.db import ANONYMOUS_TENANT, set_tenant_context
 from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.keys.service import authenticate_token
 
