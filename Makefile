@@ -27,7 +27,7 @@ $(OIDC_STAMP): tests/oidc/package-lock.json
 	@touch $(OIDC_STAMP)
 
 ## Set up, migrate, seed the demo city and serve it on http://127.0.0.1:8000 (SQLite, embedded).
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(BIN)/citybrain demo
 
 serve: $(STAMP)
