@@ -178,6 +178,22 @@ class _Batcher:
             if batch:
                 await self._dispatch(batch)
 
+    async def _run_alone(self, pending: _Pending) -> None:
+        try:
+            outputs = await self._run(pending.inputs)
+        except asyncio.CancelledError:
+            if not pending.future.done():
+                pending.future.set_exception(
+                    ModelUnavailableError(f"model '{self._key}' was unloaded")
+                )
+            raise
+        except Exception as e:
+            if not pending.future.done():
+                pending.future.set_exception(_request_error(self._key, e))
+            return
+        if not pending.future.done():
+            pending.future.set_result(outputs)
+
     async def _dispatch(self, batch: list[_Pending]) -> None:
         total = sum(p.rows for p in batch)
         self._stats.batches += 1
@@ -200,19 +216,29 @@ class _Batcher:
                         ModelUnavailableError(f"model '{self._key}' was unloaded")
                     )
             raise
-        except Exception:
-            logger.exception(
-                "model %s failed on a batch of %d rows (%d requests)", self._key, total, len(batch)
-            )
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(
-                        InferenceFailedError(f"model '{self._key}' failed to run the request")
-                    )
+        except Exception as e:
+            if len(batch) > 1:
+                # One bad request must not fail its neighbours: run each alone, so only the
+                # request at fault gets the error.
+                for pending in batch:
+                    await self._run_alone(pending)
+                return
+            error = _request_error(self._key, e)
+            if not batch[0].future.done():
+                batch[0].future.set_exception(error)
             return
         for pending, part in zip(batch, parts, strict=True):
             if not pending.future.done():
                 pending.future.set_result(part)
+
+
+def _request_error(key: str, error: Exception) -> Exception:
+    """What the caller sees when the model raised: its own input errors (400) pass through;
+    anything else is logged and becomes a generic InferenceFailedError (500)."""
+    if isinstance(error, InferenceInputError):
+        return error
+    logger.error("model %s failed on a request", key, exc_info=error)
+    return InferenceFailedError(f"model '{key}' failed to run the request")
 
 
 def _describe(inputs: Arrays) -> tuple[int, _GroupKey]:
@@ -550,8 +576,7 @@ class EmbeddedRuntime(Runtime):
         try:
             return await self._predict_locked(entry, inputs)
         except Exception as e:
-            logger.exception("model %s failed on a request", key)
-            raise InferenceFailedError(f"model '{key}' failed to run the request") from e
+            raise _request_error(key, e) from e
 
     def _memory_used(self) -> int:
         return sum(entry.memory_bytes for entry in self._loaded.values())

@@ -40,6 +40,8 @@ class FakeModel:
             self.gate.wait(timeout=30)
         if self.fail:
             raise RuntimeError("model exploded")
+        if (inputs["x"] < 0).any():
+            raise InferenceInputError("input 'x': negative values are not allowed")
         return {"y": inputs["x"] * 2}
 
     def close(self) -> None:
@@ -193,9 +195,33 @@ def test_model_error_fails_every_request_of_the_batch(tmp_path: Path) -> None:
         return results
 
     results = asyncio.run(scenario())
-    assert loader.models["a"].calls == [3]
+    # The batch fails, then each request is retried alone to find the one at fault.
+    assert loader.models["a"].calls == [3, 1, 1, 1]
     assert all(isinstance(r, InferenceFailedError) for r in results)
     assert all("exploded" not in str(r) for r in results)  # nothing internal leaks
+
+
+def test_a_bad_request_fails_alone_with_the_models_own_400(tmp_path: Path) -> None:
+    loader = FakeLoader()
+
+    async def scenario() -> list[BaseException | Arrays]:
+        runtime = EmbeddedRuntime(1 << 20, 4, loader=loader)
+        runtime.register("m", _manifest(max_batch_size=3), _artifact(tmp_path, "a"))
+        bad = {"x": -_rows(1) - 1}
+        results = await asyncio.gather(
+            runtime.infer("m", {"x": _rows(1)}),
+            runtime.infer("m", bad),
+            runtime.infer("m", {"x": _rows(1)}),
+            return_exceptions=True,
+        )
+        await runtime.close()
+        return results
+
+    good1, bad, good2 = asyncio.run(scenario())
+    assert isinstance(bad, InferenceInputError) and bad.status == 400
+    assert "negative" in bad.message
+    assert isinstance(good1, dict) and isinstance(good2, dict)
+    assert good1["y"].tolist() == (_rows(1) * 2).tolist()
 
 
 def test_unbatched_model_calls_predict_directly(tmp_path: Path) -> None:
