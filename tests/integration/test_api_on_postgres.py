@@ -12,4 +12,5 @@ from tests.unit.marketplace.test_errors import *  # noqa: F403
 from tests.unit.marketplace.test_keys import *  # noqa: F403
 from tests.unit.marketplace.test_search import *  # noqa: F403
 from tests.unit.marketplace.test_seed_and_cli import *  # noqa: F403
+from tests.unit.marketplace.test_usage_api import *  # noqa: F403
 from tests.unit.marketplace.test_visibility import *  # noqa: F403

@@ -1,0 +1,97 @@
+"""Metered usage as recorded by the gateway: the caller's own, or anyone's for the operator."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import Date, cast, func, literal_column, select
+
+from billing.tables import usage_event
+from marketplace.api.deps import SessionDep, require
+from marketplace.context import Principal
+from marketplace.errors import InvalidInputError
+from marketplace.tenants.service import get_tenant_by_slug
+
+router = APIRouter(tags=["usage"])
+
+
+class UsageRow(BaseModel):
+    product: str
+    day: date | None
+    unit: str
+    quantity: Decimal
+    events: int
+
+
+class UsagePublic(BaseModel):
+    data: list[UsageRow]
+    count: int
+
+
+def _bound(value: str | None, *, end: bool) -> datetime | None:
+    """``2026-11-01`` (a whole day; as an end bound, inclusive) or an ISO timestamp."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            moment = datetime.combine(d + timedelta(days=1) if end else d, time(), tzinfo=UTC)
+            return moment
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise InvalidInputError(f"invalid date {value!r}: use YYYY-MM-DD or ISO 8601") from e
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@router.get("/usage", response_model=UsagePublic)
+def read_usage(
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require("billing:read"))],
+    from_: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD or ISO 8601")] = None,
+    to: Annotated[str | None, Query(description="inclusive day, or an exclusive instant")] = None,
+    product: str | None = None,
+    group_by: Literal["day", "product"] = "day",
+    tenant: Annotated[str | None, Query(description="operator only")] = None,
+) -> UsagePublic:
+    """Usage totals per product (and day), for the caller's tenant."""
+    start, end = _bound(from_, end=False), _bound(to, end=True)
+    if start and end and start >= end:
+        raise InvalidInputError("'from' must be before 'to'")
+    c = usage_event.c
+    tenant_id: int | None = principal.tenant_id
+    if principal.is_operator:
+        tenant_id = get_tenant_by_slug(session, tenant).id if tenant else None
+    elif tenant and tenant != principal.tenant_slug:
+        return UsagePublic(data=[], count=0)  # another tenant's usage reads as none
+    day: Any
+    if session.get_bind().dialect.name == "postgresql":
+        day = cast(literal_column("usage_event.at AT TIME ZONE 'UTC'"), Date)
+    else:
+        day = func.date(c.at)
+    cols: list[Any] = [c.product, c.unit]
+    if group_by == "day":
+        cols.insert(1, day.label("day"))
+    stmt = select(*cols, func.sum(c.quantity), func.count()).group_by(*cols)
+    if tenant_id is not None:
+        stmt = stmt.where(c.tenant_id == tenant_id)
+    if start:
+        stmt = stmt.where(c.at >= start)
+    if end:
+        stmt = stmt.where(c.at < end)
+    if product:
+        stmt = stmt.where(c.product == product)
+    rows: list[UsageRow] = []
+    for row in session.execute(stmt.order_by(*cols)):
+        values = list(row)
+        if group_by == "day":
+            handle, d, unit, qty, n = values
+            d = date.fromisoformat(d) if isinstance(d, str) else d
+        else:
+            handle, unit, qty, n = values
+            d = None
+        rows.append(UsageRow(product=handle, day=d, unit=unit, quantity=Decimal(qty), events=n))
+    return UsagePublic(data=rows, count=len(rows))
