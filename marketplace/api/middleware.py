@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
+
+access_log = logging.getLogger("citybrain.access")
 
 _RID_OK = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _RID_HEADER = REQUEST_ID_HEADER.lower().encode()
@@ -42,8 +46,13 @@ class RequestIdMiddleware:
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
 
+        status = 500
+        started = time.perf_counter()
+
         async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (_RID_HEADER, rid.encode())]
             await send(message)
@@ -51,6 +60,18 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if access_log.isEnabledFor(logging.INFO):
+                # Path only, never the query string, and the key by its public id only.
+                principal = scope["state"].get("principal")
+                access_log.info(
+                    "%s %s %d %.1fms rid=%s caller=%s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    rid,
+                    principal.label if principal is not None else "anonymous",
+                )
             request_id_var.reset(token)
 
 
