@@ -146,9 +146,9 @@ class MemoryQuotaStore:
                     key, remaining = _counter_key(limit, now)
                     used = self._counters.get(key, 0.0)
                     need = 1.0 if limit.metric == "requests" else 0.0
-                    if used + need > limit.amount or (need == 0 and used >= limit.amount):
-                        if worst is None or remaining > worst.retry_after_s:
-                            worst = Decision(False, remaining, limit)
+                    exhausted = used + need > limit.amount or (need == 0 and used >= limit.amount)
+                    if exhausted and (worst is None or remaining > worst.retry_after_s):
+                        worst = Decision(False, remaining, limit)
                     planned.append((key, used + need, False))
             if worst is not None:
                 return worst

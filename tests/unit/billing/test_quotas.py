@@ -63,7 +63,7 @@ def test_unit_budget_is_checked_before_and_counted_after(store: QuotaStore) -> N
     store.add_units([budget], 45, T0)  # the call's units are known only afterwards
     refused = store.acquire([budget], T0)
     assert not refused.allowed and refused.refused_by == budget
-    assert "100 units per month (tenant parkeasy)" == budget.describe()
+    assert budget.describe() == "100 units per month (tenant parkeasy)"
     december = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC).timestamp()
     assert store.acquire([budget], december).allowed
 
