@@ -25,8 +25,79 @@ import httpx
 import psycopg
 
 ADMIN = os.environ.get("CITYBRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-CITY_WORDS = ["traffic", "flow", "intersection", "bus", "metro", "parking", "bike", "taxi", "congestion", "signal", "camera", "road", "bridge", "tunnel", "air", "quality", "noise", "water", "river", "lake", "park", "tourism", "hotel", "museum", "visitor", "crowd", "hospital", "clinic", "pharmacy", "school", "hotline", "complaint", "permit", "license", "inspection", "building", "energy", "grid", "waste", "recycling", "weather", "rainfall", "flood", "drainage", "manhole", "street", "light", "tree", "permit", "forecast", "count", "daily", "hourly", "realtime", "history", "district", "community", "population", "census", "credit", "business"]
-DOMAINS = ["traffic", "safety", "city-management", "tourism", "health", "environment", "credit", "other"]
+CITY_WORDS = [
+    "traffic",
+    "flow",
+    "intersection",
+    "bus",
+    "metro",
+    "parking",
+    "bike",
+    "taxi",
+    "congestion",
+    "signal",
+    "camera",
+    "road",
+    "bridge",
+    "tunnel",
+    "air",
+    "quality",
+    "noise",
+    "water",
+    "river",
+    "lake",
+    "park",
+    "tourism",
+    "hotel",
+    "museum",
+    "visitor",
+    "crowd",
+    "hospital",
+    "clinic",
+    "pharmacy",
+    "school",
+    "hotline",
+    "complaint",
+    "permit",
+    "license",
+    "inspection",
+    "building",
+    "energy",
+    "grid",
+    "waste",
+    "recycling",
+    "weather",
+    "rainfall",
+    "flood",
+    "drainage",
+    "manhole",
+    "street",
+    "light",
+    "tree",
+    "permit",
+    "forecast",
+    "count",
+    "daily",
+    "hourly",
+    "realtime",
+    "history",
+    "district",
+    "community",
+    "population",
+    "census",
+    "credit",
+    "business",
+]
+DOMAINS = [
+    "traffic",
+    "safety",
+    "city-management",
+    "tourism",
+    "health",
+    "environment",
+    "credit",
+    "other",
+]
 TIERS = ["public"] * 5 + ["restricted"] * 3 + ["confidential"] + ["secret"]
 SEARCHES = [
     ("q=traffic", {"q": "traffic"}),
@@ -81,12 +152,28 @@ def seed_products(url: str, n: int) -> None:
                 title = " ".join(rnd.choices(words, weights, k=4)).capitalize()
                 desc = " ".join(rnd.choices(words, weights, k=24))
                 tags = sorted(set(rnd.choices(words, weights, k=3)))
-                state = "published" if rnd.random() < 0.9 else rnd.choice(["draft", "submitted", "deprecated"])
-                copy.write_row((
-                    rnd.choice(tenants), f"bench-{i}", rnd.choice(["dataset", "dataset", "model"]),
-                    title, desc, rnd.choice(DOMAINS), '["' + '","'.join(tags) + '"]', " ".join(tags),
-                    rnd.choice(TIERS), "CC-BY-4.0", state, now, now,
-                ))
+                state = (
+                    "published"
+                    if rnd.random() < 0.9
+                    else rnd.choice(["draft", "submitted", "deprecated"])
+                )
+                copy.write_row(
+                    (
+                        rnd.choice(tenants),
+                        f"bench-{i}",
+                        rnd.choice(["dataset", "dataset", "model"]),
+                        title,
+                        desc,
+                        rnd.choice(DOMAINS),
+                        '["' + '","'.join(tags) + '"]',
+                        " ".join(tags),
+                        rnd.choice(TIERS),
+                        "CC-BY-4.0",
+                        state,
+                        now,
+                        now,
+                    )
+                )
     # Steady state, as autovacuum leaves it: GIN pending lists merged, visibility map set.
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE product")
@@ -116,15 +203,23 @@ def main() -> None:
 
         engine = make_engine(url)
         with transaction(make_session_factory(engine)) as s:
-            dev = create_key(s, tenant=get_tenant_by_slug(s, "parkeasy"), scopes=["catalog:read"], actor="bench").token
-            op = create_key(s, tenant=get_tenant_by_slug(s, "data-bureau"), scopes=["catalog:read"], actor="bench").token
+            dev = create_key(
+                s, tenant=get_tenant_by_slug(s, "parkeasy"), scopes=["catalog:read"], actor="bench"
+            ).token
+            op = create_key(
+                s,
+                tenant=get_tenant_by_slug(s, "data-bureau"),
+                scopes=["catalog:read"],
+                actor="bench",
+            ).token
         engine.dispose()
 
         port = free_port()
         env = {**os.environ, "CITYBRAIN_DATABASE_URL": url, "CITYBRAIN_LOG_LEVEL": "warning"}
         server = subprocess.Popen(
             [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"],
-            env=env, stdout=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=30) as client:
@@ -134,7 +229,11 @@ def main() -> None:
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            callers = {"anonymous": {}, "developer": {"X-API-Key": dev}, "operator": {"X-API-Key": op}}
+            callers = {
+                "anonymous": {},
+                "developer": {"X-API-Key": dev},
+                "operator": {"X-API-Key": op},
+            }
             all_ms: list[float] = []
             print(f"\n{'search':<28}{'caller':<11}{'hits':>7}{'p50 ms':>9}{'p95 ms':>9}")
             for label, params in SEARCHES:
@@ -151,10 +250,14 @@ def main() -> None:
                         hits = r.json()["count"]
                     all_ms += times
                     q = statistics.quantiles(times, n=20)
-                    print(f"{label:<28}{who:<11}{hits:>7}{statistics.median(times):>9.2f}{q[18]:>9.2f}")
+                    print(
+                        f"{label:<28}{who:<11}{hits:>7}{statistics.median(times):>9.2f}{q[18]:>9.2f}"
+                    )
             q = statistics.quantiles(all_ms, n=20)
-            print(f"\noverall: {len(all_ms)} requests, p50 {statistics.median(all_ms):.2f} ms, "
-                  f"p95 {q[18]:.2f} ms (goal: p95 ≤ 10 ms)")
+            print(
+                f"\noverall: {len(all_ms)} requests, p50 {statistics.median(all_ms):.2f} ms, "
+                f"p95 {q[18]:.2f} ms (goal: p95 ≤ 10 ms)"
+            )
     finally:
         if server:
             server.terminate()

@@ -78,3 +78,32 @@ class SpoolLockedError(MeteringUnavailableError):
     """
 
     code = "MeteringUnavailable"
+
+
+class InvalidPlanError(BillingError, ValueError):
+    """422: a price plan (or an amount in it) is invalid; the message says which field."""
+
+    status = 422
+    code = "ValidationError"
+
+
+class BillingNotFoundError(BillingError):
+    """404: no such document or subscription for this caller (the same as a missing one)."""
+
+    status = 404
+    code = "NotFound"
+
+
+class BillingConflictError(BillingError):
+    """409: the period or document is in a state that does not allow this (e.g. paying a void
+    invoice, closing a period before the previous one)."""
+
+    status = 409
+    code = "Conflict"
+
+
+class SubscriptionRefusedError(BillingError):
+    """403: the tenant may not subscribe to this product (a non-public product needs a grant)."""
+
+    status = 403
+    code = "Forbidden"

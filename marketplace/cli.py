@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from marketplace.cli_access import access_app
+from marketplace.cli_billing import billing_app
 from marketplace.config import Settings
 
 app = typer.Typer(
@@ -23,10 +25,16 @@ keys_app = typer.Typer(no_args_is_help=True, help="Create, list, rotate and revo
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants of the platform.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="Model versions (artifact + manifest) through the platform's API."
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(models_app, name="models")
+app.add_typer(access_app, name="access")
+app.add_typer(billing_app, name="billing")
 
 console = Console()
 err = Console(stderr=True)
@@ -112,8 +120,11 @@ def seed() -> None:
 
 def _seed(cfg: Settings) -> None:
     from marketplace.seed import seed_demo_city
+    from model_store import BlobStore
 
-    result = _run(cfg, seed_demo_city)
+    assert cfg.model_store.artifact_url is not None
+    blobs = BlobStore(cfg.model_store.artifact_url)
+    result = _run(cfg, lambda session: seed_demo_city(session, blobs=blobs))
     if result.keys:
         # Plain lines, never a table: a truncated key could not be copied, and it is shown once.
         console.print("[bold]Demo city API keys — shown only now, store them:[/bold]")
@@ -134,8 +145,18 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (env CITYBRAIN_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (env CITYBRAIN_PORT)")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
+    database_url: Annotated[
+        str | None, typer.Option(help="Database URL (env CITYBRAIN_DATABASE_URL)")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (env CITYBRAIN_DATA_DIR)")
+    ] = None,
 ) -> None:
     """Serve the API and the inference gateway."""
+    if database_url:
+        State.overrides["database_url"] = database_url
+    if data_dir:
+        State.overrides["data_dir"] = data_dir
     if host:
         State.overrides["host"] = host
     if port:
@@ -152,9 +173,22 @@ def _serve(cfg: Settings, *, migrate: bool) -> None:
 
     if migrate:
         upgrade(cfg.database_url)
+    import logging
+
+    # The platform's own loggers (citybrain.access: one line per request, keys by id only).
+    logging.basicConfig(
+        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     console.print(f"serving on http://{cfg.host}:{cfg.port} (database {_redact(cfg.database_url)})")
+    # httptools and uvloop (uvicorn[standard]): the inference hot path runs on them.
     uvicorn.run(
-        create_app(cfg), host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False
+        create_app(cfg),
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
 
 
@@ -298,6 +332,157 @@ def keys_rotate(
         f"rotated key {key_id}; the previous secret works until {until}. New key, shown once:"
     )
     print(token)
+
+
+def _http_client(url: str, api_key: str | None) -> Any:
+    """The HTTP client the ``models`` commands talk to the platform with."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30.0, read=600.0))
+
+
+def _api_error(r: Any) -> str:
+    try:
+        body = r.json()
+        return f"{r.status_code} {body.get('code', '')}: {body.get('error', r.text)}"
+    except ValueError:
+        return f"{r.status_code}: {r.text[:200]}"
+
+
+ApiUrl = Annotated[
+    str, typer.Option("--url", envvar="CITYBRAIN_API_URL", help="The platform's base URL")
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="CITYBRAIN_API_KEY", help="An API key")
+]
+
+
+def push_model(
+    client: Any,
+    handle: str,
+    artifact: Path,
+    manifest_text: str,
+    *,
+    notes: str = "",
+    progress: Any = None,
+) -> Any:
+    """Hash the artifact, then stream it with its manifest; returns the HTTP response."""
+    import hashlib
+
+    from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER, MODEL_MANIFEST_HEADER
+
+    size = artifact.stat().st_size
+    chunk_size = 1 << 20
+    hasher = hashlib.sha256()
+    task = progress.add_task("hashing", total=size) if progress else None
+    with artifact.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            hasher.update(chunk)
+            if progress:
+                progress.advance(task, len(chunk))
+    upload = progress.add_task("uploading", total=size) if progress else None
+
+    def body() -> Any:
+        with artifact.open("rb") as f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+                if progress:
+                    progress.advance(upload, len(chunk))
+
+    # ASCII JSON: a header carries Latin-1 only, and model cards may be in any language.
+    manifest_header = json.dumps(json.loads(manifest_text), separators=(",", ":"))
+    return client.post(
+        f"/api/v1/products/{handle}/versions/model",
+        content=body(),
+        params={"notes": notes} if notes else None,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            MODEL_MANIFEST_HEADER: manifest_header,
+            ARTIFACT_DIGEST_HEADER: f"sha256:{hasher.hexdigest()}",
+        },
+    )
+
+
+@models_app.command("push")
+def models_push(
+    handle: Annotated[str, typer.Argument(help="The model product, <tenant-slug>.<name>")],
+    artifact: Annotated[
+        Path, typer.Argument(help="The artifact file", exists=True, dir_okay=False)
+    ],
+    manifest: Annotated[
+        Path, typer.Option(help="The manifest (JSON file)", exists=True, dir_okay=False)
+    ],
+    url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    notes: Annotated[str, typer.Option(help="Release notes of the version")] = "",
+) -> None:
+    """Upload a model version (artifact + manifest) with a progress bar."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    if not api_key:
+        _fail("an API key is needed", "pass --api-key or set CITYBRAIN_API_KEY")
+    try:
+        manifest_text = manifest.read_text(encoding="utf-8")
+        json.loads(manifest_text)
+    except ValueError as e:
+        _fail(f"{manifest} is not JSON: {e}")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with _http_client(url, api_key) as client, Progress(*columns, console=err) as progress:
+        r = push_model(client, handle, artifact, manifest_text, notes=notes, progress=progress)
+    if r.status_code != 201:
+        _fail(
+            f"upload refused: {_api_error(r)}",
+            "check the manifest against the artifact (`citybrain models push --help`)",
+        )
+    v = r.json()
+    console.print(f"{handle} version {v['version']} stored: {v['artifact_digest']}", soft_wrap=True)
+
+
+@models_app.command("pull")
+def models_pull(
+    handle: Annotated[str, typer.Argument(help="The model product, <tenant-slug>.<name>")],
+    version: Annotated[int, typer.Argument(help="The version")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact")],
+    url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+) -> None:
+    """Download a model version's artifact (checked against its digest)."""
+    import hashlib
+
+    from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER
+
+    hasher = hashlib.sha256()
+    tmp = output.with_name(output.name + ".part")
+    with (
+        _http_client(url, api_key) as client,
+        client.stream("GET", f"/api/v1/products/{handle}/versions/{version}/artifact") as r,
+    ):
+        if r.status_code != 200:
+            r.read()
+            _fail(f"download refused: {_api_error(r)}")
+        with tmp.open("wb") as f:
+            for chunk in r.iter_bytes():
+                hasher.update(chunk)
+                f.write(chunk)
+        digest = r.headers.get(ARTIFACT_DIGEST_HEADER)
+    if digest != f"sha256:{hasher.hexdigest()}":
+        tmp.unlink(missing_ok=True)
+        _fail("the download does not match its digest; try again")
+    tmp.replace(output)
+    console.print(f"{handle} version {version} written to {output} ({digest})", soft_wrap=True)
 
 
 @audit_app.command("verify")

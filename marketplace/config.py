@@ -31,6 +31,13 @@ class GatewaySettings(BaseModel):
     # /metrics answers the operator's keys only unless this is set (e.g. behind a private
     # scrape network); secret products never appear by name either way.
     metrics_public: bool = False
+    # Quota buckets in Redis (e.g. redis://127.0.0.1:6379/0) so several gateway processes
+    # share every limit; in-process buckets when unset.
+    quota_redis_url: str | None = None
+    # A new or removed limit applies within this long.
+    quota_cache_s: float = 5.0
+    # A platform-wide cap per API key, in requests per second (0: none).
+    default_key_rps: float = 0.0
 
 
 class OIDCSettings(BaseModel):

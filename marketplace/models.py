@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -203,3 +204,28 @@ class Grant(Base):
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
     product: Mapped[Product] = relationship(lazy="joined")
+
+
+class QuotaLimit(Base):
+    """A configured limit: at most ``amount`` of ``metric`` per ``window`` for the calls it
+    covers — a tenant's, a key's, a product's, or a tenant's on one product. Everyone a limit
+    covers shares one bucket."""
+
+    __tablename__ = "quota_limit"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), index=True
+    )
+    key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_key.id", ondelete="CASCADE"), index=True
+    )
+    product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), index=True
+    )
+    metric: Mapped[str] = mapped_column(String(20))
+    window: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_by_tenant_id: Mapped[int] = mapped_column(Integer)

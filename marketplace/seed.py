@@ -1,10 +1,12 @@
 """The demo city: tenants, one API key each (shown on the first run only) and a few products.
 
-Idempotent: a second run adds nothing and prints no keys.
+With a blob store it also registers the built-in model ``traffic-police.flow-smoother``
+(a public TorchScript model, published). Idempotent: a second run adds nothing and prints no keys.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -16,6 +18,7 @@ from marketplace.context import Principal
 from marketplace.keys.service import create_key
 from marketplace.models import Product, Tenant
 from marketplace.tenants.service import create_tenant
+from model_store import BlobStore
 
 ACTOR = "seed"
 
@@ -143,8 +146,58 @@ def _principal(tenant: Tenant) -> Principal:
     )
 
 
-def seed_demo_city(session: Session) -> SeedResult:
-    """Create what is missing of the demo city; return the keys created in this run."""
+DEMO_MODEL_OWNER = "traffic-police"
+DEMO_MODEL_NAME = "flow-smoother"
+
+
+def _seed_demo_model(session: Session, owner: Tenant, blobs: BlobStore) -> str | None:
+    """Register the built-in flow smoother (artifact + manifest) unless it is there already."""
+    exists = session.scalar(
+        select(Product.id).where(Product.tenant_id == owner.id, Product.name == DEMO_MODEL_NAME)
+    )
+    if exists is not None:
+        return None
+    from model_store import validate_model
+    from model_store.builtin import flow_smoother
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path, manifest = flow_smoother.build(tmp)
+        validate_model(manifest, path)
+        info = blobs.put_file(path)
+    who = _principal(owner)
+    catalog.create_product(
+        session,
+        who,
+        name=DEMO_MODEL_NAME,
+        kind="model",
+        title="Traffic flow smoother",
+        description="Smooths per-minute traffic flow counts per intersection (centred "
+        f"{flow_smoother.WIDTH}-minute moving average). Input 'flow' FP32 [rows, minutes]; "
+        "output 'smoothed', same shape.",
+        domain="traffic",
+        tags=["flow", "smoothing", "torchscript"],
+        tier="public",
+        license="Apache-2.0",
+    )
+    handle = f"{owner.slug}.{DEMO_MODEL_NAME}"
+    catalog.create_version(
+        session,
+        who,
+        handle,
+        notes="Built-in model",
+        meta={"artifact_size": info.size, "format": manifest.format},
+        artifact_digest=info.digest,
+        manifest=manifest.model_dump(mode="json"),
+    )
+    catalog.publish_product(session, who, handle)
+    return handle
+
+
+def seed_demo_city(session: Session, *, blobs: BlobStore | None = None) -> SeedResult:
+    """Create what is missing of the demo city; return the keys created in this run.
+
+    With ``blobs`` (the artifact store) the demo model is registered too.
+    """
     created: list[str] = []
     keys: dict[str, str] = {}
     tenants: dict[str, Tenant] = {
@@ -192,5 +245,9 @@ def seed_demo_city(session: Session) -> SeedResult:
                 session, operator, handle, approve=True, note="Demo city: reviewed at seed time"
             )
         made.append(handle)
+    if blobs is not None:
+        model = _seed_demo_model(session, tenants[DEMO_MODEL_OWNER], blobs)
+        if model is not None:
+            made.append(model)
     session.flush()
     return SeedResult(created_tenants=created, keys=keys, created_products=made)

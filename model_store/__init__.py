@@ -18,7 +18,7 @@ from model_store.errors import (
     QueueFullError,
 )
 from model_store.formats import LoadedModel, load_model
-from model_store.manifest import BatchingConfig, ModelManifest, TensorSpec
+from model_store.manifest import BatchingConfig, MeteringSpec, ModelManifest, TensorSpec
 from model_store.runtimes import EmbeddedRuntime, ModelStats, Runtime, RuntimeObserver, RuntimeStats
 from model_store.validation import validate_model
 
@@ -33,6 +33,7 @@ __all__ = [
     "InferenceInputError",
     "InvalidArtifactError",
     "LoadedModel",
+    "MeteringSpec",
     "ModelManifest",
     "ModelStats",
     "ModelStoreError",

@@ -85,6 +85,38 @@ class BatchingConfig(BaseModel):
         return self
 
 
+_NUMERIC = frozenset(
+    {
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+    }
+)
+
+
+class MeteringSpec(BaseModel):
+    """How a call to the model is metered.
+
+    Attributes:
+        unit: The billing unit (``"call"``, ``"audio-second"``, ``"row"``, ``"byte"``…).
+        quantity_output: The output whose values, summed, are the call's quantity in ``unit``;
+            None meters one unit per call.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str = Field(default="call", min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9-]*$")
+    quantity_output: str | None = None
+
+
 class ModelManifest(BaseModel):
     """Everything the platform needs to validate, load and serve one model artifact.
 
@@ -98,6 +130,7 @@ class ModelManifest(BaseModel):
         metrics: Evaluation metrics measured by the publisher (name → value).
         model_card: Markdown describing purpose, inputs, outputs and limits.
         entrypoint: For the python format, ``"module:Class"`` (module may be dotted).
+        metering: The unit calls are billed in, and where the quantity comes from.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -110,6 +143,7 @@ class ModelManifest(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     model_card: str = ""
     entrypoint: str | None = None
+    metering: MeteringSpec = Field(default_factory=MeteringSpec)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelManifest:
@@ -129,6 +163,11 @@ class ModelManifest(BaseModel):
                 raise ValueError("the python format needs an entrypoint 'module:Class'")
             if not _ENTRYPOINT_RE.match(self.entrypoint):
                 raise ValueError(f"entrypoint {self.entrypoint!r} is not 'module:Class'")
+        q = self.metering.quantity_output
+        if q is not None:
+            quantity = next((o for o in self.outputs if o.name == q), None)
+            if quantity is None or quantity.datatype not in _NUMERIC:
+                raise ValueError(f"metering.quantity_output {q!r} must name a numeric output")
         return self
 
     @property

@@ -277,6 +277,12 @@ def _from_json(
     if raw.size != count:
         raise _shape_error(name, shape, count, str(raw.size))
     dtype = to_numpy_dtype(datatype)
+    if dtype.kind in "iu" and raw.dtype.kind == "f":
+        # numpy turns ints beyond INT64 (valid UINT64 values) mixed with small ones into
+        # float64, losing precision; keep them as exact Python ints when that is all they are.
+        exact = np.asarray(data, dtype=np.object_)
+        if all(type(v) is int for v in exact.ravel()):
+            raw = exact
     if raw.size:
         _check_kind(name, datatype, dtype, raw)
     with np.errstate(all="ignore"):
@@ -289,7 +295,8 @@ def _check_kind(name: str, datatype: str, dtype: np.dtype[Any], raw: np.ndarray[
         if kind != "b":
             raise InferenceInputError(f"input '{name}': BOOL data must be true/false")
     elif dtype.kind in "iu":
-        if kind not in "iu":
+        exact_ints = kind == "O" and all(type(v) is int for v in raw.ravel())
+        if kind not in "iu" and not exact_ints:  # exact_ints: see _from_json
             raise InferenceInputError(f"input '{name}': {datatype} data must be integers")
         info = np.iinfo(dtype)
         if int(raw.min()) < info.min or int(raw.max()) > info.max:

@@ -17,7 +17,18 @@ from billing import Meter
 from marketplace import __version__
 from marketplace.api.errors import install_error_handlers
 from marketplace.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from marketplace.api.routes import access, audit, billing, catalog, keys, models, tenants, v2
+from marketplace.api.routes import (
+    access,
+    audit,
+    billing,
+    catalog,
+    keys,
+    models,
+    quotas,
+    tenants,
+    usage,
+    v2,
+)
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER, API_PREFIX
 from marketplace.db import make_engine, make_session_factory
@@ -25,6 +36,7 @@ from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.gateway.constants import V2_PREFIX
 from marketplace.gateway.metrics import GatewayMetrics
 from marketplace.gateway.pipeline import Gateway, authenticate, presented_token
+from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
 from model_store import BlobStore, EmbeddedRuntime
 
@@ -69,6 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             blobs=blobs,
             usage=usage,
             metrics=metrics,
+            quota=LimitQuota(
+                session_factory,
+                redis_url=settings.gateway.quota_redis_url,
+                cache_s=settings.gateway.quota_cache_s,
+                default_key_rps=settings.gateway.default_key_rps,
+            ),
             last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
             version=__version__,
         )
@@ -96,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gateway = None
 
     install_error_handlers(app)
-    for module in (tenants, keys, catalog, models, audit, access, billing):
+    for module in (tenants, keys, catalog, models, audit, access, billing, usage, quotas):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(v2.router)
 

@@ -6,10 +6,11 @@ from alembic import context
 from sqlalchemy import pool
 
 from billing.tables import metadata as billing_metadata
+from billing.tables import rating_metadata
 from marketplace.db import Base, make_engine
 
 config = context.config
-target_metadata = [Base.metadata, billing_metadata]
+target_metadata = [Base.metadata, billing_metadata, rating_metadata]
 
 
 def run_migrations_offline() -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from model_store.builtin._zip import write_zip
 from model_store.builtin.predictors import hotline_asr as predictor
 from model_store.formats import load_model
-from model_store.manifest import BatchingConfig, ModelManifest, TensorSpec
+from model_store.manifest import BatchingConfig, MeteringSpec, ModelManifest, TensorSpec
 
 __all__ = [
     "ENTRYPOINT",
@@ -252,6 +252,7 @@ def manifest(metrics: dict[str, float] | None = None, card: str = "") -> ModelMa
         batching=BatchingConfig(max_batch_size=0),
         metrics=metrics or {},
         model_card=card,
+        metering=MeteringSpec(unit=METER_UNIT, quantity_output=METER_OUTPUT),
     )
 
 

@@ -24,6 +24,9 @@ PROBED = ["data-bureau", "traffic-police", "xihu-district", "parkeasy"]
 GOVERNMENT = {"data-bureau", "traffic-police", "xihu-district"}
 PAIRS = [(a, b) for a, b in itertools.permutations(PROBED, 2)]
 
+# Path parameters that name no resource of their own.
+FIXED_PARAMS = {"version": "1"}
+
 SAMPLE_STRINGS = {
     "name": "probe-made",
     "kind": "dataset",
@@ -87,6 +90,61 @@ def _routes(city: City) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
+def _billing_ids(city: City, owner: str) -> dict[str, str]:
+    """Make the owner a subscription and a billing document (usage, plan, a closed period)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from sqlalchemy import insert, select
+
+    from billing.invoices import RunConfig
+    from billing.periods import Period
+    from billing.plan_store import set_plan
+    from billing.plans import PricePlan
+    from billing.tables import billing_document, usage_event
+    from marketplace.billing_service import run_billing
+    from marketplace.db import transaction
+    from marketplace.models import Product, Tenant
+
+    handle = "environment.air-quality"  # public; its owner is neither A nor B
+    r = city.client.post(
+        "/api/v1/subscriptions", json={"product": handle}, headers=city.headers(owner)
+    )
+    assert r.status_code == 201, r.text
+    slug, name = handle.split(".")
+    at = datetime(2026, 9, 10, tzinfo=UTC)
+    with transaction(city.session_factory) as s:
+        product = s.scalars(
+            select(Product).join(Tenant).where(Tenant.slug == slug, Product.name == name)
+        ).one()
+        tenant_id = s.scalars(select(Tenant.id).where(Tenant.slug == owner)).one()
+        plan = PricePlan.from_dict({"kind": "per_unit", "unit": "call", "unit_price": "0.01"})
+        set_plan(s.connection(), product.id, plan, now=datetime(2026, 8, 1, tzinfo=UTC))
+        s.execute(
+            insert(usage_event).values(
+                tenant_id=tenant_id,
+                id="probe-usage",
+                key_id=None,
+                product=handle,
+                product_id=product.id,
+                version=1,
+                unit="call",
+                quantity=Decimal(3),
+                at=at,
+                latency_ms=1.0,
+                request_id="probe",
+                received_at=at,
+            )
+        )
+        run_billing(
+            s, Period.parse("2026-09"), now=datetime(2026, 10, 1, 1, tzinfo=UTC), config=RunConfig()
+        )
+        doc_id = s.execute(
+            select(billing_document.c.id).where(billing_document.c.tenant_id == tenant_id)
+        ).scalar_one()
+    return {"subscription_id": str(r.json()["id"]), "document_id": str(doc_id)}
+
+
 @pytest.mark.parametrize(("owner", "prober"), PAIRS)
 def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: str) -> None:
     spec = city.client.get("/openapi.json").json()
@@ -108,6 +166,50 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
     owner_key = city.key(owner, scopes=["infer"])
     owner_key_id = owner_key.split("_")[1]
     secrets_ = [owner_key.split("_", 2)[2], city.keys[owner].split("_", 2)[2]]
+    # A's access request and grant for a third tenant's restricted product: hidden from B
+    # unless B is the operator (who oversees all requests and grants).
+    resources: dict[str, list[tuple[str, str]]] = {
+        "handle": [(h_, f"{owner}.no-such-product") for h_ in hidden],
+        "name": [(h_, f"{owner}.no-such-product") for h_ in hidden],
+        "key_id": [(owner_key_id, "0123456789ab")],
+        "request_id": [],
+        "grant_id": [],
+    }
+    if prober != "data-bureau":
+        third = next(t for t in ("tourism", "health", "environment") if t not in (owner, prober))
+        shared = city.product(third, tier="restricted", name="shared-thing")
+        req = city.client.post(
+            "/api/v1/access-requests",
+            json={"product": shared, "purpose": "probe", "scopes": ["infer"]},
+            headers=city.headers(owner),
+        ).json()
+        grant_id = city.client.post(
+            f"/api/v1/access-requests/{req['id']}/approve",
+            json={"reason": "ok"},
+            headers=city.headers(third),
+        ).json()["grant_id"]
+        resources["request_id"] = [(req["id"], "ar_00000000deadbeef")]
+        resources["grant_id"] = [(grant_id, "gr_00000000deadbeef")]
+        secrets_ += [req["id"], grant_id]
+    # A's subscription and billing document; the operator reads every tenant's documents.
+    billing_ids = _billing_ids(city, owner)
+    resources["subscription_id"] = [(billing_ids["subscription_id"], "999999")]
+    for param in ("invoice_id", "statement_id"):
+        resources[param] = (
+            [] if prober == "data-bureau" else [(billing_ids["document_id"], "999999")]
+        )
+    # A limit A set on its own key: hidden from B unless B is the operator.
+    quota = city.client.post(
+        "/api/v1/quotas",
+        json={"key_id": owner_key_id, "metric": "requests", "window": "minute", "amount": 5},
+        headers=city.headers(owner),
+    )
+    assert quota.status_code == 201, quota.text
+    resources["quota_id"] = (
+        [] if prober == "data-bureau" else [(quota.json()["id"], "ql_00000000deadbeef")]
+    )
+    if prober != "data-bureau":
+        secrets_.append(quota.json()["id"])
     before = {
         h: city.client.get(f"/api/v1/products/{h}", headers=city.headers(owner)).json()
         for h in hidden
@@ -128,30 +230,22 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
             r = city.client.get(path, params=query, headers=h)
             text = r.text
             needles = [*hidden, owner_key_id, *secrets_]
-            if path == "/api/v1/audit" and prober == "data-bureau":
-                # The operator reads every tenant's audit entries (drafts and key ids
+            if path in ("/api/v1/audit", "/api/v1/quotas") and prober == "data-bureau":
+                # The operator reads every tenant's audit entries and limits (drafts and key ids
                 # included), but never the names of secret products, nor any secret.
                 needles = [n for n in needles if "secret" in n or n in secrets_]
             for needle in needles:
                 assert needle not in text, (path, needle)
             probed += 1
             continue
-        targets: list[tuple[dict[str, str], dict[str, str]]] = []
-        for handle in hidden:
-            subs, missing = {}, {}
-            for p in params:
-                if p == "handle":
-                    subs[p], missing[p] = handle, f"{owner}.no-such-product"
-                elif p == "version":
-                    subs[p] = missing[p] = "1"
-                elif p == "key_id":
-                    break
-                else:
-                    pytest.fail(f"route {method} {path}: teach this probe the parameter {p!r}")
-            else:
-                targets.append((subs, missing))
-        if params == ["key_id"]:
-            targets.append(({"key_id": owner_key_id}, {"key_id": "0123456789ab"}))
+        varying = [p for p in params if p not in FIXED_PARAMS]
+        unknown = [p for p in varying if p not in resources]
+        if unknown or len(varying) != 1:
+            pytest.fail(f"route {method} {path}: teach this probe the parameters {params!r}")
+        targets = [
+            ({varying[0]: real, **FIXED_PARAMS}, {varying[0]: absent, **FIXED_PARAMS})
+            for real, absent in resources[varying[0]]
+        ]
         for subs, missing in targets:
             real = city.client.request(
                 method, path.format(**subs), json=body, params=query, headers=h

@@ -1,0 +1,542 @@
+"""What the gateway costs, side by side in one run, on the same models and the same client.
+
+For a no-op model and a small TorchScript MLP (256 → 1024 → 256, FP32, dynamic batching up to
+32 rows), measures p50/p99 latency and requests/s at concurrency 1 and 32 of:
+
+  (i)   the embedded runtime called in-process (no HTTP);
+  (ii)  the platform's v2 gateway over HTTP, with authentication, tier policy and metering
+        (``citybrain serve`` in its own process, SQLite, a durable usage spool);
+  (iii) kserve's ``ModelServer`` serving the same model in its own process;
+  (iv)  the Triton Inference Server bundled with ``nvidia-pytriton`` serving the same model
+        (python backend; the MLP with Triton's dynamic batcher).
+
+Every HTTP server is driven by the same client: ``tritonclient.http`` with binary tensors, one
+gevent greenlet per concurrent caller. Client and server share the machine's cores, equally for
+every server. Prints a table and the ratios gateway/kserve and gateway/triton. Bounded: about
+a minute and a half.
+
+Run: ``.venv/bin/python bench/gateway_overhead.py``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SECONDS = 2.5
+CONCURRENCY = (1, 32)
+MLP_DIM = 256
+
+NOOP_SOURCE = '''
+class Noop:
+    """Returns its input."""
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        return {"y": inputs["x"]}
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _log(work: Path, name: str) -> Any:
+    # A file, not a pipe: a chatty server must never block on a full pipe mid-measurement.
+    return (work / f"{name}.log").open("wb")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited; see its log in the work directory")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not become ready")
+
+
+# --------------------------------------------------------------------------- the models
+
+
+def build_models(work: Path) -> dict[str, tuple[Path, Any, np.ndarray]]:
+    """Artifacts, manifests and one request's input of each model."""
+    import torch
+
+    from model_store.formats.torchscript import save_torchscript
+    from model_store.manifest import BatchingConfig, ModelManifest, TensorSpec
+
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = torch.nn.Linear(MLP_DIM, 1024)
+            self.fc2 = torch.nn.Linear(1024, MLP_DIM)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    torch.manual_seed(0)
+    mlp_path = save_torchscript(MLP().eval(), work / "mlp.pt")
+    mlp = ModelManifest(
+        format="torchscript",
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, MLP_DIM])],
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, MLP_DIM])],
+        batching=BatchingConfig(max_batch_size=32, max_queue_delay_ms=1.0, max_queue_size=1024),
+    )
+    import zipfile
+
+    noop_path = work / "noop.zip"
+    with zipfile.ZipFile(noop_path, "w") as z:
+        z.writestr("noop.py", NOOP_SOURCE)
+    noop = ModelManifest(
+        format="python",
+        entrypoint="noop:Noop",
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 4])],
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 4])],
+        batching=BatchingConfig(max_batch_size=0, max_queue_size=1024),
+    )
+    rng = np.random.default_rng(0)
+    return {
+        "noop": (noop_path, noop, rng.standard_normal((1, 4)).astype(np.float32)),
+        "mlp": (mlp_path, mlp, rng.standard_normal((1, MLP_DIM)).astype(np.float32)),
+    }
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def summarize(latencies: list[float], elapsed: float) -> dict[str, float]:
+    lat = np.array(latencies) * 1000.0
+    return {
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "rps": len(lat) / elapsed,
+    }
+
+
+def measure_embedded(
+    models: dict[str, tuple[Path, Any, np.ndarray]],
+) -> dict[tuple[str, int], dict[str, float]]:
+    from model_store.runtimes.embedded import EmbeddedRuntime
+
+    async def go() -> dict[tuple[str, int], dict[str, float]]:
+        runtime = EmbeddedRuntime()
+        out = {}
+        try:
+            for name, (path, manifest, x) in models.items():
+                await runtime.load(name, manifest, path)
+                for c in CONCURRENCY:
+                    latencies: list[float] = []
+                    deadline = time.perf_counter() + SECONDS
+
+                    async def client(
+                        name: str = name,
+                        x: np.ndarray = x,
+                        latencies: list[float] = latencies,
+                        deadline: float = deadline,
+                    ) -> None:
+                        while time.perf_counter() < deadline:
+                            t = time.perf_counter()
+                            await runtime.infer(name, {"x": x})
+                            latencies.append(time.perf_counter() - t)
+
+                    start = time.perf_counter()
+                    await asyncio.gather(*(client() for _ in range(c)))
+                    out[(name, c)] = summarize(latencies, time.perf_counter() - start)
+        finally:
+            await runtime.close()
+        return out
+
+    return asyncio.run(go())
+
+
+def measure_http(
+    port: int, model: str, x: np.ndarray, headers: dict[str, str] | None
+) -> dict[int, dict[str, float]]:
+    import gevent
+    import tritonclient.http as triton
+
+    results = {}
+    for c in CONCURRENCY:
+        client = triton.InferenceServerClient(
+            f"127.0.0.1:{port}", concurrency=c, network_timeout=60
+        )
+        inp = triton.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        out = [triton.InferRequestedOutput("y", binary_data=True)]
+        for _ in range(20):  # warm up: load the model, open connections
+            client.infer(model, [inp], outputs=out, headers=headers)
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + SECONDS
+
+        def caller(
+            client: Any = client,
+            inp: Any = inp,
+            out: Any = out,
+            latencies: list[float] = latencies,
+            deadline: float = deadline,
+        ) -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                try:
+                    client.infer(model, [inp], outputs=out, headers=headers)
+                except Exception:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - t)
+
+        start = time.perf_counter()
+        gevent.joinall([gevent.spawn(caller) for _ in range(c)])
+        results[c] = summarize(latencies, time.perf_counter() - start)
+        results[c]["errors"] = errors
+        client.close()
+    return results
+
+
+# --------------------------------------------------------------------------- (ii) the gateway
+
+
+def start_gateway(
+    work: Path, models: dict[str, tuple[Path, Any, np.ndarray]]
+) -> tuple[subprocess.Popen[bytes], int, dict[str, str], dict[str, str]]:
+    import httpx
+
+    from marketplace.db import make_engine, make_session_factory, transaction
+    from marketplace.migrate import upgrade
+    from marketplace.seed import seed_demo_city
+
+    data = work / "citybrain"
+    url = f"sqlite:///{data / 'citybrain.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as session:
+        keys = seed_demo_city(session).keys
+    engine.dispose()
+    port = _free_port()
+    env = {**os.environ, "CITYBRAIN_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "marketplace.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            url,
+            "--data-dir",
+            str(data),
+            "--no-migrate",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=_log(work, "gateway"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    _wait_http(f"{base}/v2/health/ready", proc, "the gateway")
+    owner = {"Authorization": f"Bearer {keys['traffic-police']}"}
+    handles = {}
+    with httpx.Client(base_url=base, headers=owner, timeout=60) as c:
+        for name, (path, manifest, _x) in models.items():
+            r = c.post(
+                "/api/v1/products",
+                json={
+                    "name": f"bench-{name}",
+                    "kind": "model",
+                    "title": name,
+                    "domain": "other",
+                    "tier": "public",
+                },
+            )
+            r.raise_for_status()
+            handle = r.json()["handle"]
+            r = c.post(
+                f"/api/v1/products/{handle}/versions/model",
+                content=path.read_bytes(),
+                headers={"X-Model-Manifest": manifest.model_dump_json()},
+            )
+            r.raise_for_status()
+            c.post(f"/api/v1/products/{handle}/publish").raise_for_status()
+            handles[name] = handle
+    # A consumer tenant's key: the calls go through auth, tier policy and metering.
+    return proc, port, handles, {"Authorization": f"Bearer {keys['parkeasy']}"}
+
+
+# --------------------------------------------------------------------------- (iii) kserve
+
+
+def kserve_main(port: int, grpc_port: int, work: Path) -> None:
+    """Child process: serve both models with kserve's ModelServer."""
+    import logging
+
+    sys.argv = sys.argv[:1]
+    import kserve
+    import torch
+    from kserve import InferOutput, InferResponse
+
+    for name in ("uvicorn.access", "kserve.trace", "kserve", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    torch.set_num_threads(1)
+
+    class Served(kserve.Model):
+        def __init__(self, name: str, fn: Any) -> None:
+            super().__init__(name)
+            self.fn = fn
+            self.ready = True
+
+        async def predict(
+            self, payload: Any, headers: Any = None, response_headers: Any = None
+        ) -> Any:
+            x = payload.inputs[0].as_numpy()
+            y = self.fn(x)
+            out = InferOutput(name="y", shape=list(y.shape), datatype="FP32")
+            out.set_data_from_numpy(y, binary_data=True)
+            return InferResponse(
+                response_id=payload.id or "", model_name=self.name, infer_outputs=[out]
+            )
+
+    mlp = torch.jit.load(str(work / "mlp.pt")).eval()
+
+    def run_mlp(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return mlp(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+    server = kserve.ModelServer(http_port=port, grpc_port=grpc_port, enable_grpc=False, workers=1)
+    for name in ("uvicorn.access", "kserve.trace", "kserve", "uvicorn"):  # after its log setup
+        logging.getLogger(name).setLevel(logging.WARNING)
+    server.start([Served("noop", lambda x: x), Served("mlp", run_mlp)])
+
+
+def start_kserve(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--kserve", str(port), str(_free_port()), str(work)],
+        cwd=ROOT,
+        stdout=_log(work, "kserve"),
+        stderr=subprocess.STDOUT,
+    )
+    _wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, "kserve's ModelServer")
+    return proc, port
+
+
+# --------------------------------------------------------------------------- (iv) triton
+
+TRITON_MODEL = """
+import sys
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.kind = "{kind}"
+        if self.kind == "mlp":
+            import torch
+            torch.set_num_threads(1)
+            self.torch = torch
+            self.model = torch.jit.load("{artifact}").eval()
+
+    def execute(self, requests):
+        xs = [pb_utils.get_input_tensor_by_name(r, "x").as_numpy() for r in requests]
+        if self.kind == "mlp":
+            with self.torch.inference_mode():
+                ys = self.model(self.torch.from_numpy(np.concatenate(xs))).numpy()
+            outs = np.split(ys, np.cumsum([len(x) for x in xs])[:-1])
+        else:
+            outs = xs
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("y", y)]) for y in outs]
+"""
+
+TRITON_CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: {batch}
+input [{{ name: "x", data_type: TYPE_FP32, dims: [ {dim} ] }}]
+output [{{ name: "y", data_type: TYPE_FP32, dims: [ {dim} ] }}]
+instance_group [{{ kind: KIND_CPU, count: 1 }}]
+{batcher}
+"""
+
+
+def start_triton(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    try:
+        import pytriton
+    except ImportError:
+        print("(iv) skipped: nvidia-pytriton is not installed")
+        return None
+    bundled = Path(pytriton.__file__).parent / "tritonserver"
+    server = work / "tritonserver"
+    for part in ("bin", "backends", "caches"):
+        shutil.copytree(bundled / part, server / part)
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    shutil.copy(
+        bundled / "python_backend_stubs" / ver / "triton_python_backend_stub",
+        server / "backends" / "python",
+    )
+    repo = work / "triton-models"
+    for name, batch, dim, batcher in (
+        ("noop", 32, 4, ""),
+        ("mlp", 32, MLP_DIM, "dynamic_batching { max_queue_delay_microseconds: 1000 }"),
+    ):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(
+            TRITON_CONFIG.format(name=name, batch=batch, dim=dim, batcher=batcher)
+        )
+        (repo / name / "1" / "model.py").write_text(
+            TRITON_MODEL.format(kind=name, artifact=work / "mlp.pt")
+        )
+    http, grpc = _free_port(), _free_port()
+    site = sysconfig.get_paths()["purelib"]
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{Path(site) / 'nvidia_pytriton.libs'}",
+        "PYTHONPATH": site,
+    }
+    proc = subprocess.Popen(
+        [
+            str(server / "bin" / "tritonserver"),
+            f"--model-repository={repo}",
+            f"--backend-directory={server / 'backends'}",
+            f"--cache-directory={server / 'caches'}",
+            "--http-address=127.0.0.1",
+            f"--http-port={http}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={grpc}",
+            "--allow-metrics=false",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",
+            "--disable-auto-complete-config",
+            "--strict-readiness=true",
+            f"--backend-config=python,shm-region-prefix-name=cbbench{os.getpid()}",
+            "--backend-config=python,shm-default-byte-size=4194304",
+            "--log-verbose=0",
+        ],
+        env=env,
+        stdout=_log(work, "triton"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{http}/v2/health/ready", proc, "tritonserver")
+    except SystemExit as e:
+        stop(proc)
+        tail = (work / "triton.log").read_text(errors="replace").splitlines()[-15:]
+        print(f"(iv) skipped: {e}\n" + "\n".join(tail))
+        return None
+    return proc, http
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="citybrain-bench-"))
+    procs: list[subprocess.Popen[bytes] | None] = []
+    try:
+        models = build_models(work)
+        results: dict[str, dict[tuple[str, int], dict[str, float]]] = {}
+        results["(i) embedded, in-process"] = measure_embedded(models)
+
+        gw, gw_port, handles, consumer = start_gateway(work, models)
+        procs.append(gw)
+        results["(ii) gateway over HTTP"] = {
+            (name, c): r
+            for name in models
+            for c, r in measure_http(gw_port, handles[name], models[name][2], consumer).items()
+        }
+        stop(gw)
+
+        ks, ks_port = start_kserve(work)
+        procs.append(ks)
+        results["(iii) kserve ModelServer"] = {
+            (name, c): r
+            for name in models
+            for c, r in measure_http(ks_port, name, models[name][2], None).items()
+        }
+        stop(ks)
+
+        triton = start_triton(work)
+        if triton is not None:
+            procs.append(triton[0])
+            results["(iv) tritonserver"] = {
+                (name, c): r
+                for name in models
+                for c, r in measure_http(triton[1], name, models[name][2], None).items()
+            }
+            stop(triton[0])
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{os.cpu_count()} CPUs; {SECONDS:g} s per cell; tritonclient.http, binary tensors\n")
+    print(
+        f"{'setup':30} {'model':5} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'errors':>6}"
+    )
+    for setup, cells in results.items():
+        for (name, c), r in sorted(cells.items()):
+            print(
+                f"{setup:30} {name:5} {c:>4} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['rps']:9.0f} {int(r.get('errors', 0)):>6}"
+            )
+    print("\nratios (req/s):")
+    gw = results["(ii) gateway over HTTP"]
+    for other in ("(iii) kserve ModelServer", "(iv) tritonserver", "(i) embedded, in-process"):
+        if other not in results:
+            continue
+        for name in models:
+            for c in CONCURRENCY:
+                ratio = gw[(name, c)]["rps"] / results[other][(name, c)]["rps"]
+                print(f"  gateway / {other:28} {name:5} conc {c:>2}: {ratio:5.2f}x")
+    print(f"\nran in {time.monotonic() - started:.0f} s")
+    print(
+        json.dumps(
+            {s: {f"{n}@{c}": r for (n, c), r in cells.items()} for s, cells in results.items()}
+        )
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--kserve":
+        kserve_main(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        main()

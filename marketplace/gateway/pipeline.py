@@ -1,0 +1,522 @@
+"""The inference request path, top to bottom.
+
+Every ``POST /v2/models/{name}[/versions/{v}]/infer`` goes through these steps, in order:
+
+1. :func:`authenticate` — the API key (``Authorization: Bearer`` or ``X-API-Key``) against the
+   database, every call, so a revoked key fails on its very next request;
+2. :func:`resolve` — the handle and version to a model version (cached briefly, see
+   :mod:`marketplace.gateway.resolve`);
+3. :func:`authorize` — the tier policy; what the caller may not see answers 404 exactly like a
+   missing model;
+4. :meth:`Quota.check` — quotas and rate limits (none yet: the seam the quotas issue fills);
+5. :func:`run` — decode the v2 request, check it against the signature, run the runtime;
+6. :func:`meter` — one durable usage event per successful call (idempotent per
+   ``Idempotency-Key``); a call whose event cannot be made durable fails with 503.
+
+Steps 1 and 2 share one short database session in a worker thread. Failed calls are never
+metered. :class:`Gateway` strings the steps together and also answers the metadata and
+readiness routes. Nothing here knows HTTP frameworks: errors are domain errors that carry their
+status (``marketplace.errors``, ``model_store.errors``, ``billing.errors``).
+
+Who may use a model (ARCHITECTURE.md's tier table; grants: marketplace.access):
+
+| tier         | metadata visible to            | inference allowed to                   |
+|--------------|--------------------------------|----------------------------------------|
+| public       | anyone                         | any key with the ``infer`` scope       |
+| restricted   | authenticated tenants          | holders of an access grant (``infer``) |
+| confidential | government tenants             | government tenants with a grant        |
+| secret       | the owner                      | the owner                              |
+
+Unpublished (draft, submitted) models are served to their owner only, by explicit version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing import Meter, UsageEvent
+from marketplace.access.service import active_grant
+from marketplace.catalog.policy import LISTED_STATES, can_see
+from marketplace.constants import Scope, Tier
+from marketplace.context import Caller, Principal
+from marketplace.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from marketplace.gateway.constants import (
+    CALL_UNIT,
+    EXTENSIONS,
+    IDEMPOTENT_REPLAYED_HEADER,
+    INFERENCE_HEADER_CONTENT_LENGTH,
+    PLATFORMS,
+    SERVER_NAME,
+)
+from marketplace.gateway.metrics import UNRESOLVED, GatewayMetrics
+from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
+from marketplace.keys.service import authenticate_token
+from model_store import BlobStore, EmbeddedRuntime, QueueFullError
+from model_store.errors import ModelUnavailableError
+from model_store.v2 import (
+    InferRequest,
+    check_inputs,
+    check_requested_outputs,
+    decode_request,
+    encode_response,
+    model_metadata,
+)
+
+__all__ = [
+    "Gateway",
+    "InferCall",
+    "NoQuota",
+    "Quota",
+    "Reply",
+    "authenticate",
+    "authorize",
+    "meter",
+    "presented_token",
+    "resolve",
+    "run",
+]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+# Bodies larger than this are decoded in a worker thread, so big JSON never stalls the loop.
+_DECODE_INLINE_BYTES = 64 * 1024
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True, slots=True)
+class InferCall:
+    """One inference request, as the HTTP adapter hands it over.
+
+    Attributes:
+        name: The model name from the path (a product handle).
+        version: The version from the path, or None for the latest.
+        token: The presented API key, or None.
+        body: The raw request body.
+        header_length: ``Inference-Header-Content-Length`` (binary tensors), or None for JSON.
+        idempotency_key: The client's ``Idempotency-Key``, if any.
+        request_id: The platform's request id.
+    """
+
+    name: str
+    version: str | None
+    token: str | None
+    body: bytes
+    header_length: str | None
+    idempotency_key: str | None
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response body and the headers to send with it (status 200)."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def presented_token(authorization: str | None, api_key: str | None) -> str | None:
+    """The API key from ``Authorization: Bearer <key>`` or ``X-API-Key``, or None."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise UnauthenticatedError("Authorization header must be 'Bearer <API key>'")
+        return value.strip()
+    return api_key.strip() if api_key else None
+
+
+# --------------------------------------------------------------------------- 1. authenticate
+
+
+def authenticate(
+    session: Session, token: str | None, *, last_used_resolution: timedelta | None = None
+) -> Caller:
+    """The key's principal (401 for a bad key), or None for an anonymous caller.
+
+    Hits the database every time: nothing cached could keep a revoked key working.
+    """
+    if token is None:
+        return None
+    principal = authenticate_token(session, token, last_used_resolution=last_used_resolution)
+    if session.dirty:  # last_used_at, written at most once per resolution period
+        session.commit()
+    return principal
+
+
+# --------------------------------------------------------------------------- 2. resolve
+
+
+def resolve(
+    session: Session, cache: ResolveCache, name: str, version: str | None
+) -> ResolvedModel | None:
+    """The model product ``name`` and its addressed version (None: no such model)."""
+    return resolve_model(session, cache, name, version)
+
+
+# --------------------------------------------------------------------------- 3. authorize
+
+
+def not_found(name: str, version: str | None) -> NotFoundError:
+    """The one answer for a model that is missing or that the caller may not see."""
+    return NotFoundError(f"model '{name}' not found")
+
+
+def visible_version(
+    caller: Caller, model: ResolvedModel | None, name: str, version: str | None
+) -> ResolvedModel:
+    """The model if the caller may see it and the addressed version exists; else 404.
+
+    Invisible and missing models answer the same; only for a visible model does the message
+    say that the version is what is missing.
+    """
+    if model is None or not can_see(caller, model.listing):
+        raise not_found(name, version)
+    if model.version is None:
+        if version is not None:
+            raise NotFoundError(f"model '{name}' has no version {version!r}")
+        raise NotFoundError(f"model '{name}' has no published version; address a version")
+    return model
+
+
+def needs_grant(caller: Caller, model: ResolvedModel | None) -> bool:
+    """Whether using ``model`` takes an access grant: restricted or confidential, not one's own."""
+    return (
+        caller is not None
+        and model is not None
+        and caller.tenant_id != model.owner_tenant_id
+        and model.tier in (Tier.RESTRICTED.value, Tier.CONFIDENTIAL.value)
+    )
+
+
+def find_grant(session: Session, caller: Caller, model: ResolvedModel | None) -> bool:
+    """Whether an access grant with the ``infer`` scope is in force for this call (checked on
+    every call, never cached: an expired or revoked grant stops on the very next one)."""
+    if caller is None or model is None or not needs_grant(caller, model):
+        return False
+    return active_grant(session, caller.tenant_id, model.product_id, Scope.INFER.value) is not None
+
+
+def authorize(
+    caller: Caller, model: ResolvedModel | None, call: InferCall, *, granted: bool = False
+) -> Principal:
+    """Apply the tier policy to an inference call; return the principal to bill.
+
+    Public models serve any key with ``infer``; restricted ones, holders of an access grant;
+    confidential ones, government tenants with a grant; secret ones, their owner only.
+
+    Raises:
+        UnauthenticatedError: No key.
+        NotFoundError: Missing, or invisible to the caller (indistinguishable).
+        ForbiddenError: Visible, but the key lacks ``infer`` or the caller holds no grant.
+    """
+    if caller is None:
+        raise UnauthenticatedError(
+            "an API key is required (Authorization: Bearer <key> or X-API-Key)"
+        )
+    served = visible_version(caller, model, call.name, call.version)
+    if Scope.INFER.value not in caller.scopes:
+        raise ForbiddenError("this API key lacks the 'infer' scope", scope=Scope.INFER.value)
+    if caller.tenant_id == served.owner_tenant_id:
+        return caller
+    if served.state not in LISTED_STATES:
+        raise not_found(call.name, call.version)
+    if served.tier == Tier.PUBLIC.value:
+        return caller
+    if served.tier == Tier.CONFIDENTIAL.value and not caller.is_government:
+        raise not_found(call.name, call.version)  # pragma: no cover - invisible above
+    if not granted:
+        raise ForbiddenError(
+            f"model '{call.name}' is {served.tier}: using it needs an access grant "
+            "(POST /api/v1/access-requests)",
+            reason="no-grant",
+        )
+    return caller
+
+
+# --------------------------------------------------------------------------- 4. quota
+
+
+class Quota(Protocol):
+    """Quotas and rate limits per key, tenant and product (marketplace.gateway.quota).
+
+    ``check`` raises ``QuotaExceededError`` (429 with ``Retry-After``) to refuse a call.
+    """
+
+    async def check(self, principal: Principal, model: ResolvedModel) -> None: ...
+
+    async def add_units(self, principal: Principal, model: ResolvedModel, units: float) -> None:
+        """Count a successful call's metered units against unit budgets."""
+
+
+class NoQuota:
+    """Every call is within quota."""
+
+    async def check(self, principal: Principal, model: ResolvedModel) -> None:
+        return None
+
+    async def add_units(self, principal: Principal, model: ResolvedModel, units: float) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- 5. run
+
+
+def decode(call: InferCall) -> InferRequest:
+    """Decode the body (JSON, or binary tensors when the header length is given)."""
+    header_length: int | None = None
+    if call.header_length is not None:
+        try:
+            header_length = int(call.header_length)
+        except ValueError:
+            raise BadRequestError(
+                f"{INFERENCE_HEADER_CONTENT_LENGTH} must be an integer, got {call.header_length!r}"
+            ) from None
+    return decode_request(call.body, header_length)
+
+
+class ServingState:
+    """What the gateway knows about models in the runtime: which are registered, and how many
+    calls to each unbatched model are in flight (the runtime bounds batched queues itself)."""
+
+    def __init__(self, runtime: EmbeddedRuntime, blobs: BlobStore, metrics: GatewayMetrics):
+        self.runtime = runtime
+        self.blobs = blobs
+        self.metrics = metrics
+        self.registered: dict[str, str] = {}  # runtime key → artifact digest
+        self.in_flight: dict[str, int] = {}
+
+    async def ensure_registered(self, model: ResolvedModel) -> str:
+        key = model.runtime_key
+        assert model.digest is not None and model.manifest is not None
+        if self.registered.get(key) == model.digest:
+            return key
+        if model.manifest.runtime != "embedded":
+            raise ModelUnavailableError(
+                f"model '{model.handle}' asks for the {model.manifest.runtime} runtime, "
+                "which this deployment does not run"
+            )
+        path = await asyncio.to_thread(self.blobs.local_path, model.digest)
+        try:
+            self.runtime.register(key, model.manifest, path)
+        except ValueError:  # the handle was deleted and made again: a new artifact
+            await self.runtime.unload(key)
+            self.runtime.register(key, model.manifest, path)
+        self.metrics.name_key(key, model.label)
+        self.registered[key] = model.digest
+        return key
+
+
+async def run(state: ServingState, model: ResolvedModel, request: InferRequest) -> Arrays:
+    """Check the request against the signature and run the model on the runtime."""
+    manifest = model.manifest
+    assert manifest is not None
+    arrays = check_inputs(request, manifest.inputs)
+    check_requested_outputs(request, manifest.outputs)
+    key = await state.ensure_registered(model)
+    if manifest.batched:
+        return await state.runtime.infer(key, arrays)
+    # Unbatched models run one request at a time: bound how many may wait, like the batcher.
+    waiting = state.in_flight.get(key, 0)
+    if waiting > manifest.batching.max_queue_size:
+        raise QueueFullError(f"model '{model.handle}' has {waiting} requests waiting")
+    state.in_flight[key] = waiting + 1
+    try:
+        return await state.runtime.infer(key, arrays)
+    finally:
+        state.in_flight[key] -= 1
+
+
+# --------------------------------------------------------------------------- 6. meter
+
+
+def usage_quantity(model: ResolvedModel, outputs: Arrays) -> tuple[str, float]:
+    """The call's billing unit and quantity, as the manifest's metering spec says: one call,
+    or the sum of an output (e.g. the audio seconds a speech model transcribed)."""
+    assert model.manifest is not None
+    spec = model.manifest.metering
+    if spec.quantity_output is None:
+        return spec.unit, 1.0
+    values = outputs.get(spec.quantity_output)
+    quantity = float(np.sum(values)) if values is not None else 0.0
+    return spec.unit, max(quantity, 0.0)
+
+
+async def meter(
+    usage: Meter,
+    principal: Principal,
+    model: ResolvedModel,
+    call: InferCall,
+    latency_ms: float,
+    *,
+    unit: str = CALL_UNIT,
+    quantity: float = 1.0,
+) -> bool:
+    """Record the call's usage event before the response goes out.
+
+    Returns True if this ``Idempotency-Key`` was already recorded for the tenant (a retry):
+    then nothing is recorded again.
+    """
+    assert model.version is not None
+    event_id = call.idempotency_key or call.request_id
+    if call.idempotency_key is not None and await usage.seen(principal.tenant_id, event_id):
+        return True
+    await usage.record(
+        UsageEvent(
+            id=event_id,
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            product=model.handle,
+            product_id=model.product_id,
+            version=model.version,
+            unit=unit,
+            quantity=quantity,
+            at=datetime.now(UTC),
+            latency_ms=latency_ms,
+            request_id=call.request_id,
+        )
+    )
+    return False
+
+
+# --------------------------------------------------------------------------- the gateway
+
+
+def check_idempotency_key(value: str | None) -> None:
+    if value is None:
+        return
+    if not 0 < len(value) <= _MAX_IDEMPOTENCY_KEY or not value.isprintable():
+        raise BadRequestError(
+            f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+
+
+class Gateway:
+    """The v2 data plane of the platform: the steps above, plus metadata and readiness."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        cache: ResolveCache,
+        runtime: EmbeddedRuntime,
+        blobs: BlobStore,
+        usage: Meter,
+        metrics: GatewayMetrics,
+        quota: Quota | None = None,
+        last_used_resolution: timedelta | None = None,
+        version: str = "",
+    ) -> None:
+        self.session_factory = session_factory
+        self.cache = cache
+        self.usage = usage
+        self.metrics = metrics
+        self.quota: Quota = quota or NoQuota()
+        self.serving = ServingState(runtime, blobs, metrics)
+        self.last_used_resolution = last_used_resolution
+        self.version = version
+
+    # steps 1 + 2, one short session
+    def _lookup_sync(
+        self, token: str | None, name: str, version: str | None
+    ) -> tuple[Caller, Any, bool]:
+        session = self.session_factory()
+        try:
+            caller = authenticate(session, token, last_used_resolution=self.last_used_resolution)
+            model = resolve(session, self.cache, name, version)
+            granted = find_grant(session, caller, model)
+        finally:
+            session.rollback()
+            session.close()
+        return caller, model, granted
+
+    async def lookup(
+        self, token: str | None, name: str, version: str | None
+    ) -> tuple[Caller, ResolvedModel | None, bool]:
+        """Steps 1 and 2 (and whether a grant is in force), in one short session."""
+        if token is None:  # anonymous: resolution alone, often from the cache
+            hit = self.cache.get((name, version))
+            if hit is not MISSING:
+                return None, hit, False
+        return await asyncio.to_thread(self._lookup_sync, token, name, version)
+
+    async def infer(self, call: InferCall) -> Reply:
+        """Serve one inference call through every step; count it in the metrics."""
+        started = time.perf_counter()
+        label = UNRESOLVED
+        try:
+            check_idempotency_key(call.idempotency_key)
+            caller, model, granted = await self.lookup(call.token, call.name, call.version)
+            principal = authorize(caller, model, call, granted=granted)
+            assert model is not None
+            label = model.label
+            await self.quota.check(principal, model)
+            if len(call.body) > _DECODE_INLINE_BYTES:
+                request = await asyncio.to_thread(decode, call)
+            else:
+                request = decode(call)
+            outputs = await run(self.serving, model, request)
+            body, headers = encode_response(call.name, str(model.version), outputs, request)
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            unit, quantity = usage_quantity(model, outputs)
+            replayed = await meter(
+                self.usage, principal, model, call, latency_ms, unit=unit, quantity=quantity
+            )
+            if replayed:
+                headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
+            else:
+                await self.quota.add_units(principal, model, quantity)
+        except Exception as e:
+            self.metrics.observe(label, getattr(e, "status", 500), time.perf_counter() - started)
+            raise
+        self.metrics.observe(label, 200, time.perf_counter() - started)
+        return Reply(body, headers)
+
+    async def visible(self, token: str | None, name: str, version: str | None) -> ResolvedModel:
+        caller, model, _ = await self.lookup(token, name, version)
+        return visible_version(caller, model, name, version)
+
+    async def model_metadata(
+        self, token: str | None, name: str, version: str | None
+    ) -> Mapping[str, Any]:
+        """``GET /v2/models/{name}[/versions/{v}]``: what the caller may see of the model."""
+        model = await self.visible(token, name, version)
+        manifest = model.manifest
+        assert manifest is not None
+        return model_metadata(
+            name,
+            [str(v) for v in model.versions],
+            PLATFORMS.get(manifest.format, manifest.format),
+            manifest.inputs,
+            manifest.outputs,
+        )
+
+    async def model_ready(self, token: str | None, name: str, version: str | None) -> bool:
+        """Whether a visible model version can serve now (registers it; loading stays lazy)."""
+        model = await self.visible(token, name, version)
+        try:
+            key = await self.serving.ensure_registered(model)
+        except ModelUnavailableError:
+            return False
+        except Exception as e:  # a missing or corrupt blob
+            raise UnavailableError(f"model '{name}' is not available") from e
+        return self.serving.runtime.is_ready(key)
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": self.version, "extensions": list(EXTENSIONS)}
+
+    def is_ready(self) -> bool:
+        """Ready when usage can be metered (a call that cannot be billed is refused)."""
+        return bool(self.usage.status()["spool_available"])
