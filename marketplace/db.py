@@ -40,8 +40,12 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade;
+            # read-mostly sessions (the gateway's lookups) begin deferred and read concurrently.
+            if conn.get_execution_options().get(READ_MOSTLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     url = database_url
@@ -54,8 +58,15 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+READ_MOSTLY = "citybrain_read_mostly"
+
+
+def make_session_factory(engine: Engine, *, read_mostly: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``. ``read_mostly`` sessions do not take SQLite's write lock when
+    they begin, so many can read at once; a write in one may then fail with "database is
+    locked" and must be best-effort (PostgreSQL is unaffected)."""
+    bind = engine.execution_options(**{READ_MOSTLY: True}) if read_mostly else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 @contextmanager
