@@ -1,6 +1,9 @@
 """Cross-tenant probe over every route of the OpenAPI document.
 
-For each ordered pair of tenants (A owns, B probes), every route is called as B:
+For each ordered pair of the demo city's tenants (A owns, B probes), A publishes a product of
+every tier (plus a draft, keys, an access request, a grant, a subscription, a billing document,
+a quota and metered usage); then B sees exactly the listings the tier table allows, with
+search facet counts to match and none of A's usage, and every route is called as B:
 - a route that addresses one of A's resources B may not see (a hidden product, its versions,
   A's keys) must answer exactly as it does for a resource that does not exist (same status,
   same body but for the request id), and must leave the resource unchanged;
@@ -13,16 +16,23 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
+from billing.tables import usage_event
+from marketplace.db import transaction
+from marketplace.seed import TENANTS
+from marketplace.tenants.service import get_tenant_by_slug
 from tests.utils.city import City
 
-# One of each kind: operator, agency, district, developer.
-PROBED = ["data-bureau", "traffic-police", "xihu-district", "parkeasy"]
-GOVERNMENT = {"data-bureau", "traffic-police", "xihu-district"}
+# Every ordered pair of the demo city's tenants (all but parkeasy are government).
+PROBED = [slug for slug, *_ in TENANTS]
+GOVERNMENT = {slug for slug, _, kind, _ in TENANTS if kind != "developer"}
 PAIRS = [(a, b) for a, b in itertools.permutations(PROBED, 2)]
+TIERS = ("public", "restricted", "confidential", "secret")
 
 # Path parameters that name no resource of their own.
 FIXED_PARAMS = {"version": "1"}
@@ -90,7 +100,7 @@ def _routes(city: City) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def _billing_ids(city: City, owner: str) -> dict[str, str]:
+def _billing_ids(city: City, owner: str, prober: str) -> dict[str, str]:
     """Make the owner a subscription and a billing document (usage, plan, a closed period)."""
     from datetime import UTC, datetime
     from decimal import Decimal
@@ -106,7 +116,15 @@ def _billing_ids(city: City, owner: str) -> dict[str, str]:
     from marketplace.db import transaction
     from marketplace.models import Product, Tenant
 
-    handle = "environment.air-quality"  # public; its owner is neither A nor B
+    handle = next(  # public, and its owner is neither A nor B
+        h
+        for h in (
+            "environment.air-quality",
+            "tourism.scenic-spot-visitors",
+            "parkeasy.parking-availability",
+        )
+        if h.split(".")[0] not in (owner, prober)
+    )
     r = city.client.post(
         "/api/v1/subscriptions", json={"product": handle}, headers=city.headers(owner)
     )
@@ -145,19 +163,48 @@ def _billing_ids(city: City, owner: str) -> dict[str, str]:
     return {"subscription_id": str(r.json()["id"]), "document_id": str(doc_id)}
 
 
+def _usage(city: City, owner: str, handles: list[str]) -> None:
+    with transaction(city.session_factory) as s:
+        tenant_id = get_tenant_by_slug(s, owner).id
+        s.execute(
+            insert(usage_event),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "id": f"probe-{i}",
+                    "key_id": None,
+                    "product": handle,
+                    "product_id": 0,
+                    "version": 1,
+                    "unit": "call",
+                    "quantity": 1,
+                    "at": datetime.now(UTC),
+                    "latency_ms": 1.0,
+                    "request_id": "probe",
+                }
+                for i, handle in enumerate(handles)
+            ],
+        )
+
+
 @pytest.mark.parametrize(("owner", "prober"), PAIRS)
 def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: str) -> None:
     spec = city.client.get("/openapi.json").json()
     components = spec.get("components", {}).get("schemas", {})
     hidden: list[str] = []
-    for tier in _hidden_tiers(owner, prober):
+    visible: dict[str, str] = {}
+    hidden_tiers = _hidden_tiers(owner, prober)
+    for tier in TIERS:  # one published product of every tier
         handle = city.product(
-            owner, tier=tier, name=f"hidden-{tier}", title=f"Hidden {tier} zebra", tags=["zebra"]
+            owner, tier=tier, name=f"probe-{tier}", title=f"Probe {tier} zebra", tags=["zebra"]
         )
         city.client.post(
             f"/api/v1/products/{handle}/versions", json={}, headers=city.headers(owner)
         )
-        hidden.append(handle)
+        if tier in hidden_tiers:
+            hidden.append(handle)
+        else:
+            visible[handle] = tier
     draft = city.product(
         owner, tier="public", publish=False, name="hidden-draft", title="Draft zebra"
     )
@@ -192,7 +239,7 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
         resources["grant_id"] = [(grant_id, "gr_00000000deadbeef")]
         secrets_ += [req["id"], grant_id]
     # A's subscription and billing document; the operator reads every tenant's documents.
-    billing_ids = _billing_ids(city, owner)
+    billing_ids = _billing_ids(city, owner, prober)
     resources["subscription_id"] = [(billing_ids["subscription_id"], "999999")]
     for param in ("invoice_id", "statement_id"):
         resources[param] = (
@@ -216,6 +263,25 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
     }
 
     h = city.headers(prober)
+    # What B may see, it sees; facet counts count exactly that.
+    for handle in visible:
+        assert city.client.get(f"/api/v1/products/{handle}", headers=h).status_code == 200
+    found = city.client.get("/api/v1/catalog/search", params={"q": "zebra"}, headers=h).json()
+    expected_tiers: dict[str, int] = {}
+    for tier in visible.values():
+        expected_tiers[tier] = expected_tiers.get(tier, 0) + 1
+    assert found["facets"]["tier"] == expected_tiers, (owner, prober)
+    assert found["count"] == len(visible)
+    # A's metered usage, of hidden and visible products alike, is A's alone.
+    _usage(city, owner, [*hidden, *visible])
+    usage = city.client.get("/api/v1/usage", params={"group_by": "product"}, headers=h).json()
+    if prober == "data-bureau":
+        # The operator sees every tenant's usage, but a secret product only as "(secret)".
+        names = {r["product"] for r in usage["data"]}
+        assert f"{owner}.probe-secret" not in names and f"{owner}.(secret)" in names
+        assert names >= {h_ for h_ in [*hidden, *visible] if not h_.endswith("-secret")}
+    else:
+        assert usage == {"data": [], "count": 0}
     probed = 0
     for method, path, op in _routes(city):
         params = re.findall(r"{(\w+)}", path)
@@ -230,8 +296,11 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
             r = city.client.get(path, params=query, headers=h)
             text = r.text
             needles = [*hidden, owner_key_id, *secrets_]
-            if path in ("/api/v1/audit", "/api/v1/quotas") and prober == "data-bureau":
-                # The operator reads every tenant's audit entries and limits (drafts and key ids
+            if (
+                path in ("/api/v1/audit", "/api/v1/quotas", "/api/v1/usage")
+                and prober == "data-bureau"
+            ):
+                # The operator reads every tenant's audit, limits and usage (drafts and key ids
                 # included), but never the names of secret products, nor any secret.
                 needles = [n for n in needles if "secret" in n or n in secrets_]
             for needle in needles:
