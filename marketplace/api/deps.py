@@ -15,7 +15,7 @@ from marketplace.constants import API_KEY_HEADER
 from marketplace.context import Caller, Principal
 from marketplace.db import ANONYMOUS_TENANT, set_tenant_context
 from marketplace.errors import ForbiddenError, UnauthenticatedError
-from marketplace.keys.service import authenticate_token
+from marketplace.keys.service import TOUCHED, authenticate_token
 
 
 def get_settings(request: Request) -> Settings:
@@ -77,7 +77,7 @@ def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> 
             token,
             last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
         )
-        if session.dirty:
+        if session.info.pop(TOUCHED, False):
             session.commit()
     request.state.principal = principal
     # From here on the database enforces the tenant too (row-level security on PostgreSQL).

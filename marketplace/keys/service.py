@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from marketplace.audit.service import record
@@ -170,19 +170,39 @@ def key_status(key: ApiKey) -> str:
     return "active"
 
 
+# One Core statement (no ORM identity map): authentication runs on every request.
+_KEY_LOOKUP = select(
+    ApiKey.tenant_id,
+    ApiKey.scopes,
+    ApiKey.secret_hash,
+    ApiKey.previous_secret_hash,
+    ApiKey.previous_expires_at,
+    ApiKey.expires_at,
+    ApiKey.revoked_at,
+    ApiKey.last_used_at,
+    Tenant.slug,
+    Tenant.kind,
+).join(Tenant, Tenant.id == ApiKey.tenant_id)
+
+TOUCHED = "citybrain_key_touched"
+"""``session.info`` flag: authentication stamped ``last_used_at``; commit to keep it."""
+
+
 def authenticate_token(
     session: Session, token: str, *, last_used_resolution: timedelta | None = None
 ) -> Principal:
     """Resolve a presented key to a principal, or raise UnauthenticatedError.
 
     The error never says which part was wrong: unknown, malformed, expired and revoked keys
-    read the same to the caller (the audit log has the reason).
+    read the same to the caller (the audit log has the reason). When ``last_used_at`` is older
+    than ``last_used_resolution`` it is stamped in the session's transaction and
+    ``session.info[TOUCHED]`` is set, so the caller knows a commit keeps it.
     """
     m = KEY_RE.match(token.strip())
     if not m:
         raise UnauthenticatedError("invalid API key", reason="malformed")
     key_id, secret = m.groups()
-    key = session.get(ApiKey, key_id)
+    key = session.execute(_KEY_LOOKUP.where(ApiKey.id == key_id)).first()
     if key is None:
         raise UnauthenticatedError("invalid API key", reason="unknown", key_id=key_id)
     digest = hash_secret(secret)
@@ -197,16 +217,19 @@ def authenticate_token(
         )
     if not matched:
         raise UnauthenticatedError("invalid API key", reason="wrong-secret", key_id=key_id)
-    status = key_status(key)
-    if status != "active":
-        raise UnauthenticatedError("invalid API key", reason=status, key_id=key_id)
+    if key.revoked_at is not None:
+        raise UnauthenticatedError("invalid API key", reason="revoked", key_id=key_id)
+    expires = _as_aware(key.expires_at)
+    if expires is not None and expires <= now:
+        raise UnauthenticatedError("invalid API key", reason="expired", key_id=key_id)
     last = _as_aware(key.last_used_at)
     if last_used_resolution is not None and (last is None or now - last >= last_used_resolution):
-        key.last_used_at = now
+        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+        session.info[TOUCHED] = True
     return Principal(
         tenant_id=key.tenant_id,
-        tenant_slug=key.tenant.slug,
-        tenant_kind=key.tenant.kind,
+        tenant_slug=key.slug,
+        tenant_kind=key.kind,
         scopes=frozenset(key.scopes),
-        key_id=key.id,
+        key_id=key_id,
     )
