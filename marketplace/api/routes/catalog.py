@@ -20,6 +20,7 @@ from marketplace.api.schemas import (
     VersionCreate,
     VersionPublic,
 )
+from marketplace.audit.service import record
 from marketplace.catalog import service as catalog
 from marketplace.catalog.search import search_products
 from marketplace.context import Caller, Principal
@@ -108,7 +109,20 @@ def search(
 @router.get("/products/{handle}", response_model=ProductPublic)
 def read_product(handle: str, session: SessionDep, caller: ReaderDep) -> ProductPublic:
     """One product, by handle ``<tenant-slug>.<product-name>``."""
-    return _public(session, catalog.get_product(session, caller, handle))
+    product = catalog.get_product(session, caller, handle)
+    if caller is not None and product.tenant_id != caller.tenant_id and product.tier != "public":
+        # Reading another tenant's non-public listing is an access decision: audit the allow.
+        record(
+            session,
+            actor=caller.label,
+            tenant_id=caller.tenant_id,
+            action="access.allow",
+            target=f"product:{handle}",
+            outcome="allow",
+            detail={"tier": product.tier, "owner": product.tenant.slug, "read": "listing"},
+        )
+        session.commit()
+    return _public(session, product)
 
 
 @router.patch("/products/{handle}", response_model=ProductPublic)

@@ -109,3 +109,19 @@ def test_verify_names_the_first_bad_entry(city: City, settings: Settings, tamper
     code, out = _cli_verify(settings)
     assert code == 1
     assert f"entry {bad}" in out
+
+
+def test_reading_another_tenants_non_public_listing_is_an_audited_allow(city: City) -> None:
+    handle = city.product("health", tier="restricted")
+    public = city.product("health", tier="public")
+    assert (
+        city.client.get(f"/api/v1/products/{handle}", headers=city.headers("parkeasy")).status_code
+        == 200
+    )
+    assert (
+        city.client.get(f"/api/v1/products/{public}", headers=city.headers("parkeasy")).status_code
+        == 200
+    )
+    allows = [e for e in _entries(city, "parkeasy") if e["action"] == "access.allow"]
+    assert [e["target"] for e in allows] == [f"product:{handle}"]
+    assert allows[0]["outcome"] == "allow" and allows[0]["detail"]["tier"] == "restricted"
