@@ -1,8 +1,8 @@
-"""Benchmark of usage metering: spool group commit and sustained ingest into PostgreSQL.
+"""Benchmark of usage metering: spool group commit, ingest into PostgreSQL, gateway cost.
 
 Run from the repository root::
 
-    .venv/bin/python bench/metering.py [--quick]
+    .venv/bin/python bench/metering.py [--quick] [--parts i,ii,iii]
 
 It prints:
 
@@ -13,9 +13,17 @@ It prints:
          table), (b) a sustained run with concurrent producers and the background flusher,
          then an exactly-once check (rows == distinct keys == events acknowledged).
 
-The whole run is bounded (about 60-90 s). Numbers are for the machine it runs on; compare them
-side by side, not against another machine. Part (iii), the gateway with metering on vs off,
-belongs with the gateway.
+(iii) the gateway with metering on vs off: two ``citybrain serve`` processes side by side on the
+     same PostgreSQL database (a temporary one, migrated and seeded with the demo city), one
+     with ``CITYBRAIN_BILLING__METERING=false``. The same client (httpx, async, in client
+     processes taking a quarter of the cores, 1 to 4) drives ``traffic-police.flow-smoother``
+     at concurrency 1 and 32 for 10 s per server and level (3 s with ``--quick``), in ABBA order
+     (on, off, off, on), and prints requests/s, p50/p99 latency and the ratio on/off (the goal:
+     metering costs at most 10 %), then checks usage rows == calls the metered server answered.
+
+Choose parts with ``--parts`` (default ``i,ii,iii``). The whole run is bounded (about 2-3
+minutes; ``--quick`` about one). Numbers are for the machine it runs on; compare them side by
+side, not against another machine.
 """
 
 from __future__ import annotations
@@ -23,11 +31,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import logging
+import multiprocessing
 import os
 import secrets
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +48,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -269,13 +282,233 @@ def bench_sustained(
     )
 
 
+# ---------------------------------------------------------------- (iii) gateway, metering on/off
+
+_MODEL = "traffic-police.flow-smoother"
+_BODY = json.dumps(
+    {"inputs": [{"name": "flow", "shape": [2, 16], "datatype": "FP32", "data": [1.0] * 32}]}
+).encode()
+# Client processes: a quarter of the cores, at least 1 and at most 4 (the rest serve).
+_CLIENT_PROCS = max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _gateway_database(artifacts: Path) -> Iterator[tuple[str, str]]:
+    """A temporary PostgreSQL database, migrated and seeded; yields (url, a developer's key)."""
+    from marketplace.db import make_engine, make_session_factory, transaction
+    from marketplace.migrate import upgrade
+    from marketplace.seed import seed_demo_city
+    from model_store import BlobStore
+
+    name = f"citybrain_bench_gateway_{secrets.token_hex(6)}"
+    with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            with transaction(make_session_factory(engine)) as session:
+                seeded = seed_demo_city(session, blobs=BlobStore(artifacts))
+        finally:
+            engine.dispose()
+        yield url, seeded.keys["parkeasy"]
+    finally:
+        with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def _server(url: str, artifacts: Path, data_dir: Path, *, metering: bool) -> Iterator[str]:
+    """``citybrain serve`` in its own process; yields its base URL once ready."""
+    import httpx
+
+    port = _free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update(
+        CITYBRAIN_DATABASE_URL=url,
+        CITYBRAIN_DATA_DIR=str(data_dir),
+        CITYBRAIN_MODEL_STORE__ARTIFACT_URL=str(artifacts),
+        CITYBRAIN_LOG_LEVEL="warning",
+        CITYBRAIN_BILLING__METERING="true" if metering else "false",
+    )
+    log = (data_dir / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {(data_dir / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _client_main(
+    base: str, key: str, concurrency: int, seconds: float
+) -> tuple[int, int, list[float]]:
+    """One client process: ``concurrency`` async callers for ``seconds``; (ok, errors, latencies)."""
+    import httpx
+
+    async def go() -> tuple[int, int, list[float]]:
+        latencies: list[float] = []
+        errors = 0
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+            deadline = time.perf_counter() + seconds
+
+            async def caller() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    t0 = time.perf_counter()
+                    r = await client.post(
+                        f"/v2/models/{_MODEL}/infer", content=_BODY, headers=headers
+                    )
+                    if r.status_code == 200:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors += 1
+
+            await asyncio.gather(*(caller() for _ in range(concurrency)))
+        return len(latencies), errors, latencies
+
+    return asyncio.run(go())
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Runs of one variant as one: summed calls over summed time; latencies of all samples."""
+    seconds = sum(r["seconds"] for r in runs)
+    latencies = [x for r in runs for x in r["latencies"]]
+    return {
+        "ok": sum(r["ok"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "rps": sum(r["ok"] for r in runs) / seconds,
+        "p50_ms": _pct(latencies, 0.50) * 1000,
+        "p99_ms": _pct(latencies, 0.99) * 1000,
+    }
+
+
+def _drive(base: str, key: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Drive one server from the client processes; requests/s and latency percentiles."""
+    procs = min(concurrency, _CLIENT_PROCS)
+    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(procs) as pool:
+        t0 = time.perf_counter()
+        results = pool.starmap(_client_main, [(base, key, c, seconds) for c in shares])
+        elapsed = time.perf_counter() - t0
+    ok = sum(r[0] for r in results)
+    latencies = [x for r in results for x in r[2]]
+    return {
+        "ok": ok,
+        "errors": sum(r[1] for r in results),
+        "rps": ok / seconds,
+        "p50_ms": _pct(latencies, 0.50) * 1000,
+        "p99_ms": _pct(latencies, 0.99) * 1000,
+        "wall_s": elapsed,
+        "seconds": seconds,
+        "latencies": latencies,
+    }
+
+
+def bench_gateway(workdir: Path, seconds: float) -> None:
+    print(
+        f"(iii) gateway with metering on vs off: {_MODEL}, JSON [2, 16] FP32, "
+        f"{seconds:.0f} s per level, httpx async client in up to {_CLIENT_PROCS} processes"
+    )
+    artifacts = workdir / "artifacts"
+    with _gateway_database(artifacts) as (url, key):
+        with (
+            _server(url, artifacts, workdir / "gw-on", metering=True) as on,
+            _server(url, artifacts, workdir / "gw-off", metering=False) as off,
+        ):
+            # Load the model and warm the connection pools.
+            metered_ok = int(_drive(on, key, 4, 1.0)["ok"])
+            _drive(off, key, 4, 1.0)
+            print(
+                f"    {'concurrency':>11} {'metering':>8} {'requests/s':>10} {'p50 ms':>7} "
+                f"{'p99 ms':>7} {'errors':>6}"
+            )
+            ratios: list[tuple[int, float]] = []
+            for concurrency in (1, 32):
+                # ABBA order (on, off, off, on; half the time each) cancels slow drift.
+                runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+                for label in ("on", "off", "off", "on"):
+                    base = on if label == "on" else off
+                    runs[label].append(_drive(base, key, concurrency, seconds / 2))
+                r_on, r_off = _merge(runs["on"]), _merge(runs["off"])
+                for label, r in (("on", r_on), ("off", r_off)):
+                    print(
+                        f"    {concurrency:>11} {label:>8} {r['rps']:>10,.0f} {r['p50_ms']:>7.2f} "
+                        f"{r['p99_ms']:>7.2f} {int(r['errors']):>6}"
+                    )
+                ratios.append((concurrency, r_on["rps"] / r_off["rps"]))
+                metered_ok += int(r_on["ok"])
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(select(func.count()).select_from(usage_event)).scalar_one()
+        finally:
+            engine.dispose()
+    for concurrency, ratio in ratios:
+        verdict = "within" if ratio >= 0.9 else "OVER"
+        print(
+            f"    concurrency {concurrency:>2}: metering on / off = {ratio:.3f} "
+            f"(cost {100 * (1 - ratio):+.1f} %; goal <= 10 %: {verdict})"
+        )
+    check = "OK" if rows == metered_ok else "MISMATCH"
+    print(
+        f"    usage rows {rows:,}; calls the metered server answered 200: {metered_ok:,} "
+        f"(the unmetered server's calls are not billed): {check}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter run (smoke test)")
+    parser.add_argument(
+        "--parts",
+        default="i,ii,iii",
+        help="comma-separated parts to run: i (spool), ii (PostgreSQL ingest), "
+        "iii (gateway with metering on vs off); default all",
+    )
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"i", "ii", "iii"}:
+        parser.error(f"--parts takes i, ii and/or iii, not {args.parts!r}")
     level_s = 1.0 if args.quick else 3.0
     drain_events = 50_000 if args.quick else 300_000
     sustained_s = 3.0 if args.quick else 20.0
+    gateway_s = 3.0 if args.quick else 10.0
 
     # Copies of a pre-filled spool are replayed on purpose; don't log that as news.
     logging.getLogger("billing").setLevel(logging.ERROR)
@@ -283,12 +516,16 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-metering-") as tmp:
         workdir = Path(tmp)
-        bench_spool(workdir, level_s)
-        with temporary_database() as engine:
-            with engine.connect() as conn:
-                print(f"PostgreSQL: {conn.execute(text('SHOW server_version')).scalar_one()}")
-            bench_methods(engine, workdir, drain_events, 5000)
-            bench_sustained(engine, workdir, sustained_s, 256, "copy")
+        if "i" in parts:
+            bench_spool(workdir, level_s)
+        if "ii" in parts:
+            with temporary_database() as engine:
+                with engine.connect() as conn:
+                    print(f"PostgreSQL: {conn.execute(text('SHOW server_version')).scalar_one()}")
+                bench_methods(engine, workdir, drain_events, 5000)
+                bench_sustained(engine, workdir, sustained_s, 256, "copy")
+        if "iii" in parts:
+            bench_gateway(workdir, gateway_s)
     print(f"total bench time: {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -1,4 +1,5 @@
-"""One model served three ways, side by side: embedded, TritonRuntime, Triton direct.
+"""One model served five ways, side by side: embedded, TritonRuntime, Triton direct, and
+through the platform's gateway on the embedded runtime and on Triton.
 
 The built-in ``traffic-police.flow-smoother`` (TorchScript, batched, max queue delay 2 ms)
 smooths a 1×60 FP32 request. For each path, in one run, on one machine:
@@ -8,8 +9,14 @@ smooths a 1×60 FP32 request. For each path, in one run, on one machine:
 
 Paths: ``EmbeddedRuntime`` in-process; ``TritonRuntime`` (tritonclient.http.aio to a
 ``ManagedTritonServer``, same process as the caller); Triton direct (the sync
-``tritonclient.http`` client sequentially, the aio client concurrently, no runtime layer).
-Ratios are relative to the embedded runtime. Bounded: about 30 s plus server start.
+``tritonclient.http`` client sequentially, the aio client concurrently, no runtime layer);
+and the gateway — a ``citybrain serve`` subprocess (SQLite, metering on) with the same artifact
+uploaded twice through the API, once with ``runtime: "embedded"`` and once with
+``runtime: "triton"``, the latter served on the same tritonserver as an external Triton
+(``CITYBRAIN_TRITON__URL``). Gateway calls use the same stock clients with an API key header,
+so "Triton via gateway" vs "Triton direct" is the platform's cost (authentication, resolution,
+policy, quota, signature checks, the hop, metering). Ratios are relative to the embedded
+runtime, and the summary compares the gateway rows. Bounded: about 60 s plus server starts.
 
 Run: ``.venv/bin/python bench/triton_vs_embedded.py``
 """
@@ -17,11 +24,16 @@ Run: ``.venv/bin/python bench/triton_vs_embedded.py``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,8 @@ from model_store.triton.server import ManagedTritonServer
 SECONDS_PER_RUN = 3.0
 CONCURRENCY = 8
 KEY = "traffic-police.flow-smoother:1"
+ROOT = Path(__file__).resolve().parents[1]
+OWNER = "traffic-police"
 
 Call = Callable[[], Awaitable[Any]]
 
@@ -72,6 +86,103 @@ async def concurrent(call: Call) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
     return done / (time.perf_counter() - started)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gateway(
+    tmp: Path, server: ManagedTritonServer, artifact: Path, manifest: Any
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """A server subprocess whose Triton is ``server`` (external); the artifact uploaded as two
+    models, embedded and triton. Yields (address, consumer key, runtime → handle)."""
+    import httpx
+
+    from marketplace.db import make_engine, make_session_factory, transaction
+    from marketplace.migrate import upgrade
+    from marketplace.seed import seed_demo_city
+
+    database_url = f"sqlite:///{tmp / 'citybrain.db'}"
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    with transaction(make_session_factory(engine)) as session:
+        keys = seed_demo_city(session).keys
+    engine.dispose()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CITYBRAIN_LOG_LEVEL": "warning",
+        "CITYBRAIN_TRITON__URL": server.url,
+        "CITYBRAIN_TRITON__REPOSITORY_DIR": str(server.repository),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "marketplace.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--data-dir",
+            str(tmp / "var"),
+            "--no-migrate",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise SystemExit("the server exited")
+            time.sleep(0.1)
+        handles: dict[str, str] = {}
+        owner = {"Authorization": f"Bearer {keys[OWNER]}"}
+        with httpx.Client(base_url=url, headers=owner, timeout=120) as api:
+            for runtime in ("embedded", "triton"):
+                name = f"flow-{runtime}"
+                api.post(
+                    "/api/v1/products",
+                    json={
+                        "name": name,
+                        "kind": "model",
+                        "title": name,
+                        "domain": "traffic",
+                        "tier": "public",
+                    },
+                ).raise_for_status()
+                handle = f"{OWNER}.{name}"
+                doc = manifest.model_copy(update={"runtime": runtime}).model_dump(mode="json")
+                api.post(
+                    f"/api/v1/products/{handle}/versions/model",
+                    content=artifact.read_bytes(),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "X-Model-Manifest": json.dumps(doc),
+                    },
+                ).raise_for_status()
+                api.post(f"/api/v1/products/{handle}/publish").raise_for_status()
+                handles[runtime] = handle
+        yield f"127.0.0.1:{port}", keys["parkeasy"], handles
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def main() -> None:
@@ -134,6 +245,34 @@ async def main() -> None:
             sync_client.close()
             await aio_client.close()
             await runtime.close()
+
+            with gateway(Path(tmp), server, path, manifest) as (address, key, handles):
+                auth = {"Authorization": f"Bearer {key}"}
+                gw_sync = triton_http.InferenceServerClient(address)
+                gw_aio = triton_aio.InferenceServerClient(address)
+                for runtime_name, label in (
+                    ("embedded", "embedded via gateway"),
+                    ("triton", "Triton via gateway"),
+                ):
+                    handle = handles[runtime_name]
+
+                    async def call_gw_sync(handle: str = handle) -> Any:
+                        inputs, outputs = request(triton_http)
+                        result = gw_sync.infer(handle, inputs, outputs=outputs, headers=auth)
+                        return result.as_numpy("smoothed")
+
+                    async def call_gw_aio(handle: str = handle) -> Any:
+                        inputs, outputs = request(triton_aio)
+                        result = await gw_aio.infer(handle, inputs, outputs=outputs, headers=auth)
+                        return result.as_numpy("smoothed")
+
+                    np.testing.assert_array_equal(await call_gw_sync(), reference)
+                    results[label] = (
+                        *await sequential(call_gw_sync),
+                        await concurrent(call_gw_aio),
+                    )
+                gw_sync.close()
+                await gw_aio.close()
         finally:
             await asyncio.to_thread(server.stop)
 
@@ -152,6 +291,18 @@ async def main() -> None:
         print(
             f"{label:<30} {p50:>8.2f} {p99:>8.2f} {seq:>10.0f} {conc:>10.0f}"
             f" {p50 / base[0]:>9.2f} {seq / base[2]:>9.2f} {conc / base[3]:>9.2f}"
+        )
+    print()
+    pairs = (
+        ("Triton via gateway", "Triton direct (tritonclient)"),
+        ("embedded via gateway", "Triton via gateway"),
+        ("embedded via gateway", "embedded (in-process)"),
+    )
+    for a, b in pairs:
+        ra, rb = results[a], results[b]
+        print(
+            f"{a} vs {b}: p50 ×{ra[0] / rb[0]:.2f} ({ra[0] - rb[0]:+.2f} ms), "
+            f"p99 ×{ra[1] / rb[1]:.2f}, req/s seq ×{ra[2] / rb[2]:.2f}, c{CONCURRENCY} ×{ra[3] / rb[3]:.2f}"
         )
 
 

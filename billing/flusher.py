@@ -10,7 +10,9 @@ an error and never billed twice.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import threading
 import time
@@ -28,7 +30,7 @@ from billing.metrics import BillingMetrics
 from billing.spool import Spool
 from billing.tables import usage_event
 
-__all__ = ["Flusher", "FlusherStats", "PgMethod"]
+__all__ = ["STATUS_FILE", "Flusher", "FlusherStats", "PgMethod"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 #: ``unnest``: one INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO NOTHING;
 #: ``values``: SQLAlchemy executemany of INSERT ... ON CONFLICT DO NOTHING.
 PgMethod = Literal["copy", "unnest", "values"]
+
+#: The flusher's state for other processes, in the spool directory (see ``_publish_status``).
+STATUS_FILE = "status.json"
+_STATUS_HEARTBEAT_S = 5.0
 
 _COLUMNS = (
     "tenant_id",
@@ -164,6 +170,8 @@ class Flusher:
         self._failures = 0
         self._last_flush_at: datetime | None = None
         self._last_error: str | None = None
+        self._published: dict[str, Any] | None = None
+        self._published_at = 0.0
 
     @property
     def spool(self) -> Spool:
@@ -207,6 +215,8 @@ class Flusher:
                     self._spool.backlog(),
                     exc,
                 )
+        self._published = None  # always record the final state
+        self._publish_status()
 
     def flush_once(self) -> int:
         """Deliver everything pending now, batch by batch.
@@ -265,6 +275,48 @@ class Flusher:
 
     # ------------------------------------------------------------------ internals
 
+    def _publish_status(self) -> None:
+        """Write ``<spool dir>/status.json`` for ``citybrain usage status`` (best effort).
+
+        The spool directory is locked by this process, so another process cannot open the spool
+        to ask; it reads this file (and the spool's files, read-only) instead. Rewritten after a
+        pass that changed something, else every few seconds (a heartbeat); never fsynced, and a
+        write that fails (a full disk) is skipped silently: the file is advisory.
+        """
+        spool = self._spool.stats()
+        flusher = self.stats()
+        state: dict[str, Any] = {
+            "backlog": spool.backlog,
+            "appended": spool.appended,
+            "replayed": spool.replayed,
+            "append_failures": spool.append_failures,
+            "spool_available": spool.available,
+            "spool_error": spool.last_error,
+            "delivered": flusher.delivered,
+            "inserted": flusher.inserted,
+            "duplicates": flusher.duplicates,
+            "flush_failures": flusher.failures,
+            "last_flush_at": flusher.last_flush_at.isoformat() if flusher.last_flush_at else None,
+            "last_error": flusher.last_error,
+        }
+        now = time.monotonic()
+        if state == self._published and now - self._published_at < _STATUS_HEARTBEAT_S:
+            return
+        document = {
+            **state,
+            "pid": os.getpid(),
+            "flusher_running": not self._stop.is_set(),
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
+        directory = self._spool.directory
+        tmp = directory / (STATUS_FILE + ".tmp")
+        try:
+            tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, directory / STATUS_FILE)
+        except OSError:
+            return
+        self._published, self._published_at = state, now
+
     def _record_failure(self, exc: BaseException) -> None:
         with self._state_lock:
             self._failures += 1
@@ -292,6 +344,7 @@ class Flusher:
                     log.info("usage flusher: flushing again after %d failures", failures_in_row)
                 failures_in_row = 0
                 wait = self._interval_s
+            self._publish_status()
             self._stop.wait(wait)
 
     def _insert(self, events: Sequence[UsageEvent]) -> int:

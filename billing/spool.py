@@ -51,13 +51,14 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from billing.errors import MeteringUnavailableError, SpoolLockedError
 from billing.events import CorruptRecordError, UsageEvent, decode_record
 from billing.metrics import BillingMetrics
 
-__all__ = ["PendingBatch", "Spool", "SpoolCursor", "SpoolStats"]
+__all__ = ["PendingBatch", "Spool", "SpoolCursor", "SpoolSnapshot", "SpoolStats", "inspect_spool"]
 
 log = logging.getLogger(__name__)
 
@@ -827,3 +828,126 @@ class Spool:
             self._metrics.fsync_group_size.observe(len(batch))
             self._metrics.fsync_latency.observe(elapsed)
         return None
+
+
+# ---------------------------------------------------------------------- read-only inspection
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSnapshot:
+    """What a spool directory holds, read from its files without taking its lock.
+
+    Attributes:
+        directory: The spool directory.
+        exists: Whether the directory exists.
+        checkpoint: The delivered-up-to position ``(segment, offset)``, or None if there is none
+            (nothing was delivered yet, or the checkpoint is unreadable: all is pending).
+        segments: Segment files on disk.
+        pending_events: Complete, valid records after the checkpoint (the backlog on disk).
+        pending_bytes: Bytes after the checkpoint (torn tails included).
+        corrupt_records: Complete records after the checkpoint whose checksum or JSON is bad.
+        oldest_pending_at: The time of the oldest pending event, if any.
+        locked: Whether a live process holds the spool's lock (None if that cannot be told).
+    """
+
+    directory: Path
+    exists: bool
+    checkpoint: tuple[int, int] | None
+    segments: int
+    pending_events: int
+    pending_bytes: int
+    corrupt_records: int
+    oldest_pending_at: datetime | None
+    locked: bool | None
+
+
+def _lock_is_held(path: Path) -> bool | None:
+    """Whether some process holds a ``flock`` on ``path``, from ``/proc/locks`` (Linux).
+
+    Never takes the lock itself: even a brief probe could make a starting server fail to lock.
+    """
+    try:
+        st = os.stat(path)
+        wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks", encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return False if not path.exists() else None
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (blocked waiters have "->")
+        if len(parts) >= 6 and parts[1] == "FLOCK" and "->" not in parts and parts[5] == wanted:
+            return True
+    return False
+
+
+def inspect_spool(directory: str | os.PathLike[str]) -> SpoolSnapshot:
+    """Read a spool directory's state without locking it (safe while its server runs).
+
+    The result is a snapshot: the owning process may append, deliver or delete segments while it
+    is read (a segment deleted meanwhile counts as delivered; a record being written is not
+    counted until its newline is on disk). Nothing is written, truncated or locked.
+
+    Args:
+        directory: The spool directory.
+
+    Returns:
+        The snapshot.
+    """
+    path = Path(directory)
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return SpoolSnapshot(path, False, None, 0, 0, 0, 0, None, None)
+    segments = sorted(int(m.group(1)) for name in names if (m := _SEGMENT_RE.match(name)))
+    checkpoint: tuple[int, int] | None = None
+    try:
+        raw = (path / _CHECKPOINT).read_bytes()
+        if len(raw) >= 10 and raw[-1:] == b"\n" and zlib.crc32(raw[9:-1]) == int(raw[:8], 16):
+            data = json.loads(raw[9:-1])
+            checkpoint = int(data["segment"]), int(data["offset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        checkpoint = None
+    cp_seg, cp_off = checkpoint if checkpoint is not None else (0, 0)
+    pending = pending_bytes = corrupt = 0
+    oldest: datetime | None = None
+    for seq in (s for s in segments if s >= cp_seg):
+        start = cp_off if seq == cp_seg else 0
+        try:
+            fd = os.open(path / f"{seq:016d}.seg", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # delivered and deleted meanwhile
+            continue
+        try:
+            pos, size, tail = start, os.fstat(fd).st_size, b""
+            pending_bytes += max(size - start, 0)
+            while pos < size:
+                chunk = os.pread(fd, min(_READ_CHUNK, size - pos), pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                lines = (tail + chunk).split(b"\n")
+                tail = lines.pop()  # no newline yet: torn, or still being written
+                for line in lines:
+                    try:
+                        event = decode_record(line + b"\n")
+                    except CorruptRecordError:
+                        corrupt += 1
+                        continue
+                    pending += 1
+                    if oldest is None or event.at < oldest:
+                        oldest = event.at
+        finally:
+            os.close(fd)
+    return SpoolSnapshot(
+        directory=path,
+        exists=True,
+        checkpoint=checkpoint,
+        segments=len(segments),
+        pending_events=pending,
+        pending_bytes=pending_bytes,
+        corrupt_records=corrupt,
+        oldest_pending_at=oldest,
+        locked=_lock_is_held(path / _LOCK),
+    )

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from marketplace.cli_access import access_app
 from marketplace.cli_billing import billing_app
+from marketplace.cli_usage import usage_app
 from marketplace.config import Settings
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(models_app, name="models")
 app.add_typer(access_app, name="access")
 app.add_typer(billing_app, name="billing")
+app.add_typer(usage_app, name="usage")
 
 console = Console()
 err = Console(stderr=True)
@@ -118,13 +120,15 @@ def seed() -> None:
     _seed(settings())
 
 
-def _seed(cfg: Settings) -> None:
+def _seed(cfg: Settings, *, city_models: bool = False) -> None:
     from marketplace.seed import seed_demo_city
     from model_store import BlobStore
 
     assert cfg.model_store.artifact_url is not None
     blobs = BlobStore(cfg.model_store.artifact_url)
-    result = _run(cfg, lambda session: seed_demo_city(session, blobs=blobs))
+    result = _run(
+        cfg, lambda session: seed_demo_city(session, blobs=blobs, city_models=city_models)
+    )
     if result.keys:
         # Plain lines, never a table: a truncated key could not be copied, and it is shown once.
         console.print("[bold]Demo city API keys — shown only now, store them:[/bold]")
@@ -207,7 +211,7 @@ def demo(
     from marketplace.migrate import upgrade
 
     upgrade(cfg.database_url)
-    _seed(cfg)
+    _seed(cfg, city_models=True)  # the city's own models too (built once; slow the first time)
     if serve_:
         _serve(cfg, migrate=False)
 

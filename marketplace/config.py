@@ -64,6 +64,84 @@ class BillingSettings(BaseModel):
     flush_interval_s: float = 0.5
     flush_batch_size: int = 5000
     idempotency_window_s: int = 48 * 3600
+    # How the flusher reaches the usage_event table (CITYBRAIN_BILLING__DATABASE_URL); empty:
+    # the main database_url. Point it at the same database by another route (a pooler, a
+    # proxy): the usage API and rating read usage_event through the main URL.
+    database_url: str = ""
+    # Record one usage event per successful call before its response (the production default).
+    # False skips the gateway's meter step entirely: calls are served unbilled. It exists for
+    # benchmarking the metering cost (bench/metering.py) and for internal deployments only.
+    metering: bool = True
+
+
+class TritonSettings(BaseModel):
+    """Models whose manifest says ``runtime: "triton"`` (``CITYBRAIN_TRITON__*``).
+
+    Managed (the default): the platform runs the ``tritonserver`` bundled with nvidia-pytriton
+    itself, on free loopback ports (never 8000-8002), started on the first use of a Triton
+    model, or at startup with ``enabled``; it is restarted when it crashes. External: ``url``
+    names a Triton started with ``--model-control-mode=explicit`` that reads
+    ``repository_dir``, a folder both sides mount (the platform exports models into it).
+    """
+
+    # Start (managed) or connect to (external) Triton at startup instead of on first use.
+    enabled: bool = False
+    # Without a url, run a tritonserver of our own; False (and no url): Triton models get 503.
+    managed: bool = True
+    # An external Triton's HTTP URL, e.g. http://triton:8000.
+    url: str | None = None
+    # The model repository: an external Triton's (required with url); for the managed server,
+    # default <triton data_dir>/models.
+    repository_dir: Path | None = None
+    # The managed server's folder (its copy of the binary, logs, model repository). A folder
+    # not named "triton" gets a "triton" subfolder. Default: <data_dir>/triton.
+    data_dir: Path | None = None
+    # Fixed ports for the managed server (default: free ones; 8000-8002 are refused).
+    http_port: int | None = None
+    grpc_port: int | None = None
+    # How often the backend is probed (outage detection, reloads after a restart).
+    probe_interval_s: float = 0.5
+    infer_timeout_s: float = 30.0
+    load_timeout_s: float = 120.0
+
+    @model_validator(mode="after")
+    def _external_needs_repository(self) -> TritonSettings:
+        if self.url is not None and self.repository_dir is None:
+            raise ValueError(
+                "triton.url (an external Triton) needs triton.repository_dir, the model "
+                "repository folder it reads"
+            )
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether Triton models can be served (a managed server or an external URL)."""
+        return self.managed or self.url is not None
+
+
+class KServeSettings(BaseModel):
+    """Models whose manifest says ``runtime: "kserve"``: one InferenceService per version,
+    applied through the Kubernetes API (``CITYBRAIN_KSERVE__*``); off unless a kubeconfig is
+    given or ``in_cluster`` is set."""
+
+    kubeconfig: Path | None = None
+    context: str | None = None
+    # The gateway runs in the cluster: use the pod's service account.
+    in_cluster: bool = False
+    namespace: str = "citybrain"
+    # Where predictors download a version from; {name} is the InferenceService name and
+    # {model} the model name (the exported Triton repository or the artifact folder lives there).
+    storage_uri: str = "pvc://citybrain-models/{name}"
+    # How long the first request (or readiness check) waits for a new InferenceService.
+    ready_timeout_s: float = 300.0
+    poll_s: float = 2.0
+    infer_timeout_s: float = 30.0
+    # Route to status.address.url (cluster-local) rather than status.url.
+    prefer_cluster_local: bool = True
+
+    @property
+    def configured(self) -> bool:
+        return self.kubeconfig is not None or self.in_cluster
 
 
 class Settings(BaseSettings):
@@ -87,6 +165,8 @@ class Settings(BaseSettings):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    kserve: KServeSettings = Field(default_factory=KServeSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -96,6 +176,8 @@ class Settings(BaseSettings):
             self.model_store.artifact_url = str((self.data_dir / "artifacts").resolve())
         if self.billing.spool_dir is None:
             self.billing.spool_dir = self.data_dir / "spool"
+        if self.triton.data_dir is None:
+            self.triton.data_dir = self.data_dir / "triton"
         return self
 
     @property

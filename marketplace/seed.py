@@ -1,24 +1,42 @@
 """The demo city: tenants, one API key each (shown on the first run only) and a few products.
 
 With a blob store it also registers the built-in model ``traffic-police.flow-smoother``
-(a public TorchScript model, published). Idempotent: a second run adds nothing and prints no keys.
+(a public TorchScript model, published), and with ``city_models`` (``citybrain demo``) the
+city's own models, each a published catalog product with its model card (version notes and
+manifest), evaluation metrics (manifest ``metrics``) and a per-unit price plan:
+
+* ``hotline-12345.hotline-asr``: 12345 hotline speech recognition, billed per audio-second;
+* ``hotline-12345.complaint-router``: complaint → department, billed per call;
+* ``traffic-police.congestion-forecaster``: 15-minute congestion forecast, billed per call.
+
+Building them takes a while (the ASR word error rate is measured on espeak-ng speech, the
+router and the forecaster are trained), so progress is reported and models are built before
+the first database write. Idempotent: a second run adds nothing, builds nothing and prints no
+keys.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from marketplace.billing_service import now_utc, set_plan
 from marketplace.catalog import service as catalog
 from marketplace.constants import ALL_SCOPES
 from marketplace.context import Principal
 from marketplace.keys.service import create_key
 from marketplace.models import Product, Tenant
 from marketplace.tenants.service import create_tenant
-from model_store import BlobStore
+from model_store import BlobInfo, BlobStore, ModelManifest
 
 ACTOR = "seed"
 
@@ -193,11 +211,158 @@ def _seed_demo_model(session: Session, owner: Tenant, blobs: BlobStore) -> str |
     return handle
 
 
-def seed_demo_city(session: Session, *, blobs: BlobStore | None = None) -> SeedResult:
+@dataclass(frozen=True, slots=True)
+class CityModel:
+    """A built-in city model the demo registers.
+
+    Attributes:
+        module: Its builder, ``model_store.builtin.<module>`` (``PRODUCT``, ``build``).
+        license: The artifact's license.
+        plan: The price plan placeholder (``PUT /products/{handle}/plan`` body).
+        work: What building it does, for the progress line.
+    """
+
+    module: str
+    license: str
+    plan: dict[str, str]
+    work: str
+
+    @property
+    def builder(self) -> Any:
+        return importlib.import_module(f"model_store.builtin.{self.module}")
+
+    @property
+    def product(self) -> dict[str, Any]:
+        product: dict[str, Any] = self.builder.PRODUCT
+        return product
+
+    @property
+    def handle(self) -> str:
+        return f"{self.product['owner']}.{self.product['name']}"
+
+
+CITY_MODELS: tuple[CityModel, ...] = (
+    CityModel(
+        "hotline_asr",
+        "MIT",
+        {"kind": "per_unit", "unit": "audio-second", "unit_price": "0.002", "currency": "CNY"},
+        "measuring the word error rate on espeak-ng speech",
+    ),
+    CityModel(
+        "complaint_router",
+        "Apache-2.0",
+        {"kind": "per_unit", "unit": "call", "unit_price": "0.001", "currency": "CNY"},
+        "training the routing head on sentence embeddings",
+    ),
+    CityModel(
+        "congestion_forecaster",
+        "Apache-2.0",
+        {"kind": "per_unit", "unit": "call", "unit_price": "0.001", "currency": "CNY"},
+        "simulating the synthetic city and training",
+    ),
+)
+"""The city's own models (``citybrain demo``), in the order they are built."""
+
+Progress = Callable[[str], None]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _existing_handles(session: Session, handles: list[str]) -> set[str]:
+    rows = session.execute(
+        select(Tenant.slug, Product.name).join(Product, Product.tenant_id == Tenant.id)
+    )
+    found = {f"{slug}.{name}" for slug, name in rows}
+    return found & set(handles)
+
+
+def _build_city_models(
+    missing: list[CityModel], blobs: BlobStore, progress: Progress
+) -> dict[str, tuple[BlobInfo, ModelManifest]]:
+    """Build each missing model into the blob store (no database writes)."""
+    from model_store import validate_model
+
+    built: dict[str, tuple[BlobInfo, ModelManifest]] = {}
+    for i, model in enumerate(missing, start=1):
+        progress(f"[{i}/{len(missing)}] building {model.handle}: {model.work}...")
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="citybrain-seed-") as tmp:
+            path, manifest = model.builder.build(Path(tmp))
+            validate_model(manifest, path)
+            info = blobs.put_file(path)
+        metrics = ", ".join(f"{k} {v:g}" for k, v in manifest.metrics.items())
+        progress(
+            f"[{i}/{len(missing)}] {model.handle} built in "
+            f"{time.perf_counter() - started:.1f} s ({metrics})"
+        )
+        built[model.handle] = (info, manifest)
+    return built
+
+
+def _metrics_line(manifest: ModelManifest) -> str:
+    return "; ".join(f"{k} = {v:g}" for k, v in manifest.metrics.items())
+
+
+def _register_city_model(
+    session: Session, owner: Tenant, model: CityModel, info: BlobInfo, manifest: ModelManifest
+) -> str:
+    product = model.product
+    who = _principal(owner)
+    catalog.create_product(
+        session,
+        who,
+        name=product["name"],
+        kind="model",
+        title=product["title"],
+        description=f"{product['description']}\n\nEvaluation (measured at build time): "
+        f"{_metrics_line(manifest)}. The model card is in the version notes.",
+        domain=product["domain"],
+        tags=list(product["tags"]),
+        tier=product["tier"],
+        license=model.license,
+    )
+    handle = model.handle
+    catalog.create_version(
+        session,
+        who,
+        handle,
+        notes=manifest.model_card,
+        meta={
+            "artifact_size": info.size,
+            "format": manifest.format,
+            "metrics": dict(manifest.metrics),
+            "metering": manifest.metering.model_dump(mode="json"),
+        },
+        artifact_digest=info.digest,
+        manifest=manifest.model_dump(mode="json"),
+    )
+    set_plan(session, who, handle, dict(model.plan), now=now_utc())
+    catalog.publish_product(session, who, handle)
+    return handle
+
+
+def seed_demo_city(
+    session: Session,
+    *,
+    blobs: BlobStore | None = None,
+    city_models: bool = False,
+    progress: Progress = _say,
+) -> SeedResult:
     """Create what is missing of the demo city; return the keys created in this run.
 
-    With ``blobs`` (the artifact store) the demo model is registered too.
+    With ``blobs`` (the artifact store) the demo model is registered too, and with
+    ``city_models`` also the city's own models (:data:`CITY_MODELS`; slow the first time, see
+    the module docstring). ``progress`` receives a line per step of a model build.
     """
+    built: dict[str, tuple[BlobInfo, ModelManifest]] = {}
+    if blobs is not None and city_models:
+        # Build before the first write, so a long build holds no write transaction.
+        existing = _existing_handles(session, [m.handle for m in CITY_MODELS])
+        missing = [m for m in CITY_MODELS if m.handle not in existing]
+        if missing:
+            built = _build_city_models(missing, blobs, progress)
     created: list[str] = []
     keys: dict[str, str] = {}
     tenants: dict[str, Tenant] = {
@@ -249,5 +414,10 @@ def seed_demo_city(session: Session, *, blobs: BlobStore | None = None) -> SeedR
         model = _seed_demo_model(session, tenants[DEMO_MODEL_OWNER], blobs)
         if model is not None:
             made.append(model)
+    for city_model in CITY_MODELS:
+        if city_model.handle in built:
+            info, manifest = built[city_model.handle]
+            publisher = tenants[city_model.product["owner"]]
+            made.append(_register_city_model(session, publisher, city_model, info, manifest))
     session.flush()
     return SeedResult(created_tenants=created, keys=keys, created_products=made)

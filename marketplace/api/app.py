@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -35,20 +36,114 @@ from marketplace.db import make_engine, make_session_factory
 from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.gateway.constants import V2_PREFIX
 from marketplace.gateway.metrics import GatewayMetrics
-from marketplace.gateway.pipeline import Gateway, authenticate, presented_token
+from marketplace.gateway.pipeline import (
+    Gateway,
+    RuntimeFactory,
+    Runtimes,
+    authenticate,
+    presented_token,
+)
 from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
-from model_store import BlobStore, EmbeddedRuntime
+from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
 
 log = logging.getLogger("citybrain")
 
 _UPLOAD_PATH = re.compile(rf"^{re.escape(API_PREFIX)}/products/[^/]+/versions/model$")
 
 
+def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
+    """The runtimes the gateway serves with, by manifest ``runtime``: embedded always; Triton
+    when managed or given a URL; KServe when a kubeconfig (or in-cluster) is configured.
+
+    Triton and KServe are made on the first model that needs them (a managed tritonserver
+    starts then, or at startup with ``triton.enabled``); ``Runtimes.close`` stops them.
+    """
+    embedded = EmbeddedRuntime(
+        memory_budget_bytes=settings.model_store.memory_budget_bytes,
+        max_loaded_models=settings.model_store.max_loaded_models,
+        observer=metrics,
+    )
+    backends: dict[str, Runtime | RuntimeFactory] = {}
+    if settings.triton.configured:
+        backends["triton"] = lambda: _triton_runtime(settings)
+    if settings.kserve.configured:
+        backends["kserve"] = lambda: _kserve_runtime(settings)
+    return Runtimes(embedded, backends)
+
+
+async def start_triton(runtimes: Runtimes) -> None:
+    """Start (managed) or connect to (external) Triton now rather than on first use."""
+    from model_store.runtimes.triton import TritonRuntime
+
+    backend = runtimes.get("triton")
+    assert isinstance(backend, TritonRuntime)
+    await backend.start()
+    log.info("Triton runtime started at %s", backend.repository)
+
+
+def _triton_runtime(settings: Settings) -> Runtime:
+    # Imported on first use: the Triton client stack is not needed by embedded-only deployments.
+    from model_store.runtimes.triton import TritonRuntime
+    from model_store.triton.server import ManagedTritonServer
+
+    cfg = settings.triton
+    options: dict[str, Any] = {
+        "probe_interval_s": cfg.probe_interval_s,
+        "infer_timeout_s": cfg.infer_timeout_s,
+        "load_timeout_s": cfg.load_timeout_s,
+    }
+    if cfg.url is not None:
+        return TritonRuntime(url=cfg.url, repository=cfg.repository_dir, **options)
+    folder = cfg.data_dir or settings.data_dir / "triton"
+    # ManagedTritonServer keeps its files under <base>/triton.
+    base = folder.parent if folder.name == "triton" else folder
+    server = ManagedTritonServer(
+        base,
+        repository=cfg.repository_dir or base / "triton" / "models",
+        http_port=cfg.http_port,
+        grpc_port=cfg.grpc_port,
+    )
+    return TritonRuntime(server, own_server=True, **options)
+
+
+def _kserve_runtime(settings: Settings) -> Runtime:
+    from model_store.runtimes.kserve import (
+        KServeClient,
+        KServeRuntime,
+        inference_service_name,
+    )
+    from model_store.triton.repository import triton_model_name
+
+    cfg = settings.kserve
+    client = KServeClient(
+        kubeconfig=cfg.kubeconfig,
+        context=cfg.context,
+        namespace=cfg.namespace,
+        in_cluster=cfg.in_cluster,
+    )
+
+    def storage_uri(key: str, manifest: ModelManifest) -> str:
+        return cfg.storage_uri.format(
+            name=inference_service_name(key), model=triton_model_name(key)
+        )
+
+    return KServeRuntime(
+        client,
+        storage_uri=storage_uri,
+        ready_timeout_s=cfg.ready_timeout_s,
+        poll_s=cfg.poll_s,
+        infer_timeout_s=cfg.infer_timeout_s,
+        prefer_cluster_local=cfg.prefer_cluster_local,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
+    # The gateway's lookups only read (but for a best-effort last-used stamp).
+    read_mostly = make_session_factory(engine, read_mostly=True)
     registry = CollectorRegistry(auto_describe=True)
     metrics = GatewayMetrics(registry)
     cache = ResolveCache(settings.gateway.resolve_ttl_s, settings.gateway.resolve_cache_size)
@@ -60,35 +155,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One spool directory per process: the spool locks it.
         assert settings.billing.spool_dir is not None
+        usage_url = settings.billing.database_url or settings.database_url
+        usage_engine = (
+            engine
+            if usage_url == settings.database_url
+            else make_engine(usage_url, connect_args={"connect_timeout": 5})
+            if not usage_url.startswith("sqlite")
+            else make_engine(usage_url)
+        )
         usage = Meter.create(
-            engine,
+            usage_engine,
             settings.billing.spool_dir,
             registry=registry,
             batch_size=settings.billing.flush_batch_size,
             interval_s=settings.billing.flush_interval_s,
             idempotency_window_s=settings.billing.idempotency_window_s,
         )
-        runtime = EmbeddedRuntime(
-            memory_budget_bytes=settings.model_store.memory_budget_bytes,
-            max_loaded_models=settings.model_store.max_loaded_models,
-            observer=metrics,
-        )
+        # Embedded always; Triton and KServe as configured (made on first use of such a model).
+        runtime = serving_runtimes(settings, metrics)
+        if settings.triton.enabled:
+            await start_triton(runtime)
         usage.start()
         app.state.gateway = Gateway(
-            session_factory=session_factory,
+            session_factory=read_mostly,
             cache=cache,
             runtime=runtime,
             blobs=blobs,
             usage=usage,
             metrics=metrics,
             quota=LimitQuota(
-                session_factory,
+                read_mostly,
                 redis_url=settings.gateway.quota_redis_url,
                 cache_s=settings.gateway.quota_cache_s,
                 default_key_rps=settings.gateway.default_key_rps,
             ),
             last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
             version=__version__,
+            metering=settings.billing.metering,
         )
         try:
             yield
@@ -96,6 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.gateway = None
             await runtime.close()
             await asyncio.to_thread(usage.stop)
+            usage_engine.dispose()
             engine.dispose()
 
     app = FastAPI(

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import Meter, UsageEvent
@@ -64,8 +66,8 @@ from marketplace.gateway.constants import (
 )
 from marketplace.gateway.metrics import UNRESOLVED, GatewayMetrics
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
-from marketplace.keys.service import authenticate_token
-from model_store import BlobStore, EmbeddedRuntime, QueueFullError
+from marketplace.keys.service import TOUCHED, authenticate_token
+from model_store import BlobStore, ModelManifest, QueueFullError, Runtime, RuntimeStats
 from model_store.errors import ModelUnavailableError
 from model_store.v2 import (
     InferRequest,
@@ -82,6 +84,8 @@ __all__ = [
     "NoQuota",
     "Quota",
     "Reply",
+    "Runtimes",
+    "ServingState",
     "authenticate",
     "authorize",
     "meter",
@@ -151,8 +155,12 @@ def authenticate(
     if token is None:
         return None
     principal = authenticate_token(session, token, last_used_resolution=last_used_resolution)
-    if session.dirty:  # last_used_at, written at most once per resolution period
-        session.commit()
+    if session.info.pop(TOUCHED, False):  # last_used_at, at most once per resolution period
+        try:
+            session.commit()
+        except OperationalError:
+            # Best effort: a busy SQLite writer must not fail the call; the next one retries.
+            session.rollback()
     return principal
 
 
@@ -287,12 +295,129 @@ def decode(call: InferCall) -> InferRequest:
     return decode_request(call.body, header_length)
 
 
-class ServingState:
-    """What the gateway knows about models in the runtime: which are registered, and how many
-    calls to each unbatched model are in flight (the runtime bounds batched queues itself)."""
+RuntimeFactory = Callable[[], Runtime]
+"""Makes a runtime on first use (e.g. a managed Triton that starts nothing until asked)."""
 
-    def __init__(self, runtime: EmbeddedRuntime, blobs: BlobStore, metrics: GatewayMetrics):
-        self.runtime = runtime
+RUNTIME_SETTINGS = {
+    "triton": "CITYBRAIN_TRITON__URL and __REPOSITORY_DIR, or CITYBRAIN_TRITON__MANAGED=true",
+    "kserve": "CITYBRAIN_KSERVE__KUBECONFIG and __NAMESPACE",
+}
+"""What configures each optional runtime (named in the 503 when it is not configured)."""
+
+
+class Runtimes(Runtime):
+    """The runtimes of one deployment, by the manifest ``runtime`` name they serve, as one
+    :class:`~model_store.Runtime`: each key is served by the runtime it was registered with
+    (``embedded`` always; ``triton`` and ``kserve`` when configured, made on first use).
+
+    Args:
+        embedded: The in-process runtime.
+        backends: More runtimes (or factories of them) by name.
+    """
+
+    def __init__(
+        self, embedded: Runtime, backends: Mapping[str, Runtime | RuntimeFactory] | None = None
+    ) -> None:
+        self.embedded = embedded
+        self._wanted: dict[str, Runtime | RuntimeFactory] = {"embedded": embedded}
+        self._wanted.update(backends or {})
+        self._made: dict[str, Runtime] = {"embedded": embedded}
+        self._by_key: dict[str, Runtime] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """The runtime names this deployment serves."""
+        return list(self._wanted)
+
+    def made(self, name: str) -> Runtime | None:
+        """The runtime ``name`` if it exists yet (factories run on first use)."""
+        return self._made.get(name)
+
+    def get(self, name: str) -> Runtime:
+        """The runtime serving manifests whose ``runtime`` is ``name``.
+
+        Raises:
+            ModelUnavailableError: This deployment does not run it (503, naming it).
+        """
+        made = self._made.get(name)
+        if made is not None:
+            return made
+        wanted = self._wanted.get(name)
+        if wanted is None:
+            hint = RUNTIME_SETTINGS.get(name)
+            raise ModelUnavailableError(
+                f"the {name} runtime is not configured on this deployment"
+                + (f" (set {hint})" if hint else "")
+            )
+        made = wanted if isinstance(wanted, Runtime) else wanted()
+        self._made[name] = made
+        return made
+
+    def _for_key(self, key: str) -> Runtime:
+        runtime = self._by_key.get(key)
+        if runtime is None:
+            raise ModelUnavailableError(f"model '{key}' is not registered")
+        return runtime
+
+    def register(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
+        current = self._by_key.get(key)
+        runtime = self.get(manifest.runtime)
+        if current is not None and current is not runtime:
+            raise ValueError(f"model '{key}' is registered on another runtime")
+        runtime.register(key, manifest, artifact_path)
+        self._by_key[key] = runtime
+
+    async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
+        self.register(key, manifest, artifact_path)
+        await self._by_key[key].load(key, manifest, artifact_path)
+
+    async def infer(self, key: str, inputs: Arrays) -> Arrays:
+        return await self._for_key(key).infer(key, inputs)
+
+    def is_ready(self, key: str) -> bool:
+        runtime = self._by_key.get(key)
+        return runtime is not None and runtime.is_ready(key)
+
+    async def unload(self, key: str) -> None:
+        runtime = self._by_key.pop(key, None)
+        if runtime is not None:
+            await runtime.unload(key)
+
+    def stats(self) -> RuntimeStats:
+        parts = [runtime.stats() for runtime in self._made.values()]
+        return RuntimeStats(
+            models={k: v for part in parts for k, v in part.models.items()},
+            memory_used_bytes=sum(p.memory_used_bytes for p in parts),
+            memory_budget_bytes=sum(p.memory_budget_bytes for p in parts),
+            loaded_models=sum(p.loaded_models for p in parts),
+        )
+
+    async def close(self) -> None:
+        """Close every runtime made (a managed Triton server stops)."""
+        made, self._made = self._made, {}
+        self._by_key.clear()
+        for runtime in made.values():
+            await runtime.close()
+
+
+class ServingState:
+    """What the gateway knows about models in the runtimes: which are registered (on which
+    runtime, by the manifest's ``runtime``), and how many calls to each unbatched model are in
+    flight (the runtime bounds batched queues itself).
+
+    Embedded models are registered (loaded on first call); Triton and KServe models are loaded
+    at once (exported and loaded in Triton, or their InferenceService applied and awaited), so
+    that their readiness means what it says.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        blobs: BlobStore,
+        metrics: GatewayMetrics,
+        backends: Mapping[str, Runtime | RuntimeFactory] | None = None,
+    ):
+        self.runtime = runtime if isinstance(runtime, Runtimes) else Runtimes(runtime, backends)
         self.blobs = blobs
         self.metrics = metrics
         self.registered: dict[str, str] = {}  # runtime key → artifact digest
@@ -303,17 +428,16 @@ class ServingState:
         assert model.digest is not None and model.manifest is not None
         if self.registered.get(key) == model.digest:
             return key
-        if model.manifest.runtime != "embedded":
-            raise ModelUnavailableError(
-                f"model '{model.handle}' asks for the {model.manifest.runtime} runtime, "
-                "which this deployment does not run"
-            )
+        manifest = model.manifest
+        backend = self.runtime.get(manifest.runtime)  # 503 naming it when not configured
         path = await asyncio.to_thread(self.blobs.local_path, model.digest)
         try:
-            self.runtime.register(key, model.manifest, path)
+            self.runtime.register(key, manifest, path)
         except ValueError:  # the handle was deleted and made again: a new artifact
             await self.runtime.unload(key)
-            self.runtime.register(key, model.manifest, path)
+            self.runtime.register(key, manifest, path)
+        if backend is not self.runtime.embedded:
+            await self.runtime.load(key, manifest, path)
         self.metrics.name_key(key, model.label)
         self.registered[key] = model.digest
         return key
@@ -411,20 +535,25 @@ class Gateway:
         *,
         session_factory: sessionmaker[Session],
         cache: ResolveCache,
-        runtime: EmbeddedRuntime,
+        runtime: Runtime,
         blobs: BlobStore,
         usage: Meter,
         metrics: GatewayMetrics,
         quota: Quota | None = None,
         last_used_resolution: timedelta | None = None,
         version: str = "",
+        metering: bool = True,
+        backends: Mapping[str, Runtime | RuntimeFactory] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.cache = cache
         self.usage = usage
+        # False (billing.metering, for benchmarks and internal deployments): skip step 6.
+        self.metering = metering
         self.metrics = metrics
         self.quota: Quota = quota or NoQuota()
-        self.serving = ServingState(runtime, blobs, metrics)
+        # runtime: the embedded runtime (or a Runtimes); backends: triton, kserve by name.
+        self.serving = ServingState(runtime, blobs, metrics, backends)
         self.last_used_resolution = last_used_resolution
         self.version = version
 
@@ -471,7 +600,7 @@ class Gateway:
             body, headers = encode_response(call.name, str(model.version), outputs, request)
             latency_ms = (time.perf_counter() - started) * 1000.0
             unit, quantity = usage_quantity(model, outputs)
-            replayed = await meter(
+            replayed = self.metering and await meter(
                 self.usage, principal, model, call, latency_ms, unit=unit, quantity=quantity
             )
             if replayed:

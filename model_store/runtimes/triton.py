@@ -100,6 +100,7 @@ class _Clients:
     watcher: asyncio.Task[None] | None = None
     restarting: asyncio.Task[None] | None = None
     all: list[triton_aio.InferenceServerClient] = field(default_factory=list)
+    stale: list[triton_aio.InferenceServerClient] = field(default_factory=list)
 
 
 def _address(url: str) -> str:
@@ -162,6 +163,8 @@ class TritonRuntime(Runtime):
         self._last_restart = 0.0
         self._probe_failures = 0
         self._closed = False
+        self._reconnect = False  # drop pooled connections before the next call (see _mark_down)
+        self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def managed(cls, data_dir: Path, **kwargs: Any) -> TritonRuntime:
@@ -227,12 +230,12 @@ class TritonRuntime(Runtime):
         self._closed = True
         clients, self._clients = self._clients, None
         if clients is not None:
-            for task in (clients.watcher, clients.restarting):
+            for task in (clients.watcher, clients.restarting, *self._closing):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-            for client in clients.all:
+            for client in [*clients.all, *clients.stale]:
                 with contextlib.suppress(Exception):
                     await client.close()
         if self._own_server and self._server is not None:
@@ -414,6 +417,8 @@ class TritonRuntime(Runtime):
         address = self._current_address()
         clients = self._clients
         if clients is not None and clients.loop is loop and clients.address == address:
+            if self._reconnect:
+                self._fresh_connections(clients)
             return clients
         if clients is not None and clients.loop is loop:
             # The managed server moved to other ports on restart.
@@ -432,6 +437,38 @@ class TritonRuntime(Runtime):
         clients.watcher = loop.create_task(self._watch(clients), name="triton-runtime-watch")
         return clients
 
+    def _new_client(self, address: str, timeout_s: float) -> triton_aio.InferenceServerClient:
+        return triton_aio.InferenceServerClient(address, conn_timeout=timeout_s)
+
+    def _fresh_connections(self, clients: _Clients) -> None:
+        """Replace the clients (and their connection pools) after an outage.
+
+        A killed tritonserver leaves its Python-backend stubs running for a while, and they
+        inherited the server's open connections: a pooled keep-alive connection then stays open
+        with nobody answering, and a request on it hangs until its timeout instead of failing
+        at once. New pools connect afresh (refused at once while the server is down). The old
+        clients are closed a moment later, which also fails calls still hanging on them.
+        """
+        self._reconnect = False
+        old = [clients.infer, clients.control, clients.probe]
+        clients.infer = self._new_client(clients.address, self._infer_timeout)
+        clients.control = self._new_client(clients.address, self._load_timeout)
+        clients.probe = self._new_client(clients.address, max(2.0, self._probe_interval * 2))
+        clients.all = [clients.infer, clients.control, clients.probe]
+        clients.stale.extend(old)
+
+        async def close_later() -> None:
+            await asyncio.sleep(1.0)  # calls that already picked an old client issue theirs
+            for client in old:
+                if client in clients.stale:
+                    clients.stale.remove(client)
+                    with contextlib.suppress(Exception):
+                        await client.close()
+
+        task = clients.loop.create_task(close_later(), name="triton-runtime-close-stale")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def _unreachable(self) -> ModelUnavailableError:
         try:
             where = self._current_address()
@@ -446,6 +483,8 @@ class TritonRuntime(Runtime):
             logger.warning(
                 "Triton backend at %s is unreachable", self._clients and self._clients.address
             )
+        if self._backend_up:
+            self._reconnect = True  # once per outage: the pools opened before it are suspect
         self._backend_up = False
         for entry in self._models.values():
             entry.loaded = False
@@ -561,6 +600,8 @@ class TritonRuntime(Runtime):
             await asyncio.sleep(self._probe_interval)
 
     async def _check(self, clients: _Clients) -> None:
+        if self._reconnect:
+            self._fresh_connections(clients)
         server = self._server
         if server is not None and not server.is_running():
             self._mark_down()

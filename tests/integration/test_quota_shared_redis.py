@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL = "traffic-police.flow-smoother"
 LIMIT_PER_MINUTE = 100
-BODY = {"inputs": [{"name": "flow", "datatype": "FP32", "shape": [1, 6], "data": [1, 2, 3, 4, 5, 6]}]}
+BODY = {
+    "inputs": [{"name": "flow", "datatype": "FP32", "shape": [1, 6], "data": [1, 2, 3, 4, 5, 6]}]
+}
 
 
 def _free_port() -> int:
@@ -48,9 +50,23 @@ def _serve(database_url: str, data_dir: Path, spool: Path) -> tuple[subprocess.P
         "CITYBRAIN_GATEWAY__QUOTA_REDIS_URL": REDIS_URL,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port),
-         "--database-url", database_url, "--data-dir", str(data_dir), "--no-migrate"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "marketplace.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--data-dir",
+            str(data_dir),
+            "--no-migrate",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return proc, f"http://127.0.0.1:{port}"
 
@@ -95,12 +111,19 @@ def two_gateways(database_url: str, tmp_path: Path) -> Iterator[tuple[list[str],
                 proc.kill()
 
 
-def test_two_gateway_processes_share_one_limit(two_gateways: tuple[list[str], dict[str, str]]) -> None:
+def test_two_gateway_processes_share_one_limit(
+    two_gateways: tuple[list[str], dict[str, str]],
+) -> None:
     urls, keys = two_gateways
     r = httpx.post(
         f"{urls[0]}/api/v1/quotas",
-        json={"tenant": "parkeasy", "product": MODEL, "metric": "requests", "window": "minute",
-              "amount": LIMIT_PER_MINUTE},
+        json={
+            "tenant": "parkeasy",
+            "product": MODEL,
+            "metric": "requests",
+            "window": "minute",
+            "amount": LIMIT_PER_MINUTE,
+        },
         headers={"X-API-Key": keys["traffic-police"]},
     )
     assert r.status_code == 201, r.text
@@ -120,7 +143,9 @@ def test_two_gateway_processes_share_one_limit(two_gateways: tuple[list[str], di
     allowed = statuses.count(200)
     # One bucket: the burst, plus what refilled (100 per minute) while the calls ran.
     expected = LIMIT_PER_MINUTE + elapsed * LIMIT_PER_MINUTE / 60
-    print(f"allowed {allowed} of {len(statuses)}; one bucket allows {expected:.1f} in {elapsed:.2f} s")
+    print(
+        f"allowed {allowed} of {len(statuses)}; one bucket allows {expected:.1f} in {elapsed:.2f} s"
+    )
     assert abs(allowed - expected) <= 0.05 * LIMIT_PER_MINUTE, (allowed, expected, elapsed)
     # Each process alone would have let a whole limit through: both did serve calls.
     served = [statuses[i::2].count(200) for i in range(2)]
