@@ -419,6 +419,9 @@ def start_triton(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
         **os.environ,
         "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{Path(site) / 'nvidia_pytriton.libs'}",
         "PYTHONPATH": site,
+        # The python backend's stub runs the first python3 on PATH: it must be this venv's
+        # (pyenv's own has numpy 2, and the models then fail to load).
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     }
     proc = subprocess.Popen(
         [

@@ -61,7 +61,9 @@ class OIDCSettings(BaseModel):
 class BillingSettings(BaseModel):
     # Local spool where usage events are made durable before a metered response leaves.
     spool_dir: Path | None = None
-    flush_interval_s: float = 0.5
+    # Events are durable in the spool already; the flush only moves them into the database, so a
+    # longer interval costs freshness of the usage API, not safety (and spares the request path).
+    flush_interval_s: float = 2.0
     flush_batch_size: int = 5000
     idempotency_window_s: int = 48 * 3600
     # How the flusher reaches the usage_event table (CITYBRAIN_BILLING__DATABASE_URL); empty:

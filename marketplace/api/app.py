@@ -178,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage.start()
         app.state.gateway = Gateway(
             session_factory=read_mostly,
+            write_factory=session_factory,
+            inline_lookup=settings.is_sqlite,
             cache=cache,
             runtime=runtime,
             blobs=blobs,

@@ -66,7 +66,7 @@ from marketplace.gateway.constants import (
 )
 from marketplace.gateway.metrics import UNRESOLVED, GatewayMetrics
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
-from marketplace.keys.service import TOUCHED, authenticate_token
+from marketplace.keys.service import authenticate_token, touch_key
 from model_store import BlobStore, ModelManifest, QueueFullError, Runtime, RuntimeStats
 from model_store.errors import ModelUnavailableError
 from model_store.v2 import (
@@ -145,23 +145,15 @@ def presented_token(authorization: str | None, api_key: str | None) -> str | Non
 # --------------------------------------------------------------------------- 1. authenticate
 
 
-def authenticate(
-    session: Session, token: str | None, *, last_used_resolution: timedelta | None = None
-) -> Caller:
+def authenticate(session: Session, token: str | None) -> Caller:
     """The key's principal (401 for a bad key), or None for an anonymous caller.
 
-    Hits the database every time: nothing cached could keep a revoked key working.
+    Hits the database every time: nothing cached could keep a revoked key working. (The key's
+    last-used time is stamped in the background: :meth:`Gateway._stamp_last_used`.)
     """
     if token is None:
         return None
-    principal = authenticate_token(session, token, last_used_resolution=last_used_resolution)
-    if session.info.pop(TOUCHED, False):  # last_used_at, at most once per resolution period
-        try:
-            session.commit()
-        except OperationalError:
-            # Best effort: a busy SQLite writer must not fail the call; the next one retries.
-            session.rollback()
-    return principal
+    return authenticate_token(session, token)
 
 
 # --------------------------------------------------------------------------- 2. resolve
@@ -544,8 +536,15 @@ class Gateway:
         version: str = "",
         metering: bool = True,
         backends: Mapping[str, Runtime | RuntimeFactory] | None = None,
+        write_factory: sessionmaker[Session] | None = None,
+        inline_lookup: bool = False,
     ) -> None:
         self.session_factory = session_factory
+        # Sessions for the gateway's one write, the key's last-used stamp (default: the same).
+        self.write_factory = write_factory or session_factory
+        self.inline_lookup = inline_lookup
+        self._stamped: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.cache = cache
         self.usage = usage
         # False (billing.metering, for benchmarks and internal deployments): skip step 6.
@@ -557,13 +556,13 @@ class Gateway:
         self.last_used_resolution = last_used_resolution
         self.version = version
 
-    # steps 1 + 2, one short session
+    # steps 1 + 2, one short read-only session
     def _lookup_sync(
         self, token: str | None, name: str, version: str | None
     ) -> tuple[Caller, Any, bool]:
         session = self.session_factory()
         try:
-            caller = authenticate(session, token, last_used_resolution=self.last_used_resolution)
+            caller = authenticate(session, token)
             model = resolve(session, self.cache, name, version)
             granted = find_grant(session, caller, model)
         finally:
@@ -574,12 +573,45 @@ class Gateway:
     async def lookup(
         self, token: str | None, name: str, version: str | None
     ) -> tuple[Caller, ResolvedModel | None, bool]:
-        """Steps 1 and 2 (and whether a grant is in force), in one short session."""
+        """Steps 1 and 2 (and whether a grant is in force), in one short read-only session.
+
+        On SQLite (a local file, sub-millisecond reads) it runs on the event loop: a thread
+        hop would cost more than the queries. Elsewhere it runs in a worker thread.
+        """
         if token is None:  # anonymous: resolution alone, often from the cache
             hit = self.cache.get((name, version))
             if hit is not MISSING:
                 return None, hit, False
-        return await asyncio.to_thread(self._lookup_sync, token, name, version)
+        if self.inline_lookup:
+            result = self._lookup_sync(token, name, version)
+        else:
+            result = await asyncio.to_thread(self._lookup_sync, token, name, version)
+        if result[0] is not None:
+            self._stamp_last_used(result[0])
+        return result
+
+    def _stamp_last_used(self, principal: Principal) -> None:
+        """Record when a key was last used, at most once per resolution period per process,
+        in the background: the write never holds up a call (nor waits on SQLite's lock)."""
+        if self.last_used_resolution is None or principal.key_id is None:
+            return
+        now = time.monotonic()
+        last = self._stamped.get(principal.key_id)
+        if last is not None and now - last < self.last_used_resolution.total_seconds():
+            return
+        self._stamped[principal.key_id] = now
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._stamp_sync, principal.key_id)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _stamp_sync(self, key_id: str) -> None:
+        try:
+            with self.write_factory() as session, session.begin():
+                touch_key(session, key_id)
+        except OperationalError:  # busy: the next period's call stamps it
+            self._stamped.pop(key_id, None)
 
     async def infer(self, call: InferCall) -> Reply:
         """Serve one inference call through every step; count it in the metrics."""

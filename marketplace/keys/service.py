@@ -184,6 +184,12 @@ _KEY_LOOKUP = select(
     Tenant.kind,
 ).join(Tenant, Tenant.id == ApiKey.tenant_id)
 
+
+def touch_key(session: Session, key_id: str) -> None:
+    """Stamp a key's last-used time (the gateway does it off the request path)."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
+
+
 TOUCHED = "citybrain_key_touched"
 """``session.info`` flag: authentication stamped ``last_used_at``; commit to keep it."""
 

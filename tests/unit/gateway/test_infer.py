@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import select, update
 
 from marketplace.db import transaction
 from marketplace.keys.service import get_key, revoke_key
-from marketplace.models import Grant, Tenant, utcnow
+from marketplace.models import ApiKey, Grant, Tenant, utcnow
 from model_store import EmbeddedRuntime, ModelManifest
 from tests.unit.gateway.conftest import Models, python_model
 from tests.utils.city import City
@@ -397,3 +398,21 @@ def test_successful_calls_are_metered_once_per_idempotency_key(models: Models) -
     assert spool.seen_recently(tid, "retry-1")
     assert spool.seen_recently(tid, r3.headers["x-request-id"])
     assert not spool.seen_recently(tid, "bad")
+
+
+def test_inference_stamps_the_keys_last_use_off_the_request_path(models: Models) -> None:
+    token = models.city.key("parkeasy", scopes=["infer"])
+    key_id = token.split("_")[1]
+    r = _infer(models.city, models.public, _json_body(), who=None, **{"X-API-Key": token})
+    assert r.status_code == 200
+    gateway = models.city.client.app.state.gateway  # type: ignore[attr-defined]
+    # The stamp is written by a background task; wait for it (bounded), then read it.
+    deadline = time.monotonic() + 10
+    stamped = None
+    while time.monotonic() < deadline and stamped is None:
+        with transaction(models.city.session_factory) as s:
+            stamped = s.scalar(select(ApiKey.last_used_at).where(ApiKey.id == key_id))
+        if stamped is None:
+            time.sleep(0.05)
+    assert stamped is not None
+    assert key_id in gateway._stamped  # once per resolution period per process
