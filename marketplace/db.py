@@ -41,9 +41,9 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade;
-            # read-mostly sessions (the gateway's lookups) begin deferred and read concurrently.
+            # read-mostly connections (the gateway's lookups) open no transaction at all.
             if conn.get_execution_options().get(READ_MOSTLY):
-                conn.exec_driver_sql("BEGIN")
+                return  # autocommit reads: each statement sees the latest commit, no lock
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -62,9 +62,9 @@ READ_MOSTLY = "citybrain_read_mostly"
 
 
 def make_session_factory(engine: Engine, *, read_mostly: bool = False) -> sessionmaker[Session]:
-    """Sessions on ``engine``. ``read_mostly`` sessions do not take SQLite's write lock when
-    they begin, so many can read at once; a write in one may then fail with "database is
-    locked" and must be best-effort (PostgreSQL is unaffected)."""
+    """Sessions on ``engine``. ``read_mostly`` sessions are for reads: on SQLite they open no
+    transaction (each statement reads the latest commit, without the write lock), so many read
+    at once; a write in one commits by itself. PostgreSQL is unaffected."""
     bind = engine.execution_options(**{READ_MOSTLY: True}) if read_mostly else engine
     return sessionmaker(bind, expire_on_commit=False)
 

@@ -20,7 +20,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from marketplace.audit.service import record
@@ -283,3 +283,19 @@ def active_grant(session: Session, tenant_id: int, product_id: int, scope: str) 
         if scope in grant.scopes and grant_status(grant, now) == "active":
             return grant
     return None
+
+
+def grant_in_force(conn: Session | Connection, tenant_id: int, product_id: int, scope: str) -> bool:
+    """Whether a grant with ``scope`` is in force now (Core only: the gateway's hot path)."""
+    rows = conn.execute(
+        _GRANT_SCOPES, {"tenant_id": tenant_id, "product_id": product_id, "now": utcnow()}
+    )
+    return any(scope in scopes for (scopes,) in rows)
+
+
+_GRANT_SCOPES = select(Grant.scopes).where(
+    Grant.tenant_id == bindparam("tenant_id"),
+    Grant.product_id == bindparam("product_id"),
+    Grant.revoked_at.is_(None),
+    Grant.expires_at > bindparam("now"),
+)

@@ -220,9 +220,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gateway = None
 
     install_error_handlers(app)
+    # The inference routes first: routing tries routes in order, and /v2 is the hot path.
+    app.include_router(v2.router)
     for module in (tenants, keys, catalog, models, audit, access, billing, usage, quotas):
         app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(v2.router)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def health() -> dict[str, str]:

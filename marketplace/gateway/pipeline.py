@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import Meter, UsageEvent
-from marketplace.access.service import active_grant
+from marketplace.access.service import grant_in_force
 from marketplace.catalog.policy import LISTED_STATES, can_see
 from marketplace.constants import Scope, Tier
 from marketplace.context import Caller, Principal
@@ -145,7 +146,7 @@ def presented_token(authorization: str | None, api_key: str | None) -> str | Non
 # --------------------------------------------------------------------------- 1. authenticate
 
 
-def authenticate(session: Session, token: str | None) -> Caller:
+def authenticate(session: Session | Connection, token: str | None) -> Caller:
     """The key's principal (401 for a bad key), or None for an anonymous caller.
 
     Hits the database every time: nothing cached could keep a revoked key working. (The key's
@@ -160,7 +161,7 @@ def authenticate(session: Session, token: str | None) -> Caller:
 
 
 def resolve(
-    session: Session, cache: ResolveCache, name: str, version: str | None
+    session: Session | Connection, cache: ResolveCache, name: str, version: str | None
 ) -> ResolvedModel | None:
     """The model product ``name`` and its addressed version (None: no such model)."""
     return resolve_model(session, cache, name, version)
@@ -201,12 +202,12 @@ def needs_grant(caller: Caller, model: ResolvedModel | None) -> bool:
     )
 
 
-def find_grant(session: Session, caller: Caller, model: ResolvedModel | None) -> bool:
+def find_grant(conn: Session | Connection, caller: Caller, model: ResolvedModel | None) -> bool:
     """Whether an access grant with the ``infer`` scope is in force for this call (checked on
     every call, never cached: an expired or revoked grant stops on the very next one)."""
     if caller is None or model is None or not needs_grant(caller, model):
         return False
-    return active_grant(session, caller.tenant_id, model.product_id, Scope.INFER.value) is not None
+    return grant_in_force(conn, caller.tenant_id, model.product_id, Scope.INFER.value)
 
 
 def authorize(
@@ -540,6 +541,7 @@ class Gateway:
         inline_lookup: bool = False,
     ) -> None:
         self.session_factory = session_factory
+        self._read_bind: Engine = session_factory.kw["bind"]
         # Sessions for the gateway's one write, the key's last-used stamp (default: the same).
         self.write_factory = write_factory or session_factory
         self.inline_lookup = inline_lookup
@@ -560,14 +562,11 @@ class Gateway:
     def _lookup_sync(
         self, token: str | None, name: str, version: str | None
     ) -> tuple[Caller, Any, bool]:
-        session = self.session_factory()
-        try:
-            caller = authenticate(session, token)
-            model = resolve(session, self.cache, name, version)
-            granted = find_grant(session, caller, model)
-        finally:
-            session.rollback()
-            session.close()
+        # A plain Core connection: the ORM's session machinery would cost more than the queries.
+        with self._read_bind.connect() as conn:
+            caller = authenticate(conn, token)
+            model = resolve(conn, self.cache, name, version)
+            granted = find_grant(conn, caller, model)
         return caller, model, granted
 
     async def lookup(

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from marketplace.catalog.policy import LISTED_STATES
@@ -152,7 +152,7 @@ def parse_version(version: str | None) -> Any:
 
 
 def resolve_model(
-    session: Session, cache: ResolveCache, name: str, version: str | None
+    session: Session | Connection, cache: ResolveCache, name: str, version: str | None
 ) -> ResolvedModel | None:
     """Resolve ``name`` (a handle) and ``version`` (None: the latest of a listed product).
 
@@ -170,7 +170,7 @@ def resolve_model(
     return resolved
 
 
-def _load(session: Session, name: str, version: str | None) -> ResolvedModel | None:
+def _load(session: Session | Connection, name: str, version: str | None) -> ResolvedModel | None:
     m = HANDLE_RE.match(name)
     if not m:
         return None

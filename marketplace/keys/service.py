@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from marketplace.audit.service import record
@@ -190,12 +190,14 @@ def touch_key(session: Session, key_id: str) -> None:
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
+_KEY_BY_ID = _KEY_LOOKUP.where(ApiKey.id == bindparam("key_id"))
+
 TOUCHED = "citybrain_key_touched"
 """``session.info`` flag: authentication stamped ``last_used_at``; commit to keep it."""
 
 
 def authenticate_token(
-    session: Session, token: str, *, last_used_resolution: timedelta | None = None
+    session: Session | Connection, token: str, *, last_used_resolution: timedelta | None = None
 ) -> Principal:
     """Resolve a presented key to a principal, or raise UnauthenticatedError.
 
@@ -208,7 +210,7 @@ def authenticate_token(
     if not m:
         raise UnauthenticatedError("invalid API key", reason="malformed")
     key_id, secret = m.groups()
-    key = session.execute(_KEY_LOOKUP.where(ApiKey.id == key_id)).first()
+    key = session.execute(_KEY_BY_ID, {"key_id": key_id}).first()
     if key is None:
         raise UnauthenticatedError("invalid API key", reason="unknown", key_id=key_id)
     digest = hash_secret(secret)
