@@ -74,6 +74,7 @@ class _Batcher:
         self._delay = config.max_queue_delay_ms / 1000.0
         self._preferred = frozenset(config.preferred_batch_sizes)
         self._max_queue = config.max_queue_size
+        self._last_batch = 0  # requests in the last batch (1 or less: no concurrency)
         self._run = run
         self._stats = stats
         self._notify = notify
@@ -160,7 +161,10 @@ class _Batcher:
                 self._queue.popleft()
                 self._set_depth()
                 continue
-            deadline = head.enqueued + self._delay
+            # Adaptive: a lone request after a lone batch (no concurrency) goes at once; the
+            # queue delay only applies while requests arrive together, when waiting fills batches.
+            alone = len(self._queue) == 1 and self._last_batch <= 1
+            deadline = head.enqueued + (0.0 if alone else self._delay)
             while not self._closed:
                 rows = self._ready_rows(head.group)
                 if rows >= self._max_rows or rows in self._preferred:
@@ -176,6 +180,7 @@ class _Batcher:
                     break
             batch = self._take(head.group)
             if batch:
+                self._last_batch = len(batch)
                 await self._dispatch(batch)
 
     async def _run_alone(self, pending: _Pending) -> None:

@@ -378,3 +378,22 @@ def test_real_formats_batched(tmp_path: Path, factory: Any) -> None:
 
     for i, result in enumerate(asyncio.run(scenario())):
         np.testing.assert_allclose(result["y"], _rows(i + 1, 10 * i) * 2)
+
+
+def test_a_lone_request_does_not_wait_for_the_queue_delay(tmp_path: Path) -> None:
+    """Adaptive batching: with no concurrency there is nothing to wait for. The delay here is
+    3 s; were it applied, the lone calls would not finish inside the 2 s guard."""
+    loader = FakeLoader()
+
+    async def scenario() -> list[int]:
+        runtime = EmbeddedRuntime(1 << 20, 4, loader=loader)
+        runtime.register("m", _manifest(max_batch_size=8, delay_ms=3_000), _artifact(tmp_path, "a"))
+        # One request at a time: each goes at once.
+        for _ in range(3):
+            await asyncio.wait_for(runtime.infer("m", {"x": _rows(1)}), timeout=2)
+        # Requests that arrive together still coalesce into one call.
+        await asyncio.gather(*(runtime.infer("m", {"x": _rows(1)}) for _ in range(3)))
+        await runtime.close()
+        return loader.models["a"].calls
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 3]
