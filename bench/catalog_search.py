@@ -20,9 +20,13 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import psycopg
+
+# The repository first: this folder holds a billing.py that must not shadow the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ADMIN = os.environ.get("CITYBRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 CITY_WORDS = [

@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# The repository first: this folder holds a billing.py that must not shadow the package.
+sys.path.insert(0, str(REPO_ROOT))
 
 import psycopg  # noqa: E402
 from sqlalchemy import Engine, create_engine, func, select, text  # noqa: E402
