@@ -9,7 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from marketplace.api.convert import product_public, version_public
-from marketplace.api.deps import PageDep, SessionDep, optional_scope, require
+from marketplace.api.deps import (
+    CatalogQuerySessionDep,
+    PageDep,
+    SessionDep,
+    optional_scope,
+    require,
+)
 from marketplace.api.schemas import (
     ListPublic,
     ProductCreate,
@@ -48,7 +54,7 @@ def _public(session: Session, product: Product) -> ProductPublic:
 
 @router.get("/products", response_model=ListPublic[ProductPublic])
 def list_products(
-    session: SessionDep,
+    session: CatalogQuerySessionDep,
     caller: ReaderDep,
     page: PageDep,
     kind: str | None = None,
@@ -83,7 +89,7 @@ def create_product(body: ProductCreate, session: SessionDep, caller: WriterDep) 
 
 @router.get("/catalog/search", response_model=SearchPublic)
 def search(
-    session: SessionDep,
+    session: CatalogQuerySessionDep,
     caller: ReaderDep,
     page: PageDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
