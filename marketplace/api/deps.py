@@ -36,15 +36,18 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_catalog_query_session(
+def get_unbound_session(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> Iterator[Session]:
-    """A session for catalog listing and search, outside the tenant role on PostgreSQL.
+    """A session outside the tenant role on PostgreSQL (the request's own on SQLite, which has
+    no row-level security, and where a second session would wait on the first's lock).
 
-    These queries apply the tier table themselves (``catalog.policy.visible_clause``, checked by
-    the cross-tenant probe). Under row-level security PostgreSQL may not evaluate a full-text
-    match or a tag containment before the policy (those operators are not leakproof), so it
-    would test the policy on every product first: 100+ ms at 100,000 products instead of a few.
+    For queries that apply the tier table themselves: catalog listing and search
+    (``catalog.policy.visible_clause``, checked by the cross-tenant probe) — under row-level
+    security PostgreSQL may not evaluate a full-text match or tag containment before the policy
+    (those operators are not leakproof) and would test the policy on every product: 100+ ms at
+    100,000 products instead of a few; and the names of secret products to redact from what
+    the operator reads, which the policies rightly hide from the operator's own session.
     """
     if settings.is_sqlite:  # no row-level security there: the request's own session
         yield session
@@ -57,7 +60,7 @@ def get_catalog_query_session(
         unbound.close()
 
 
-CatalogQuerySessionDep = Annotated[Session, Depends(get_catalog_query_session)]
+UnboundSessionDep = Annotated[Session, Depends(get_unbound_session)]
 
 
 def presented_token(request: Request) -> str | None:

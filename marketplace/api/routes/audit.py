@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
-from marketplace.api.deps import PageDep, SessionDep, require
+from marketplace.api.deps import PageDep, SessionDep, UnboundSessionDep, require
 from marketplace.api.schemas import AuditEntryPublic, ListPublic
 from marketplace.audit.service import list_entries
 from marketplace.catalog.service import secret_handles
@@ -20,8 +20,8 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 
 @router.get("", response_model=ListPublic[AuditEntryPublic])
 def read_audit(
-    request: Request,
     session: SessionDep,
+    unbound: UnboundSessionDep,
     page: PageDep,
     principal: Annotated[Principal, Depends(require("admin"))],
     action: str | None = None,
@@ -43,11 +43,7 @@ def read_audit(
     if principal.is_operator:
         # Row-level security hides secret products from the operator's own session, which is
         # right for reads but would leave nothing to redact: look the names up unbound.
-        if session.get_bind().dialect.name == "postgresql":
-            with request.app.state.session_factory() as system:
-                hidden = secret_handles(system, except_tenant=principal.tenant_id)
-        else:  # no row-level security on SQLite (and a second writer would wait on the first)
-            hidden = secret_handles(session, except_tenant=principal.tenant_id)
+        hidden = secret_handles(unbound, except_tenant=principal.tenant_id)
     data = []
     for e in rows:
         target, detail = e.target, e.detail

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from marketplace.api.convert import product_public, version_public
 from marketplace.api.deps import (
-    CatalogQuerySessionDep,
     PageDep,
     SessionDep,
+    UnboundSessionDep,
     optional_scope,
     require,
 )
@@ -54,7 +54,7 @@ def _public(session: Session, product: Product) -> ProductPublic:
 
 @router.get("/products", response_model=ListPublic[ProductPublic])
 def list_products(
-    session: CatalogQuerySessionDep,
+    session: UnboundSessionDep,
     caller: ReaderDep,
     page: PageDep,
     kind: str | None = None,
@@ -89,7 +89,7 @@ def create_product(body: ProductCreate, session: SessionDep, caller: WriterDep) 
 
 @router.get("/catalog/search", response_model=SearchPublic)
 def search(
-    session: CatalogQuerySessionDep,
+    session: UnboundSessionDep,
     caller: ReaderDep,
     page: PageDep,
     q: Annotated[str | None, Query(max_length=200)] = None,

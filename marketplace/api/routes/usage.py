@@ -6,12 +6,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import Date, cast, func, literal_column, select
 
 from billing.tables import usage_event
-from marketplace.api.deps import SessionDep, require
+from marketplace.api.deps import SessionDep, UnboundSessionDep, require
 from marketplace.catalog.service import secret_handles
 from marketplace.context import Principal
 from marketplace.errors import InvalidInputError
@@ -50,8 +50,8 @@ def _bound(value: str | None, *, end: bool) -> datetime | None:
 
 @router.get("/usage", response_model=UsagePublic)
 def read_usage(
-    request: Request,
     session: SessionDep,
+    unbound: UnboundSessionDep,
     principal: Annotated[Principal, Depends(require("billing:read"))],
     from_: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD or ISO 8601")] = None,
     to: Annotated[str | None, Query(description="inclusive day, or an exclusive instant")] = None,
@@ -90,11 +90,7 @@ def read_usage(
     if principal.is_operator:
         # The operator reads every tenant's usage, but secret products never leave their tenant,
         # not even by name. Row-level security hides them from this session: look up unbound.
-        if session.get_bind().dialect.name == "postgresql":
-            with request.app.state.session_factory() as system:
-                hidden = set(secret_handles(system, except_tenant=principal.tenant_id))
-        else:
-            hidden = set(secret_handles(session, except_tenant=principal.tenant_id))
+        hidden = set(secret_handles(unbound, except_tenant=principal.tenant_id))
     rows: list[UsageRow] = []
     for row in session.execute(stmt.order_by(*cols)):
         values = list(row)
