@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from billing import Meter
 from marketplace import __version__
 from marketplace.api.errors import install_error_handlers
+from marketplace.api.fastpath import PlatformApp
 from marketplace.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from marketplace.api.routes import (
     access,
@@ -45,6 +46,7 @@ from marketplace.gateway.pipeline import (
 )
 from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
+from marketplace.keys.reader import key_reader_for
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
 
 log = logging.getLogger("citybrain")
@@ -138,7 +140,7 @@ def _kserve_runtime(settings: Settings) -> Runtime:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> PlatformApp:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
@@ -180,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             session_factory=read_mostly,
             write_factory=session_factory,
             inline_lookup=settings.is_sqlite,
+            keys=key_reader_for(engine),
             cache=cache,
             runtime=runtime,
             blobs=blobs,
@@ -198,13 +201,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.gateway = None
+            gateway, app.state.gateway = app.state.gateway, None
+            await gateway.close()
             await runtime.close()
             await asyncio.to_thread(usage.stop)
             usage_engine.dispose()
             engine.dispose()
 
-    app = FastAPI(
+    app = PlatformApp(
         title="CityBrain Open Platform",
         version=__version__,
         description="One catalog of the city's data products and AI models, served with "
@@ -258,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return settings.model_store.max_upload_bytes
         return settings.max_body_bytes
 
+    app.infer_limit_bytes = settings.gateway.max_infer_bytes  # the fast path's body limit
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -73,21 +73,44 @@ def _audit_denial(request: Request, status: int, code: str, extra: dict[str, Any
         log.exception("could not audit a denial of %s %s", request.method, request.url.path)
 
 
+async def service_error(request: Request, exc: Exception) -> JSONResponse:
+    """A service error (marketplace, model_store, billing) as its JSON response; denials
+    (401, 403, hidden 404s) are audited first."""
+    status: int = getattr(exc, "status", 500)
+    code: str = getattr(exc, "code", "InternalError")
+    message: str = getattr(exc, "message", str(exc))
+    extra: dict[str, Any] = getattr(exc, "extra", {}) or {}
+    if status >= 500 and code in ("InternalError", "InferenceFailed"):
+        log.error("request %s failed: %s", current_request_id(), message)
+        message = "internal error; quote the request id when reporting it"
+    if status in (401, 403) or extra.get("denied"):
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(_audit_denial, request, status, code, extra)
+    return error_response(status, code, message, getattr(exc, "headers", None))
+
+
+SERVICE_ERRORS = (CityBrainError, ModelStoreError, BillingError)
+"""The roots of the errors that carry their own status and code."""
+
+
+def unexpected_error(request: Request, exc: BaseException) -> JSONResponse:
+    """Anything else: logged with its traceback, answered 500 with only the request id."""
+    # This can run outside the request-id middleware: take the id from the scope.
+    rid = request.scope.get("state", {}).get("request_id", current_request_id())
+    log.error("unhandled error in request %s", rid, exc_info=exc)
+    return JSONResponse(
+        {
+            "error": "internal error; quote the request id when reporting it",
+            "code": "InternalError",
+            "request_id": rid,
+        },
+        status_code=500,
+        headers={REQUEST_ID_HEADER: rid},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    async def service_error(request: Request, exc: Exception) -> JSONResponse:
-        status: int = getattr(exc, "status", 500)
-        code: str = getattr(exc, "code", "InternalError")
-        message: str = getattr(exc, "message", str(exc))
-        extra: dict[str, Any] = getattr(exc, "extra", {}) or {}
-        if status >= 500 and code in ("InternalError", "InferenceFailed"):
-            log.error("request %s failed: %s", current_request_id(), message)
-            message = "internal error; quote the request id when reporting it"
-        if status in (401, 403) or extra.get("denied"):
-            from starlette.concurrency import run_in_threadpool
-
-            await run_in_threadpool(_audit_denial, request, status, code, extra)
-        return error_response(status, code, message, getattr(exc, "headers", None))
-
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = []
@@ -105,20 +128,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # This handler runs outside the request-id middleware: take the id from the scope.
-        rid = request.scope.get("state", {}).get("request_id", current_request_id())
-        log.error("unhandled error in request %s", rid, exc_info=exc)
-        return JSONResponse(
-            {
-                "error": "internal error; quote the request id when reporting it",
-                "code": "InternalError",
-                "request_id": rid,
-            },
-            status_code=500,
-            headers={REQUEST_ID_HEADER: rid},
-        )
+        return unexpected_error(request, exc)
 
-    for root in (CityBrainError, ModelStoreError, BillingError):
+    for root in SERVICE_ERRORS:
         app.add_exception_handler(root, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

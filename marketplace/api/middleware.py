@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -25,6 +25,35 @@ _RID_OK = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _RID_HEADER = REQUEST_ID_HEADER.lower().encode()
 
 
+def request_id_of(scope: MutableMapping[str, Any]) -> str:
+    """A well-formed incoming ``X-Request-Id``, or a new id."""
+    for name, value in scope["headers"]:
+        if name == _RID_HEADER:
+            candidate: str = value.decode("latin-1")
+            if _RID_OK.match(candidate):
+                return candidate
+            break
+    return new_request_id()
+
+
+REQUEST_ID_HEADER_BYTES = _RID_HEADER
+
+
+def log_access(scope: MutableMapping[str, Any], status: int, started: float, rid: str) -> None:
+    """One access-log line: the path only, never the query string; the key by its id only."""
+    if access_log.isEnabledFor(logging.INFO):
+        principal = scope["state"].get("principal")
+        access_log.info(
+            "%s %s %d %.1fms rid=%s caller=%s",
+            scope["method"],
+            scope["path"],
+            status,
+            (time.perf_counter() - started) * 1000,
+            rid,
+            principal.label if principal is not None else "anonymous",
+        )
+
+
 class RequestIdMiddleware:
     """Take a well-formed incoming X-Request-Id or make one; echo it on every response."""
 
@@ -35,14 +64,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = ""
-        for name, value in scope["headers"]:
-            if name == _RID_HEADER:
-                candidate = value.decode("latin-1")
-                if _RID_OK.match(candidate):
-                    rid = candidate
-                break
-        rid = rid or new_request_id()
+        rid = request_id_of(scope)
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
 
@@ -60,18 +82,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                # Path only, never the query string, and the key by its public id only.
-                principal = scope["state"].get("principal")
-                access_log.info(
-                    "%s %s %d %.1fms rid=%s caller=%s",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                    rid,
-                    principal.label if principal is not None else "anonymous",
-                )
+            log_access(scope, status, started, rid)
             request_id_var.reset(token)
 
 
@@ -101,7 +112,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > limit:
-                    await _reject(send, limit)
+                    await reject_too_large(send, limit)
                     return
                 break
         seen = 0
@@ -126,10 +137,11 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _reject(send, limit)
+                await reject_too_large(send, limit)
 
 
-async def _reject(send: Send, limit: int) -> None:
+async def reject_too_large(send: Send, limit: int) -> None:
+    """Answer 413 for a body over ``limit`` bytes."""
     body = json.dumps(
         {
             "error": f"request body is over the limit of {limit} bytes",

@@ -67,7 +67,9 @@ from marketplace.gateway.constants import (
 )
 from marketplace.gateway.metrics import UNRESOLVED, GatewayMetrics
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
-from marketplace.keys.service import authenticate_token, touch_key
+from marketplace.keys.reader import KeyReader
+from marketplace.keys.service import authenticate_token, check_key, parse_token, touch_key
+from marketplace.models import utcnow
 from model_store import BlobStore, ModelManifest, QueueFullError, Runtime, RuntimeStats
 from model_store.errors import ModelUnavailableError
 from model_store.v2 import (
@@ -127,10 +129,11 @@ class InferCall:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A response body and the headers to send with it (status 200)."""
+    """A response body and the headers to send with it (status 200), and who was served."""
 
     body: bytes
     headers: dict[str, str]
+    principal: Principal | None = None
 
 
 def presented_token(authorization: str | None, api_key: str | None) -> str | None:
@@ -539,12 +542,15 @@ class Gateway:
         backends: Mapping[str, Runtime | RuntimeFactory] | None = None,
         write_factory: sessionmaker[Session] | None = None,
         inline_lookup: bool = False,
+        keys: KeyReader | None = None,
     ) -> None:
         self.session_factory = session_factory
         self._read_bind: Engine = session_factory.kw["bind"]
         # Sessions for the gateway's one write, the key's last-used stamp (default: the same).
         self.write_factory = write_factory or session_factory
         self.inline_lookup = inline_lookup
+        # Step 1 on a raw driver connection (marketplace.keys.reader); None: in the session.
+        self.keys = keys
         self._stamped: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.cache = cache
@@ -560,14 +566,20 @@ class Gateway:
 
     # steps 1 + 2, one short read-only session
     def _lookup_sync(
-        self, token: str | None, name: str, version: str | None
+        self, token: str | None, name: str, version: str | None, caller: Caller = None
     ) -> tuple[Caller, Any, bool]:
         # A plain Core connection: the ORM's session machinery would cost more than the queries.
         with self._read_bind.connect() as conn:
-            caller = authenticate(conn, token)
+            if caller is None:
+                caller = authenticate(conn, token)
             model = resolve(conn, self.cache, name, version)
             granted = find_grant(conn, caller, model)
         return caller, model, granted
+
+    async def close(self) -> None:
+        """Release the key reader's connections."""
+        if self.keys is not None:
+            await self.keys.close()
 
     async def lookup(
         self, token: str | None, name: str, version: str | None
@@ -577,14 +589,23 @@ class Gateway:
         On SQLite (a local file, sub-millisecond reads) it runs on the event loop: a thread
         hop would cost more than the queries. Elsewhere it runs in a worker thread.
         """
+        caller: Caller = None
         if token is None:  # anonymous: resolution alone, often from the cache
             hit = self.cache.get((name, version))
             if hit is not MISSING:
                 return None, hit, False
+        elif self.keys is not None:
+            # The common call: the key read on the loop, the model from the cache, no grant.
+            key_id, secret = parse_token(token)
+            caller = check_key(await self.keys.read(key_id), key_id, secret, utcnow())
+            hit = self.cache.get((name, version))
+            if hit is not MISSING and not needs_grant(caller, hit):
+                self._stamp_last_used(caller)
+                return caller, hit, False
         if self.inline_lookup:
-            result = self._lookup_sync(token, name, version)
+            result = self._lookup_sync(token, name, version, caller)
         else:
-            result = await asyncio.to_thread(self._lookup_sync, token, name, version)
+            result = await asyncio.to_thread(self._lookup_sync, token, name, version, caller)
         if result[0] is not None:
             self._stamp_last_used(result[0])
         return result
@@ -642,7 +663,7 @@ class Gateway:
             self.metrics.observe(label, getattr(e, "status", 500), time.perf_counter() - started)
             raise
         self.metrics.observe(label, 200, time.perf_counter() - started)
-        return Reply(body, headers)
+        return Reply(body, headers, principal)
 
     async def visible(self, token: str | None, name: str, version: str | None) -> ResolvedModel:
         caller, model, _ = await self.lookup(token, name, version)

@@ -1,0 +1,177 @@
+"""The inference hot path as a plain ASGI handler, in front of FastAPI's stack.
+
+``POST /v2/models/{name}[/versions/{version}]/infer`` is the one route called thousands of times
+a second. Through FastAPI it would cross seven middleware layers, route matching, dependency
+resolution and a ``Request`` object before the gateway saw the body — more than the gateway's
+own work for a small model. :class:`PlatformApp` answers it here instead, with what those layers
+did for it done inline: the request id (taken or made, echoed), the body limit (declared and
+streamed), the error body and status (the same handlers as every other route, audit of denials
+included), and the access-log line. Every other request, and every route's OpenAPI entry, is
+FastAPI's as before (``marketplace.api.routes.v2`` keeps the documented infer routes).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from marketplace.api.errors import SERVICE_ERRORS, service_error, unexpected_error
+from marketplace.api.middleware import (
+    REQUEST_ID_HEADER_BYTES,
+    log_access,
+    reject_too_large,
+    request_id_of,
+)
+from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER
+from marketplace.context import request_id_var
+from marketplace.errors import UnavailableError
+from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
+from marketplace.gateway.pipeline import Gateway, InferCall, presented_token
+
+INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+_AUTHORIZATION = b"authorization"
+_API_KEY = API_KEY_HEADER.lower().encode()
+_HEADER_LENGTH = INFERENCE_HEADER_CONTENT_LENGTH.lower().encode()
+_IDEMPOTENCY_KEY = IDEMPOTENCY_KEY_HEADER.lower().encode()
+_CONTENT_LENGTH = b"content-length"
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived: nothing to answer."""
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            seen += len(chunk)
+            if seen > limit:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class PlatformApp(FastAPI):
+    """The platform's FastAPI app, with the inference route answered by :meth:`_infer`."""
+
+    infer_limit_bytes: int = 64 * 1024 * 1024
+    """The largest inference body (``gateway.max_infer_bytes``; 413 above it)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.match(scope["path"])
+            if match is not None:
+                await self._infer(scope, receive, send, match.group(1), match.group(2))
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+    ) -> None:
+        started = time.perf_counter()
+        rid = request_id_of(scope)
+        token = request_id_var.set(rid)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                if not any(k == REQUEST_ID_HEADER_BYTES for k, _ in headers):
+                    headers.append((REQUEST_ID_HEADER_BYTES, rid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self._answer(scope, receive, send_with_id, name, version, rid, state)
+        except _ClientGone:
+            status = 499  # logged as nginx does; nothing is sent
+        finally:
+            log_access(scope, status, started, rid)
+            request_id_var.reset(token)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        version: str | None,
+        rid: str,
+        state: dict[str, Any],
+    ) -> None:
+        authorization = api_key = header_length = idempotency_key = None
+        declared = -1
+        for key, value in scope["headers"]:
+            if key == _AUTHORIZATION:
+                authorization = value.decode("latin-1")
+            elif key == _API_KEY:
+                api_key = value.decode("latin-1")
+            elif key == _HEADER_LENGTH:
+                header_length = value.decode("latin-1")
+            elif key == _IDEMPOTENCY_KEY:
+                idempotency_key = value.decode("latin-1")
+            elif key == _CONTENT_LENGTH:
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+        limit = self.infer_limit_bytes
+        if declared > limit:
+            await reject_too_large(send, limit)
+            return
+        try:
+            body = await _read_body(receive, limit)
+            if body is None:
+                await reject_too_large(send, limit)
+                return
+            gateway: Gateway | None = getattr(self.state, "gateway", None)
+            if gateway is None:
+                raise UnavailableError("the inference gateway is starting")
+            call = InferCall(
+                name=name,
+                version=version,
+                token=presented_token(authorization, api_key),
+                body=body,
+                header_length=header_length,
+                idempotency_key=idempotency_key,
+                request_id=rid,
+            )
+            reply = await gateway.infer(call)
+        except _ClientGone:
+            raise
+        except Exception as exc:
+            await self._error(scope, receive, send, exc)
+            return
+        state["principal"] = reply.principal
+        headers = [(b"content-length", str(len(reply.body)).encode())]
+        headers.extend((k.lower().encode(), v.encode("latin-1")) for k, v in reply.headers.items())
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """The same error response (and audit of a denial) as any other route would give."""
+        scope["app"] = self
+        request = Request(scope, receive)
+        if isinstance(exc, SERVICE_ERRORS):
+            response = await service_error(request, exc)
+        else:
+            response = unexpected_error(request, exc)
+        await response(scope, receive, send)
