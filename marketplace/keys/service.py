@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -190,31 +191,31 @@ def touch_key(session: Session, key_id: str) -> None:
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
-_KEY_BY_ID = _KEY_LOOKUP.where(ApiKey.id == bindparam("key_id"))
+KEY_BY_ID = _KEY_LOOKUP.where(ApiKey.id == bindparam("key_id"))
+"""The key (and its tenant's slug and kind) that authentication reads, by ``key_id``."""
 
 TOUCHED = "citybrain_key_touched"
 """``session.info`` flag: authentication stamped ``last_used_at``; commit to keep it."""
 
 
-def authenticate_token(
-    session: Session | Connection, token: str, *, last_used_resolution: timedelta | None = None
-) -> Principal:
-    """Resolve a presented key to a principal, or raise UnauthenticatedError.
-
-    The error never says which part was wrong: unknown, malformed, expired and revoked keys
-    read the same to the caller (the audit log has the reason). When ``last_used_at`` is older
-    than ``last_used_resolution`` it is stamped in the session's transaction and
-    ``session.info[TOUCHED]`` is set, so the caller knows a commit keeps it.
-    """
+def parse_token(token: str) -> tuple[str, str]:
+    """A presented key's ``(key id, secret)``; 401 for anything not shaped like a key."""
     m = KEY_RE.match(token.strip())
     if not m:
         raise UnauthenticatedError("invalid API key", reason="malformed")
     key_id, secret = m.groups()
-    key = session.execute(_KEY_BY_ID, {"key_id": key_id}).first()
+    return key_id, secret
+
+
+def check_key(key: Any, key_id: str, secret: str, now: datetime) -> Principal:
+    """The principal of a presented key, given its :data:`KEY_BY_ID` row (None: no such key).
+
+    Raises UnauthenticatedError for an unknown, wrong, revoked or expired key; the message
+    never says which (the audit log has the reason).
+    """
     if key is None:
         raise UnauthenticatedError("invalid API key", reason="unknown", key_id=key_id)
     digest = hash_secret(secret)
-    now = utcnow()
     matched = hmac.compare_digest(digest, key.secret_hash)
     if not matched and key.previous_secret_hash is not None:
         grace_end = _as_aware(key.previous_expires_at)
@@ -230,10 +231,6 @@ def authenticate_token(
     expires = _as_aware(key.expires_at)
     if expires is not None and expires <= now:
         raise UnauthenticatedError("invalid API key", reason="expired", key_id=key_id)
-    last = _as_aware(key.last_used_at)
-    if last_used_resolution is not None and (last is None or now - last >= last_used_resolution):
-        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
-        session.info[TOUCHED] = True
     return Principal(
         tenant_id=key.tenant_id,
         tenant_slug=key.slug,
@@ -241,3 +238,25 @@ def authenticate_token(
         scopes=frozenset(key.scopes),
         key_id=key_id,
     )
+
+
+def authenticate_token(
+    session: Session | Connection, token: str, *, last_used_resolution: timedelta | None = None
+) -> Principal:
+    """Resolve a presented key to a principal, or raise UnauthenticatedError.
+
+    The error never says which part was wrong: unknown, malformed, expired and revoked keys
+    read the same to the caller (the audit log has the reason). When ``last_used_at`` is older
+    than ``last_used_resolution`` it is stamped in the session's transaction and
+    ``session.info[TOUCHED]`` is set, so the caller knows a commit keeps it.
+    """
+    key_id, secret = parse_token(token)
+    key = session.execute(KEY_BY_ID, {"key_id": key_id}).first()
+    now = utcnow()
+    principal = check_key(key, key_id, secret, now)
+    assert key is not None  # check_key raised otherwise
+    last = _as_aware(key.last_used_at)
+    if last_used_resolution is not None and (last is None or now - last >= last_used_resolution):
+        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+        session.info[TOUCHED] = True
+    return principal
