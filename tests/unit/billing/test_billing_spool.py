@@ -374,3 +374,83 @@ def test_mark_delivered_refuses_a_cursor_past_the_end(
     with pytest.raises(ValueError, match="past"):
         spool.mark_delivered(bogus)
     assert spool.backlog() == 1
+
+
+# ------------------------------------------------------------------ preallocated segments
+
+
+def test_the_active_segment_is_preallocated_and_sealed_to_its_records(
+    spool_dir: Path, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(5)]
+    records = b"".join(e.to_record() for e in events)
+    with Spool(spool_dir) as spool:
+        for e in events:
+            spool.append_sync(e)
+        (segment,) = _segments(spool_dir)
+        data = segment.read_bytes()
+        assert len(data) > len(records)  # zero-filled ahead of the records
+        assert data[: len(records)] == records and data[len(records) :].count(0) == len(
+            data
+        ) - len(records)
+        assert spool_module.inspect_spool(spool_dir).pending_bytes == len(records)
+    assert segment.read_bytes() == records  # closed: cut to its records
+
+
+def test_a_crash_leaves_a_preallocated_tail_that_replay_cuts_without_calling_it_corrupt(
+    spool_dir: Path, tmp_path: Path, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(4)]
+    crashed = tmp_path / "crashed"
+    with Spool(spool_dir) as spool:
+        for e in events:
+            spool.append_sync(e)
+        crashed.mkdir()  # the directory as a crash leaves it: the writer never sealed it
+        for path in spool_dir.iterdir():
+            if path.name != "LOCK":
+                (crashed / path.name).write_bytes(path.read_bytes())
+    (segment,) = _segments(crashed)
+    assert segment.stat().st_size > sum(len(e.to_record()) for e in events)
+    with Spool(crashed) as reopened:
+        assert reopened.stats().corrupt_records == 0
+        assert segment.stat().st_size == sum(len(e.to_record()) for e in events)
+        assert [e.id for e in _drain(reopened)] == [e.id for e in events]
+
+
+def test_a_torn_record_before_the_preallocated_zeros_is_corrupt(
+    spool_dir: Path, tmp_path: Path, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(2)]
+    good = sum(len(e.to_record()) for e in events)
+    with Spool(spool_dir) as spool:
+        for e in events:
+            spool.append_sync(e)
+        (segment,) = _segments(spool_dir)
+        data = bytearray(segment.read_bytes())
+    data[good : good + 30] = make_event().to_record()[:30]  # torn mid-write, zeros after it
+    segment.write_bytes(bytes(data))
+    with Spool(spool_dir) as reopened:
+        assert reopened.stats().corrupt_records == 1
+        assert segment.stat().st_size == good
+        assert [e.id for e in _drain(reopened)] == [e.id for e in events]
+
+
+def test_no_room_to_preallocate_still_appends_the_records(
+    spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = spool_module._write_all
+
+    def write_but_no_room_for_zeros(fd: int, data: bytes, offset: int) -> None:
+        if len(data) > 1000 and data.count(0) == len(data):
+            real_write(fd, data[:100], offset)  # part of it lands, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(fd, data, offset)
+
+    monkeypatch.setattr(spool_module, "_write_all", write_but_no_room_for_zeros)
+    events = [make_event() for _ in range(3)]
+    with Spool(spool_dir) as spool:
+        for e in events:
+            spool.append_sync(e)  # each succeeds, appended without preallocation
+        (segment,) = _segments(spool_dir)
+        assert segment.read_bytes() == b"".join(e.to_record() for e in events)
+        assert [e.id for e in _drain(spool)] == [e.id for e in events]
