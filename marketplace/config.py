@@ -19,6 +19,9 @@ class ModelStoreSettings(BaseModel):
     # Resident-model budget of the embedded runtime; least recently used models are unloaded.
     memory_budget_bytes: int = 2 * 1024 * 1024 * 1024
     max_loaded_models: int = 16
+    # Models whose predict is measured faster than this run on the event loop rather than a
+    # worker thread (the thread hop would cost more than the model); 0 turns it off.
+    inline_predict_below_ms: float = 0.1
 
 
 class GatewaySettings(BaseModel):

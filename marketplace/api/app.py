@@ -65,6 +65,7 @@ def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
         memory_budget_bytes=settings.model_store.memory_budget_bytes,
         max_loaded_models=settings.model_store.max_loaded_models,
         observer=metrics,
+        inline_below_s=settings.model_store.inline_predict_below_ms / 1000.0,
     )
     backends: dict[str, Runtime | RuntimeFactory] = {}
     if settings.triton.configured:

@@ -15,6 +15,12 @@
   :class:`~model_store.errors.QueueFullError`.
 * One ``predict`` runs at a time per model (like one Triton model instance); batching is what
   turns concurrency into throughput.
+* **Tiny models run on the event loop.** ``predict`` runs in a worker thread, so a slow model
+  never stalls the server. For a model whose measured ``predict`` takes less than
+  ``inline_below_s`` (default 0.1 ms; a moving average over its recent calls, after at least
+  ``_INLINE_AFTER`` calls in threads), the two thread hops would cost more than the model, so
+  it runs inline. One slow call lifts the average over the threshold, and the model goes back
+  to the worker threads on its next call. ``inline_below_s=0`` turns this off.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -237,6 +244,14 @@ class _Batcher:
                 pending.future.set_result(part)
 
 
+def _timed_predict(entry: _Loaded, inputs: Arrays) -> Arrays:
+    started = time.perf_counter()
+    try:
+        return entry.model.predict(inputs)
+    finally:
+        entry.observe(time.perf_counter() - started)
+
+
 def _request_error(key: str, error: Exception) -> Exception:
     """What the caller sees when the model raised: its own input errors (400) pass through;
     anything else is logged and becomes a generic InferenceFailedError (500)."""
@@ -315,6 +330,17 @@ class _Loaded:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: _Batcher | None = None
     in_use: int = 0
+    # predict's cost: an exponential moving average of its duration (s), over `timed` calls.
+    predict_s: float = 0.0
+    timed: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.predict_s = seconds if self.timed == 0 else 0.8 * self.predict_s + 0.2 * seconds
+        self.timed += 1
+
+
+_INLINE_AFTER = 16
+"""Calls timed in worker threads before a model may run on the event loop."""
 
 
 class EmbeddedRuntime(Runtime):
@@ -327,6 +353,8 @@ class EmbeddedRuntime(Runtime):
             by default; tests pass small fakes).
         observer: Optional receiver of batch sizes and queue depths (for metrics).
         max_workers: Threads for loading and predicting (default: CPU count + 4, at most 32).
+        inline_below_s: Models whose ``predict`` takes less than this (moving average) run on
+            the event loop instead of a worker thread (0: never).
 
     Example:
         >>> runtime = EmbeddedRuntime(memory_budget_bytes=2 << 30, max_loaded_models=8)
@@ -343,12 +371,14 @@ class EmbeddedRuntime(Runtime):
         loader: Loader = load_model,
         observer: RuntimeObserver | None = None,
         max_workers: int | None = None,
+        inline_below_s: float = 1e-4,
     ) -> None:
         if memory_budget_bytes <= 0 or max_loaded_models <= 0:
             raise ValueError("memory_budget_bytes and max_loaded_models must be positive")
         self._budget = memory_budget_bytes
         self._max_models = max_loaded_models
         self._loader = loader
+        self._inline_below_s = inline_below_s
         self._notify = _Notifier(observer)
         self._executor = ThreadPoolExecutor(
             max_workers=max_workers or min(32, (os.cpu_count() or 1) + 4),
@@ -574,8 +604,14 @@ class EmbeddedRuntime(Runtime):
 
     async def _predict_locked(self, entry: _Loaded, inputs: Arrays) -> Arrays:
         async with entry.lock:
+            if entry.timed >= _INLINE_AFTER and entry.predict_s < self._inline_below_s:
+                started = time.perf_counter()
+                try:
+                    return entry.model.predict(inputs)
+                finally:
+                    entry.observe(time.perf_counter() - started)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, entry.model.predict, inputs)
+            return await loop.run_in_executor(self._executor, _timed_predict, entry, inputs)
 
     async def _predict_direct(self, key: str, entry: _Loaded, inputs: Arrays) -> Arrays:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +398,62 @@ def test_a_lone_request_does_not_wait_for_the_queue_delay(tmp_path: Path) -> Non
         return loader.models["a"].calls
 
     assert asyncio.run(scenario()) == [1, 1, 1, 3]
+
+
+class ThreadRecordingModel:
+    """Records which thread ran each predict; sleeps ``delay_s`` in each."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+        self.delay_s = 0.0
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        self.threads.append(threading.get_ident())
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return {"y": inputs["x"] * 2}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_tiny_models_run_on_the_loop_and_slow_ones_in_threads(
+    tmp_path: Path, batched: bool
+) -> None:
+    model = ThreadRecordingModel()
+
+    async def scenario() -> tuple[int, list[int]]:
+        runtime = EmbeddedRuntime(1 << 20, 4, loader=lambda m, p: model, inline_below_s=0.005)
+        runtime.register(
+            "m", _manifest(max_batch_size=8 if batched else 0, delay_ms=0), _artifact(tmp_path, "a")
+        )
+        x = _rows(1) if batched else np.array([1.0, 2.0], np.float32)
+        for _ in range(20):  # measured in threads first, then inline
+            assert (await runtime.infer("m", {"x": x}))["y"].tolist() == (x * 2).tolist()
+        model.delay_s = 0.05  # one slow call lifts the average over the threshold...
+        for _ in range(3):
+            await runtime.infer("m", {"x": x})
+        await runtime.close()
+        return threading.get_ident(), model.threads
+
+    loop_thread, threads = asyncio.run(scenario())
+    assert all(t != loop_thread for t in threads[:16])  # timed in worker threads first
+    assert all(t == loop_thread for t in threads[17:21])  # fast: on the loop
+    assert threads[20] == loop_thread  # the first slow call is caught inline...
+    assert threads[21] != loop_thread and threads[22] != loop_thread  # ...then back to threads
+
+
+def test_inline_prediction_can_be_turned_off(tmp_path: Path) -> None:
+    model = ThreadRecordingModel()
+
+    async def scenario() -> int:
+        runtime = EmbeddedRuntime(1 << 20, 4, loader=lambda m, p: model, inline_below_s=0)
+        runtime.register("m", _manifest(max_batch_size=0), _artifact(tmp_path, "a"))
+        for _ in range(40):
+            await runtime.infer("m", {"x": np.array([1.0], np.float32)})
+        await runtime.close()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert len(model.threads) == 40 and loop_thread not in model.threads
