@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-import uuid
+import secrets
 from dataclasses import dataclass, field
 
 from marketplace.constants import GOVERNMENT_KINDS, TenantKind
@@ -12,7 +12,8 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (the shape of a uuid4's hex, without building a UUID)."""
+    return secrets.token_hex(16)
 
 
 def current_request_id() -> str:
