@@ -48,7 +48,9 @@ def test_request_ids_are_taken_or_made_and_echoed_on_success_and_error(models: M
     made = r.headers["X-Request-Id"]  # type: ignore[attr-defined]
     assert made != "bad id!" and len(made) == 32
     # An error carries the id in the header and in the body, once.
-    r = _infer(models, "traffic-police.nothing-here", headers={"X-Request-Id": "client-chosen-id-2"})
+    r = _infer(
+        models, "traffic-police.nothing-here", headers={"X-Request-Id": "client-chosen-id-2"}
+    )
     assert r.status_code == 404  # type: ignore[attr-defined]
     assert r.headers.get_list("X-Request-Id") == ["client-chosen-id-2"]  # type: ignore[attr-defined]
     assert r.json() == {  # type: ignore[attr-defined]
@@ -87,7 +89,9 @@ def test_errors_have_the_platform_shape_and_denials_are_audited(models: Models) 
     assert r.status_code == 401  # type: ignore[attr-defined]
     doc = r.json()  # type: ignore[attr-defined]
     assert doc["code"] == "Unauthenticated" and doc["request_id"] == r.headers["X-Request-Id"]  # type: ignore[attr-defined]
-    r = _infer(models, models.public, who=None, headers={"X-API-Key": "cbk_000000000000_" + "a" * 30})
+    r = _infer(
+        models, models.public, who=None, headers={"X-API-Key": "cbk_000000000000_" + "a" * 30}
+    )
     assert r.status_code == 401  # type: ignore[attr-defined]
     rid = r.headers["X-Request-Id"]  # type: ignore[attr-defined]
     with models.city.session_factory() as s:
