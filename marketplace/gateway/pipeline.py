@@ -483,8 +483,12 @@ async def meter(
     *,
     unit: str = CALL_UNIT,
     quantity: float = 1.0,
+    alone: bool = False,
 ) -> bool:
     """Record the call's usage event before the response goes out.
+
+    ``alone``: this is the only call in flight, so the event may be made durable on the event
+    loop itself rather than through the spool's writer thread (see ``Spool.append``).
 
     Returns True if this ``Idempotency-Key`` was already recorded for the tenant (a retry):
     then nothing is recorded again.
@@ -506,7 +510,8 @@ async def meter(
             at=datetime.now(UTC),
             latency_ms=latency_ms,
             request_id=call.request_id,
-        )
+        ),
+        alone=alone,
     )
     return False
 
@@ -552,6 +557,7 @@ class Gateway:
         # Step 1 on a raw driver connection (marketplace.keys.reader); None: in the session.
         self.keys = keys
         self._stamped: dict[str, float] = {}
+        self._in_flight = 0  # inference calls being served (on this event loop)
         self._background: set[asyncio.Task[None]] = set()
         self.cache = cache
         self.usage = usage
@@ -637,6 +643,7 @@ class Gateway:
         """Serve one inference call through every step; count it in the metrics."""
         started = time.perf_counter()
         label = UNRESOLVED
+        self._in_flight += 1
         try:
             check_idempotency_key(call.idempotency_key)
             caller, model, granted = await self.lookup(call.token, call.name, call.version)
@@ -653,7 +660,14 @@ class Gateway:
             latency_ms = (time.perf_counter() - started) * 1000.0
             unit, quantity = usage_quantity(model, outputs)
             replayed = self.metering and await meter(
-                self.usage, principal, model, call, latency_ms, unit=unit, quantity=quantity
+                self.usage,
+                principal,
+                model,
+                call,
+                latency_ms,
+                unit=unit,
+                quantity=quantity,
+                alone=self._in_flight == 1,
             )
             if replayed:
                 headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
@@ -662,6 +676,8 @@ class Gateway:
         except Exception as e:
             self.metrics.observe(label, getattr(e, "status", 500), time.perf_counter() - started)
             raise
+        finally:
+            self._in_flight -= 1
         self.metrics.observe(label, 200, time.perf_counter() - started)
         return Reply(body, headers, principal)
 

@@ -454,3 +454,73 @@ def test_no_room_to_preallocate_still_appends_the_records(
         (segment,) = _segments(spool_dir)
         assert segment.read_bytes() == b"".join(e.to_record() for e in events)
         assert [e.id for e in _drain(spool)] == [e.id for e in events]
+
+
+# ------------------------------------------------------------------ inline commits
+
+
+def test_an_append_alone_commits_on_the_callers_thread(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_on: list[int] = []
+    real_sync = spool_module._sync_file
+
+    def recording_sync(fd: int) -> None:
+        synced_on.append(threading.get_ident())
+        real_sync(fd)
+
+    monkeypatch.setattr(spool_module, "_sync_file", recording_sync)
+    alone, shared = make_event(), make_event()
+
+    async def scenario() -> int:
+        await spool.append(alone, alone=True)
+        await spool.append(shared)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert synced_on[-2] == loop_thread != synced_on[-1]  # inline, then the writer thread
+    assert spool.seen_recently(alone.tenant_id, alone.id, window_s=10**9)
+    assert [e.id for e in _drain(spool)] == [alone.id, shared.id]
+
+
+def test_an_append_alone_waits_its_turn_while_the_writer_is_busy(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, writing = threading.Event(), threading.Event()
+    real_sync = spool_module._sync_file
+
+    def slow_sync(fd: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            writing.set()
+            gate.wait(10)
+        real_sync(fd)
+
+    monkeypatch.setattr(spool_module, "_sync_file", slow_sync)
+    first, second = make_event(), make_event()
+
+    async def scenario() -> None:
+        queued = asyncio.ensure_future(spool.append(first))
+        await asyncio.to_thread(writing.wait, 10)  # the writer holds the commit
+        inline = asyncio.ensure_future(spool.append(second, alone=True))
+        await asyncio.sleep(0.05)
+        assert not inline.done()  # not written around the writer: queued behind it
+        gate.set()
+        await asyncio.gather(queued, inline)
+
+    asyncio.run(scenario())
+    assert [e.id for e in _drain(spool)] == [first.id, second.id]
+
+
+def test_a_failed_inline_commit_fails_the_call_and_records_nothing(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_sync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(spool_module, "_sync_file", failing_sync)
+    event = make_event()
+    with pytest.raises(MeteringUnavailableError, match="Input/output error"):
+        asyncio.run(spool.append(event, alone=True))
+    assert not spool.seen_recently(event.tenant_id, event.id, window_s=10**9)
+    monkeypatch.undo()
+    assert spool.read_pending(10).events == []
