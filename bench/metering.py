@@ -140,6 +140,36 @@ def bench_spool(workdir: Path, seconds: float) -> None:
             f"    {concurrency:>11} {int(r['events']):>8} {r['events_per_s']:>10,.0f} "
             f"{int(r['fsyncs']):>7} {r['group']:>9.1f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}"
         )
+    _fsync_after_idle(workdir)
+
+
+def _fsync_after_idle(workdir: Path, count: int = 200) -> None:
+    """What one durable write costs on this disk after the disk sat idle for a while.
+
+    A lone metered call pays one fsync, and at concurrency 1 the disk idles between calls. On
+    virtual disks the first flush after an idle spell can cost several times a back-to-back
+    one; this line shows whether that is so here (it explains the concurrency-1 cost in (iii)).
+    """
+    path = workdir / "idle-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, bytes(count * 256), 0)  # preallocated, as the spool's segments are
+        os.fsync(fd)
+        cells = []
+        for gap_ms in (0, 1, 2, 5):
+            total = 0.0
+            for i in range(count):
+                if gap_ms:
+                    time.sleep(gap_ms / 1000)
+                os.pwrite(fd, b"x" * 200, i * 256)
+                t0 = time.perf_counter()
+                os.fdatasync(fd)
+                total += time.perf_counter() - t0
+            cells.append(f"{gap_ms} ms idle: {total / count * 1e3:.3f} ms")
+        print("    one 200-byte write + fdatasync after " + ", ".join(cells))
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- (ii) PostgreSQL ingest
