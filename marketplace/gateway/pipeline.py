@@ -16,9 +16,10 @@ Every ``POST /v2/models/{name}[/versions/{v}]/infer`` goes through these steps, 
 Step 1 reads the key on a raw driver connection (``marketplace.keys.reader``: an async
 psycopg pool on PostgreSQL, a connection of its own on SQLite), on the event loop; step 2 is
 usually answered by the resolution cache. A cache miss or a grant check takes one short
-read-only session (in a worker thread on PostgreSQL). Failed calls are never metered. :class:`Gateway` strings the steps together and also answers the metadata and
-readiness routes. Nothing here knows HTTP frameworks: errors are domain errors that carry their
-status (``marketplace.errors``, ``model_store.errors``, ``billing.errors``).
+read-only session (in a worker thread on PostgreSQL). Failed calls are never metered.
+:class:`Gateway` strings the steps together and also answers the metadata and readiness routes.
+Nothing here knows HTTP frameworks: errors are domain errors that carry their status
+(``marketplace.errors``, ``model_store.errors``, ``billing.errors``).
 
 Who may use a model (ARCHITECTURE.md's tier table; grants: marketplace.access):
 
