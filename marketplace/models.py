@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -106,6 +107,37 @@ product_facet = Table(
     Column("domain", String(40), nullable=False),
     Column("n", BigInteger, nullable=False),
     PrimaryKeyConstraint("tenant_id", "state", "tier", "kind", "domain"),
+)
+
+
+# Search-side tables on PostgreSQL, maintained by database triggers (see migration 0009);
+# read-only here. Per lexeme of ``product.search_vector`` and facet key: how many products hold it.
+product_term_count = Table(
+    "product_term_count",
+    Base.metadata,
+    Column("lexeme", Text, nullable=False),
+    Column("tenant_id", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("domain", String(40), nullable=False),
+    Column("n", Integer, nullable=False),
+    PrimaryKeyConstraint("lexeme", "tenant_id", "state", "tier", "kind", "domain"),
+)
+# The lexemes of each product's title (w = 2) and tags (w = 1), in ranking order, with the
+# product's facet key (in the primary key's index too, so a search reads only the index).
+product_term = Table(
+    "product_term",
+    Base.metadata,
+    Column("lexeme", Text, nullable=False),
+    Column("w", SmallInteger, nullable=False),
+    Column("product_id", Integer, nullable=False, index=True),
+    Column("tenant_id", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("domain", String(40), nullable=False),
+    PrimaryKeyConstraint("lexeme", "w", "product_id"),
 )
 
 

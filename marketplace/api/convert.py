@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from marketplace.api.schemas import KeyPublic, ProductPublic, TenantPublic, VersionPublic
+from marketplace.catalog.search import Listing
 from marketplace.constants import API_KEY_PREFIX, GOVERNMENT_KINDS
 from marketplace.keys.service import key_status
 from marketplace.models import ApiKey, Product, ProductVersion, Tenant
@@ -49,6 +50,27 @@ def product_public(p: Product, latest_version: int | None = None) -> ProductPubl
         state=p.state,
         review_note=p.review_note,
         latest_version=latest_version,
+        created_at=p.created_at,
+        updated_at=p.updated_at,
+    )
+
+
+def listing_public(p: Listing) -> ProductPublic:
+    """A listing from the catalog's listing and search (``product_public`` of its product)."""
+    return ProductPublic(
+        handle=f"{p.owner}.{p.name}",
+        name=p.name,
+        owner=p.owner,
+        kind=p.kind,
+        title=p.title,
+        description=p.description,
+        domain=p.domain,
+        tags=list(p.tags),
+        tier=p.tier,
+        license=p.license,
+        state=p.state,
+        review_note=p.review_note,
+        latest_version=p.latest_version,
         created_at=p.created_at,
         updated_at=p.updated_at,
     )

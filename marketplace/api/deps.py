@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
@@ -99,13 +100,7 @@ def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> 
     if verifier is not None and looks_like_jwt(token):
         principal = verifier.principal(session, token)
     else:
-        principal = authenticate_token(
-            session,
-            token,
-            last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
-        )
-        if session.info.pop(TOUCHED, False):
-            session.commit()
+        principal = _key_principal(session, token, settings)
     request.state.principal = principal
     # From here on the database enforces the tenant too (row-level security on PostgreSQL).
     set_tenant_context(
@@ -114,6 +109,17 @@ def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> 
         government=principal.is_government,
         operator=principal.is_operator,
     )
+    return principal
+
+
+def _key_principal(session: Session, token: str, settings: Settings) -> Principal:
+    principal = authenticate_token(
+        session,
+        token,
+        last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
+    )
+    if session.info.pop(TOUCHED, False):
+        session.commit()
     return principal
 
 
@@ -140,23 +146,71 @@ def require(scope: str) -> Callable[[Principal], Principal]:
     return check
 
 
+def _check_optional_scope(caller: Caller, scope: str) -> Caller:
+    if caller is not None and scope not in caller.scopes:
+        raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
+    return caller
+
+
 def optional_scope(scope: str) -> Callable[[Caller], Caller]:
     """Anonymous callers pass (they see public listings); a key must carry ``scope``."""
 
     def check(caller: CallerDep) -> Caller:
-        if caller is not None and scope not in caller.scopes:
-            raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
-        return caller
+        return _check_optional_scope(caller, scope)
 
     return check
 
 
+@contextmanager
+def catalog_reader(request: Request, scope: str) -> Iterator[tuple[Session, Caller]]:
+    """The session and the caller of the catalog's listing and search, in one call, for routes
+    that do all their blocking work in one trip to the worker threads (every sync dependency
+    is a trip there and back: at a few milliseconds a search, a large share of it).
+
+    The session is ``get_unbound_session``'s: outside the tenant role, as those queries apply
+    the tier table themselves; on PostgreSQL in autocommit besides (each search is one
+    statement, consistent in itself; there is no BEGIN or ROLLBACK to wait for). The caller
+    is ``optional_scope(scope)``'s, but for an API key checked on that same session: no
+    tenant-bound transaction is opened, as nothing would run in it. Portal tokens go the way
+    of ``get_caller``.
+    """
+    settings: Settings = request.app.state.settings
+    factory = request.app.state.session_factory
+    session: Session = factory()
+    bound: Session | None = None
+    driver: Any = None
+    try:
+        if not settings.is_sqlite:
+            connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            # Prepared at their first run on a connection, not their sixth: the searches are a
+            # few statements run again and again, whose planning costs as much as their run.
+            driver = connection.connection.dbapi_connection
+            threshold = driver.prepare_threshold
+            driver.prepare_threshold = 0
+        caller: Caller = None
+        token = presented_token(request)
+        if token is not None:
+            verifier = _oidc_verifier(request, settings)
+            if verifier is not None and looks_like_jwt(token):
+                # SQLite: one session a request (a second would wait on the first's lock).
+                bound = session if settings.is_sqlite else factory()
+                caller = get_caller(request, bound, settings)
+            else:
+                caller = _key_principal(session, token, settings)
+                request.state.principal = caller
+        yield session, _check_optional_scope(caller, scope)
+    finally:
+        if driver is not None:
+            driver.prepare_threshold = threshold
+        if bound is not None and bound is not session:
+            bound.rollback()
+            bound.close()
+        session.rollback()
+        session.close()
+
+
 class Page:
-    def __init__(
-        self,
-        page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-        per_page: Annotated[int, Query(ge=1, le=100)] = 20,
-    ) -> None:
+    def __init__(self, page: int = 1, per_page: int = 20) -> None:
         self.page = page
         self.per_page = per_page
 
@@ -165,4 +219,12 @@ class Page:
         return (self.page - 1) * self.per_page
 
 
-PageDep = Annotated[Page, Depends()]
+async def get_page(
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page:
+    # async: nothing here blocks, so no trip to the worker threads.
+    return Page(page, per_page)
+
+
+PageDep = Annotated[Page, Depends(get_page)]

@@ -2,53 +2,104 @@
 
 Both index title, tags and description (PostgreSQL: the generated ``product.search_vector``;
 SQLite: the external-content table ``product_fts`` kept in step by triggers). Every query term
-must match, as a prefix; results are ranked (title above tags above description).
+must match, as a prefix; results are ranked title above tags above description (PostgreSQL:
+by where the terms are found — all in the title, all in the title or the tags, elsewhere —
+then newest first; SQLite: BM25 with those fields weighted 5:2:1).
 
 Facet counts are computed over exactly the rows the caller may see and the filters select, so
 they never reveal a hidden listing. Without a text query or tag filter they come from
-``product_facet`` (counts kept by triggers), so browsing costs the same at any catalog size;
-with one, from a single pass over the matches (GROUPING SETS on PostgreSQL).
+``product_facet`` (counts kept by triggers), so browsing costs the same at any catalog size.
+
+On PostgreSQL a one-word query (the broad ones: a common word is in a tenth of the catalog)
+is answered from two more trigger-kept tables (migration 0009) without visiting its matches:
+the facet counts from ``product_term_count`` (per lexeme and facet key), the best-ranked page
+from the ``product_term`` index (title and tag lexemes in rank order). Other queries, and
+pages that reach past the title and tag matches, take one pass over the matches (the GIN
+index, then GROUPING SETS for the facets and a top-N sort for the page). A search is one
+statement that returns the page's listings with the counts (two where a one-word query
+turns out to need the pass over its matches).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import (
-    Float,
-    Integer,
-    String,
-    func,
-    literal,
-    literal_column,
-    select,
-    text,
-    tuple_,
-    union_all,
-)
+from sqlalchemy import func, literal_column, select, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.orm import Session
 
 from marketplace.catalog.policy import visible_clause
 from marketplace.catalog.service import ProductFilter, filtered_query
-from marketplace.context import Caller
-from marketplace.models import Product, Tenant, product_facet
+from marketplace.context import Caller, Principal
+from marketplace.models import (
+    Product,
+    ProductVersion,
+    Tenant,
+    product_facet,
+    product_term,
+    product_term_count,
+)
 
 _TERM_RE = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 12
 FACETS = ("kind", "domain", "tier")
+# A term PostgreSQL's 'simple' text-search configuration may keep whole, as one lexeme (the
+# statement checks that it does: '1e5x' is two).
+_PLAIN_TERM = re.compile(r"[a-z0-9]+")
+# A one-word query goes through the per-term tables when its prefix stands for at most this
+# many distinct lexemes and the page lies within this many results.
+MAX_PREFIX_LEXEMES = 8
+MAX_TERM_PAGE_DEPTH = 1000
+
+Facets = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A product as the catalog lists it (what ``api.convert.listing_public`` shows)."""
+
+    id: int
+    owner: str
+    name: str
+    kind: str
+    title: str
+    description: str
+    domain: str
+    tags: list[str]
+    tier: str
+    license: str
+    state: str
+    review_note: str | None
+    created_at: datetime
+    updated_at: datetime
+    latest_version: int | None
 
 
 @dataclass(slots=True)
 class SearchResult:
-    products: list[Product]
+    products: list[Listing]
     count: int
-    facets: dict[str, dict[str, int]]
+    facets: Facets
 
 
 def query_terms(q: str | None) -> list[str]:
     return _TERM_RE.findall((q or "").lower())[:MAX_TERMS]
+
+
+def _empty_facets() -> Facets:
+    return {name: {} for name in FACETS}
+
+
+def _owner_id(owner: str) -> Any:
+    return select(Tenant.id).where(Tenant.slug == owner).scalar_subquery()
+
+
+# ---------------------------------------------------------------------------------- SQLite
 
 
 def _fts_match(terms: list[str]) -> str:
@@ -56,9 +107,33 @@ def _fts_match(terms: list[str]) -> str:
     return " AND ".join(f'"{t}"*' for t in terms)
 
 
-def _facets_from_counts(
-    session: Session, caller: Caller, flt: ProductFilter
-) -> dict[str, dict[str, int]]:
+def _listing_columns() -> list[Any]:
+    latest = (
+        select(func.max(ProductVersion.version))
+        .where(ProductVersion.product_id == Product.id)
+        .correlate(Product)
+        .scalar_subquery()
+    )
+    return [
+        Product.id,
+        Tenant.slug,
+        Product.name,
+        Product.kind,
+        Product.title,
+        Product.description,
+        Product.domain,
+        Product.tags,
+        Product.tier,
+        Product.license,
+        Product.state,
+        Product.review_note,
+        Product.created_at,
+        Product.updated_at,
+        latest,
+    ]
+
+
+def _facets_from_counts(session: Session, caller: Caller, flt: ProductFilter) -> Facets:
     c = product_facet.c
     stmt = select(c.kind, c.domain, c.tier, func.sum(c.n)).where(visible_clause(caller, c), c.n > 0)
     if flt.kind:
@@ -70,30 +145,17 @@ def _facets_from_counts(
     if flt.state:
         stmt = stmt.where(c.state == flt.state)
     if flt.owner:
-        stmt = stmt.where(
-            c.tenant_id == select(Tenant.id).where(Tenant.slug == flt.owner).scalar_subquery()
-        )
-    facets: dict[str, dict[str, int]] = {name: {} for name in FACETS}
+        stmt = stmt.where(c.tenant_id == _owner_id(flt.owner))
+    facets = _empty_facets()
     for kind, domain, tier, n in session.execute(stmt.group_by(c.kind, c.domain, c.tier)):
         for name, value in (("kind", kind), ("domain", domain), ("tier", tier)):
             facets[name][value] = facets[name].get(value, 0) + int(n)
     return facets
 
 
-def _facets_from_matches(session: Session, stmt: Any) -> dict[str, dict[str, int]]:
+def _facets_from_matches(session: Session, stmt: Any) -> Facets:
     sub = stmt.with_only_columns(Product.kind, Product.domain, Product.tier).subquery()
-    facets: dict[str, dict[str, int]] = {name: {} for name in FACETS}
-    if session.get_bind().dialect.name == "postgresql":
-        # One pass over the matches for all three facets.
-        grouped = select(sub.c.kind, sub.c.domain, sub.c.tier, func.count()).group_by(
-            func.grouping_sets(tuple_(sub.c.kind), tuple_(sub.c.domain), tuple_(sub.c.tier))
-        )
-        for kind, domain, tier, n in session.execute(grouped):
-            name, value = (
-                ("kind", kind) if kind else ("domain", domain) if domain else ("tier", tier)
-            )
-            facets[name][value] = n
-        return facets
+    facets = _empty_facets()
     for name in FACETS:
         col = sub.c[name]
         for value, n in session.execute(select(col, func.count()).group_by(col)):
@@ -101,56 +163,11 @@ def _facets_from_matches(session: Session, stmt: Any) -> dict[str, dict[str, int
     return facets
 
 
-def _pg_ranked_search(
-    session: Session, stmt: Any, tsq: Any, *, offset: int, limit: int
-) -> tuple[list[Product], dict[str, dict[str, int]]]:
-    """One statement, one pass over the matches: facet counts and the ranked page together."""
-    vector: Any = literal_column("product.search_vector")
-    m = stmt.with_only_columns(
-        Product.id, Product.kind, Product.domain, Product.tier, func.ts_rank(vector, tsq).label("r")
-    ).cte("m")
-    null_text = literal(None, String)
-    facet_rows = select(
-        m.c.kind,
-        m.c.domain,
-        m.c.tier,
-        func.count().label("n"),
-        literal(None, Integer).label("id"),
-        literal(None, Float).label("r"),
-    ).group_by(func.grouping_sets(tuple_(m.c.kind), tuple_(m.c.domain), tuple_(m.c.tier)))
-    page = (
-        select(m.c.id, m.c.r).order_by(m.c.r.desc(), m.c.id.desc()).offset(offset).limit(limit)
-    ).subquery("page")
-    page_rows = select(null_text, null_text, null_text, literal(None, Integer), page.c.id, page.c.r)
-    facets: dict[str, dict[str, int]] = {name: {} for name in FACETS}
-    ids: list[int] = []
-    for kind, domain, tier, n, pid, _rank in session.execute(union_all(facet_rows, page_rows)):
-        if pid is not None:
-            ids.append(pid)
-        elif kind:
-            facets["kind"][kind] = n
-        elif domain:
-            facets["domain"][domain] = n
-        elif tier:
-            facets["tier"][tier] = n
-    if not ids:
-        return [], facets
-    by_id = {p.id: p for p in session.scalars(select(Product).where(Product.id.in_(ids)))}
-    return [by_id[i] for i in ids if i in by_id], facets
-
-
-def search_products(
-    session: Session, caller: Caller, q: str | None, flt: ProductFilter, *, offset: int, limit: int
+def _sqlite_search(
+    session: Session, caller: Caller, terms: list[str], flt: ProductFilter, offset: int, limit: int
 ) -> SearchResult:
-    terms = query_terms(q)
-    dialect = session.get_bind().dialect.name
-    stmt = filtered_query(caller, flt, dialect=dialect)
+    stmt = filtered_query(caller, flt, dialect="sqlite")
     order: list[Any] = [Product.updated_at.desc(), Product.id.desc()]
-    if terms and dialect == "postgresql":
-        tsq = func.to_tsquery("simple", " & ".join(f"{t}:*" for t in terms))
-        stmt = stmt.where(literal_column("product.search_vector").op("@@")(tsq))
-        products, facets = _pg_ranked_search(session, stmt, tsq, offset=offset, limit=limit)
-        return SearchResult(products, sum(facets["kind"].values()), facets)
     if terms:
         ranked = (
             text(
@@ -168,5 +185,285 @@ def search_products(
     else:
         facets = _facets_from_counts(session, caller, flt)
     total = sum(facets["kind"].values())
-    rows = list(session.scalars(stmt.order_by(*order).offset(offset).limit(limit))) if total else []
-    return SearchResult(products=rows, count=total, facets=facets)
+    if not total:
+        return SearchResult([], 0, facets)
+    page = stmt.with_only_columns(*_listing_columns()).order_by(*order).offset(offset).limit(limit)
+    return SearchResult([Listing(*row) for row in session.execute(page)], total, facets)
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+#
+# Every search is one statement of SQL text, made once per caller class, filter combination
+# and page (the tier table's clause, from ``policy.visible_clause``, and the page's offset and
+# size written into it) with the values of the query and filters bound: building and
+# compiling a statement per request cost more than running it, and a plan made for an
+# unknown page size (a prepared statement's generic plan) may join every product. Its rows:
+# a head (the facet counts as JSON; for a one-word query, how many lexemes the word stands
+# for and how many title/tag matches were found) joined to the page's listings.
+
+_FILTERS = ("kind", "domain", "tier", "state", "owner")
+
+_LISTING_SQL = """product.id, tenant.slug, product.name, product.kind, product.title,
+  product.description, product.domain, product.tags, product.tier, product.license,
+  product.state, product.review_note, product.created_at, product.updated_at,
+  (SELECT max(v.version) FROM product_version v WHERE v.product_id = product.id)"""
+
+# The facet counts of the rows of ``counted`` (columns kind, domain, tier, n), as JSON.
+_FACETS_SQL = """(SELECT CAST(json_agg(json_build_array(kind, domain, tier, n)) AS text)
+  FROM (SELECT kind, domain, tier, sum(n) AS n FROM counted
+        GROUP BY GROUPING SETS ((kind), (domain), (tier))) g)"""
+
+
+def _caller_key(caller: Caller) -> tuple[int, str] | None:
+    return None if caller is None else (caller.tenant_id, caller.tenant_kind)
+
+
+def _visible_sql(key: tuple[int, str] | None, table: Any) -> str:
+    """``policy.visible_clause`` for this caller class over ``table``, as SQL text (its values,
+    the caller's tenant id and constants, written in as literals)."""
+    caller = (
+        None if key is None else Principal(tenant_id=key[0], tenant_slug="", tenant_kind=key[1])
+    )
+    clause = visible_clause(caller, table.c)
+    pg = PGDialect()  # type: ignore[no-untyped-call]
+    return str(clause.compile(dialect=pg, compile_kwargs={"literal_binds": True}))
+
+
+def _where(key: tuple[int, str] | None, table: Any, filters: tuple[str, ...]) -> str:
+    """What the caller may see and the filters select, of ``table`` (product or a count table
+    with its facet key columns)."""
+    name = table.name
+    parts = [f"({_visible_sql(key, table)})"]
+    for f in filters:
+        if f == "owner":
+            parts.append(f"{name}.tenant_id = (SELECT id FROM tenant WHERE slug = :f_owner)")
+        else:
+            parts.append(f"{name}.{f} = :f_{f}")
+    return " AND ".join(parts)
+
+
+def _gin_matches(condition: str) -> str:
+    """The products matching a GIN-indexed condition, found through the GIN index alone.
+    (OFFSET 0 keeps the conditions outside from joining the index scan: ANDed with the
+    state/tier index, what anyone may see is half the catalog, whose bitmap costs more than
+    the matches; the planner cannot tell when it does not know the query, as in a prepared
+    statement's generic plan.)"""
+    return f"(SELECT * FROM product WHERE {condition} OFFSET 0) product"
+
+
+def _page_sql(head: str, page: str, order: str) -> str:
+    return f"""
+SELECT head.*, {_LISTING_SQL}
+FROM ({head}) head
+LEFT JOIN (({page}) page JOIN product ON product.id = page.id
+           JOIN tenant ON tenant.id = product.tenant_id) ON true
+ORDER BY {order}"""
+
+
+# A lexeme as tsquery input: quoted, quotes doubled, backslashes escaped (taken as it is).
+_TSQ_LEXEME = "'''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || ''''"
+
+
+@lru_cache(maxsize=1024)
+def _term_statement(
+    key: tuple[int, str] | None, filters: tuple[str, ...], offset: int, limit: int
+) -> Any:
+    """A one-word query from the per-term tables.
+
+    ``lex``: the lexemes the word is a prefix of, walked through the count table's index.
+    Counts: ``product_term_count`` summed over them, less k - 1 for each product that holds
+    k ≥ 2 of them (found through the GIN index: it holds two of them), which the sum counted
+    k times. Page: per lexeme, straight down the ``product_term`` index in rank order (its
+    entries carry the facet key), what the caller may see and the filters select; the best
+    of those over all lexemes.
+    """
+    product = Product.__table__
+    where_c = _where(key, product_term_count, filters)
+    where_p = _where(key, product, filters)
+    where_t = _where(key, product_term, filters)
+    head = f"""SELECT {_FACETS_SQL} AS facets, (SELECT plain FROM word) AS plain,
+  (SELECT count(*) FROM lex) AS lexemes, (SELECT count(*) FROM best) AS found"""
+    page = f"SELECT id, w FROM best ORDER BY w DESC, id DESC OFFSET {offset} LIMIT {limit}"
+    return text(f"""
+WITH RECURSIVE v(lexeme) AS (
+  SELECT min(lexeme) FROM product_term_count WHERE lexeme >= :term
+  UNION ALL
+  SELECT (SELECT min(c.lexeme) FROM product_term_count c WHERE c.lexeme > v.lexeme)
+  FROM v WHERE starts_with(v.lexeme, :term)
+),
+lex AS MATERIALIZED (
+  SELECT lexeme, {_TSQ_LEXEME} AS q FROM v WHERE starts_with(lexeme, :term) LIMIT :cap + 1
+),
+-- The word is one lexeme to the text-search parser, as it is (else the lexemes above are
+-- not what it matches), and a prefix of at most :cap lexemes of the products.
+word AS (
+  SELECT tsvector_to_array(to_tsvector('simple', :term)) = ARRAY[CAST(:term AS text)] AS plain
+),
+usable AS (
+  SELECT count(*) BETWEEN 1 AND :cap AND (SELECT plain FROM word) AS ok FROM lex
+),
+overlap AS (
+  SELECT (SELECT array_agg(lexeme) FROM lex) AS lexemes,
+         CAST(string_agg('(' || a.q || ' & ' || b.q || ')', ' | ') AS tsquery) AS two_of
+  FROM lex a JOIN lex b ON a.lexeme < b.lexeme
+  HAVING count(*) > 0
+),
+counted AS (
+  SELECT product_term_count.kind, product_term_count.domain, product_term_count.tier,
+         product_term_count.n
+  FROM product_term_count
+  WHERE (SELECT ok FROM usable) AND product_term_count.lexeme IN (SELECT lexeme FROM lex)
+    AND product_term_count.n > 0 AND {where_c}
+  UNION ALL
+  SELECT product.kind, product.domain, product.tier,
+         1 - (length(product.search_vector)
+              - length(ts_delete(product.search_vector, (SELECT lexemes FROM overlap))))
+  FROM {_gin_matches("product.search_vector @@ (SELECT two_of FROM overlap)")}
+  WHERE (SELECT ok FROM usable) AND {where_p}
+),
+best AS (
+  SELECT s.id, max(s.w) AS w
+  FROM lex CROSS JOIN LATERAL (
+    SELECT product_term.product_id AS id, product_term.w
+    FROM product_term
+    WHERE (SELECT ok FROM usable) AND product_term.lexeme = lex.lexeme AND {where_t}
+    ORDER BY product_term.w DESC, product_term.product_id DESC
+    LIMIT {offset + limit}
+  ) s
+  GROUP BY s.id
+)
+{_page_sql(head, page, "page.w DESC, page.id DESC")}
+""")
+
+
+@lru_cache(maxsize=1024)
+def _match_statement(
+    key: tuple[int, str] | None,
+    filters: tuple[str, ...],
+    tag: bool,
+    words: tuple[str, ...],
+    offset: int,
+    limit: int,
+) -> Any:
+    """One pass over the matches (of the words, the tag, or both): the facet counts and the
+    page. Rank (with words): 2 when every word is found in the title, 1 when every word is
+    found in the title or the tags, else 0; then newest (highest id) first. For one word this
+    is the per-term tables' order: the best place the word is found. Without words: newest
+    (last updated) first, as browsing.
+
+    The words are written into the statement (they are \\w+ only), so that the plan is made
+    for them: the planner cannot tell how many products a bound query matches."""
+
+    def tsquery(weights: str) -> str:
+        query = " & ".join(f"{w}:*{weights}" for w in words)
+        return "to_tsquery('simple', '" + query.replace("'", "''") + "')"
+
+    matching = []
+    if words:
+        matching.append(f"product.search_vector @@ {tsquery('')}")
+    if tag:
+        matching.append("product.tags_arr @> ARRAY[CAST(:f_tag AS text)]")
+    if words:
+        rank = f"""CASE WHEN product.search_vector @@ {tsquery("A")} THEN 2
+              WHEN product.search_vector @@ {tsquery("AB")} THEN 1
+              ELSE 0 END"""
+        page = f"SELECT id, w FROM m ORDER BY w DESC, id DESC OFFSET {offset} LIMIT {limit}"
+        order = "page.w DESC, page.id DESC"
+    else:
+        rank = "0"
+        page = (
+            "SELECT id, updated_at FROM m ORDER BY updated_at DESC, id DESC"
+            f" OFFSET {offset} LIMIT {limit}"
+        )
+        order = "page.updated_at DESC, page.id DESC"
+    return text(f"""
+WITH m AS (
+  SELECT product.id, product.kind, product.domain, product.tier, product.updated_at,
+         {rank} AS w, 1 AS n
+  FROM {_gin_matches(" AND ".join(matching))}
+  WHERE {_where(key, Product.__table__, filters)}
+),
+counted AS (SELECT kind, domain, tier, n FROM m)
+{_page_sql(f"SELECT {_FACETS_SQL} AS facets", page, order)}
+""")
+
+
+@lru_cache(maxsize=1024)
+def _browse_statement(
+    key: tuple[int, str] | None, filters: tuple[str, ...], offset: int, limit: int
+) -> Any:
+    """No words, no tag: the counts from ``product_facet``, the page newest first."""
+    page = (
+        f"SELECT product.id, product.updated_at FROM product"
+        f" WHERE {_where(key, Product.__table__, filters)}"
+        " ORDER BY product.updated_at DESC, product.id DESC"
+        f" OFFSET {offset} LIMIT {limit}"
+    )
+    return text(f"""
+WITH counted AS (
+  SELECT kind, domain, tier, n FROM product_facet
+  WHERE product_facet.n > 0 AND {_where(key, product_facet, filters)}
+)
+{_page_sql(f"SELECT {_FACETS_SQL} AS facets", page, "page.updated_at DESC, page.id DESC")}
+""")
+
+
+def _run(
+    session: Session, stmt: Any, params: dict[str, Any]
+) -> tuple[Facets, list[Any], list[Listing]]:
+    """Execute a statement above: (facets, the head's other values, the listings)."""
+    rows = session.execute(stmt, params).all()
+    head = len(rows[0]) - len(fields(Listing))
+    facets = _empty_facets()
+    for kind, domain, tier, n in json.loads(rows[0][0] or "[]"):
+        name, value = ("kind", kind) if kind else ("domain", domain) if domain else ("tier", tier)
+        facets[name][value] = int(n)
+    listings = [Listing(*row[head:]) for row in rows if row[head] is not None]
+    return facets, list(rows[0][1:head]), listings
+
+
+def _pg_search(
+    session: Session, caller: Caller, terms: list[str], flt: ProductFilter, offset: int, limit: int
+) -> SearchResult:
+    key = _caller_key(caller)
+    values = {name: getattr(flt, name) for name in _FILTERS if getattr(flt, name)}
+    filters = tuple(values)
+    params: dict[str, Any] = {f"f_{name}": value for name, value in values.items()}
+    tag = bool(flt.tag)
+    if tag:
+        params["f_tag"] = (flt.tag or "").strip().lower()
+    if not terms and not tag:
+        facets, _, listings = _run(session, _browse_statement(key, filters, offset, limit), params)
+        return SearchResult(listings, sum(facets["kind"].values()), facets)
+    if (
+        len(terms) == 1
+        and not tag
+        and _PLAIN_TERM.fullmatch(terms[0])
+        and offset + limit <= MAX_TERM_PAGE_DEPTH
+    ):
+        stmt = _term_statement(key, filters, offset, limit)
+        facets, (plain, lexemes, found), listings = _run(
+            session, stmt, {**params, "term": terms[0], "cap": MAX_PREFIX_LEXEMES}
+        )
+        total = sum(facets["kind"].values())
+        # Complete unless the parser splits the word, the word stands for too many lexemes,
+        # or the page reaches past its title and tag matches (the rest rank below those).
+        complete = found >= offset + limit or found >= total
+        if plain and lexemes <= MAX_PREFIX_LEXEMES and complete:
+            return SearchResult(listings, total, facets)
+
+    facets, _, listings = _run(
+        session, _match_statement(key, filters, tag, tuple(terms), offset, limit), params
+    )
+    return SearchResult(listings, sum(facets["kind"].values()), facets)
+
+
+def search_products(
+    session: Session, caller: Caller, q: str | None, flt: ProductFilter, *, offset: int, limit: int
+) -> SearchResult:
+    """The page of listings the caller may see that match ``q`` and the filters, their count
+    and facet counts (browsing, newest first, without ``q``)."""
+    terms = query_terms(q)
+    if session.get_bind().dialect.name == "postgresql":
+        return _pg_search(session, caller, terms, flt, offset, limit)
+    return _sqlite_search(session, caller, terms, flt, offset, limit)

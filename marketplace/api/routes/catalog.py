@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from marketplace.api.convert import product_public, version_public
+from marketplace.api.convert import listing_public, product_public, version_public
 from marketplace.api.deps import (
+    Page,
     PageDep,
     SessionDep,
-    UnboundSessionDep,
+    catalog_reader,
     optional_scope,
     require,
 )
@@ -28,7 +30,7 @@ from marketplace.api.schemas import (
 )
 from marketplace.audit.service import record
 from marketplace.catalog import service as catalog
-from marketplace.catalog.search import search_products
+from marketplace.catalog.search import SearchResult, search_products
 from marketplace.context import Caller, Principal
 from marketplace.models import Product, ProductVersion
 
@@ -52,10 +54,18 @@ def _public(session: Session, product: Product) -> ProductPublic:
     return product_public(product, _latest_versions(session, [product]).get(product.id))
 
 
+def _search(
+    request: Request, q: str | None, flt: catalog.ProductFilter, page: Page
+) -> SearchResult:
+    """Listing and search: the key check and the query in one trip to the worker threads
+    (``catalog_reader``; the routes are async and do nothing else that blocks)."""
+    with catalog_reader(request, "catalog:read") as (session, caller):
+        return search_products(session, caller, q, flt, offset=page.offset, limit=page.per_page)
+
+
 @router.get("/products", response_model=ListPublic[ProductPublic])
-def list_products(
-    session: UnboundSessionDep,
-    caller: ReaderDep,
+async def list_products(
+    request: Request,
     page: PageDep,
     kind: str | None = None,
     domain: str | None = None,
@@ -69,10 +79,9 @@ def list_products(
         kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, state=state
     )
     # The same path as search without a query: counts come from the facet table.
-    result = search_products(session, caller, None, flt, offset=page.offset, limit=page.per_page)
-    latest = _latest_versions(session, result.products)
+    result = await run_in_threadpool(_search, request, None, flt, page)
     return ListPublic(
-        data=[product_public(p, latest.get(p.id)) for p in result.products],
+        data=[listing_public(p) for p in result.products],
         count=result.count,
         page=page.page,
         per_page=page.per_page,
@@ -88,9 +97,8 @@ def create_product(body: ProductCreate, session: SessionDep, caller: WriterDep) 
 
 
 @router.get("/catalog/search", response_model=SearchPublic)
-def search(
-    session: UnboundSessionDep,
-    caller: ReaderDep,
+async def search(
+    request: Request,
     page: PageDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
     kind: str | None = None,
@@ -101,10 +109,9 @@ def search(
 ) -> SearchPublic:
     """Full-text search over title, description and tags, with facet counts."""
     flt = catalog.ProductFilter(kind=kind, domain=domain, tier=tier, owner=owner, tag=tag)
-    result = search_products(session, caller, q, flt, offset=page.offset, limit=page.per_page)
-    latest = _latest_versions(session, result.products)
+    result = await run_in_threadpool(_search, request, q, flt, page)
     return SearchPublic(
-        data=[product_public(p, latest.get(p.id)) for p in result.products],
+        data=[listing_public(p) for p in result.products],
         count=result.count,
         page=page.page,
         per_page=page.per_page,
