@@ -33,7 +33,7 @@ const USERS = {
   'parkeasy-claims-operator': { roles: ['operator'], tenant: 'parkeasy' },
   'no-roles': { roles: [], tenant: 'parkeasy' },
   'unknown-tenant': { roles: ['member'], tenant: 'no-such-tenant' },
-  'short-lived': { roles: ['member'], tenant: 'parkeasy', ttl: 1 },
+  'short-lived': { roles: ['member'], tenant: 'parkeasy', ttl: 4 },
   'wrong-audience': { roles: ['member'], tenant: 'parkeasy', audience: 'another-app' },
 };
 const SECRET = 'test-secret';
