@@ -12,8 +12,11 @@ For a no-op model and a small TorchScript MLP (256 → 1024 → 256, FP32, dynam
 
 Every HTTP server is driven by the same client: ``tritonclient.http`` with binary tensors, one
 gevent greenlet per concurrent caller. Client and server share the machine's cores, equally for
-every server. Prints a table and the ratios gateway/kserve and gateway/triton. Bounded: about
-a minute and a half.
+every server. The servers run side by side and take turns: each cell is measured in rounds, one
+turn per server per round, and its req/s is the median round, so the machine's drift during the
+run falls on every server alike. After each of the gateway's turns the bench waits until its
+usage spool has drained into the database, so no server runs while the gateway still flushes.
+Prints a table and the ratios gateway/kserve and gateway/triton. Bounded: about two minutes.
 
 Run: ``.venv/bin/python bench/gateway_overhead.py``
 """
@@ -38,7 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SECONDS = 2.5
+SECONDS = 2.0  # per round
+ROUNDS = 3
 CONCURRENCY = (1, 32)
 MLP_DIM = 256
 
@@ -175,48 +179,98 @@ def measure_embedded(
     return asyncio.run(go())
 
 
-def measure_http(
-    port: int, model: str, x: np.ndarray, headers: dict[str, str] | None
-) -> dict[int, dict[str, float]]:
+class HttpTarget:
+    """One HTTP server under test, with a tritonclient per concurrency kept open across rounds."""
+
+    def __init__(
+        self,
+        label: str,
+        port: int,
+        names: dict[str, str],
+        headers: dict[str, str] | None = None,
+        settle: Any = None,
+    ) -> None:
+        self.label = label
+        self.port = port
+        self.names = names  # bench model -> the server's model name
+        self.headers = headers
+        self.settle = settle  # called after each round: the server's deferred work finishes
+        self._clients: dict[int, Any] = {}
+
+    def client(self, concurrency: int) -> Any:
+        import tritonclient.http as triton
+
+        if concurrency not in self._clients:
+            self._clients[concurrency] = triton.InferenceServerClient(
+                f"127.0.0.1:{self.port}", concurrency=concurrency, network_timeout=60
+            )
+        return self._clients[concurrency]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+def http_round(
+    target: HttpTarget, model: str, x: np.ndarray, concurrency: int, seconds: float
+) -> tuple[list[float], float, int]:
+    """Drive one server for ``seconds``: latencies, elapsed time, errors."""
     import gevent
     import tritonclient.http as triton
 
-    results = {}
-    for c in CONCURRENCY:
-        client = triton.InferenceServerClient(
-            f"127.0.0.1:{port}", concurrency=c, network_timeout=60
-        )
-        inp = triton.InferInput("x", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x, binary_data=True)
-        out = [triton.InferRequestedOutput("y", binary_data=True)]
-        for _ in range(20):  # warm up: load the model, open connections
-            client.infer(model, [inp], outputs=out, headers=headers)
-        latencies: list[float] = []
-        errors = 0
-        deadline = time.perf_counter() + SECONDS
+    client = target.client(concurrency)
+    name = target.names[model]
+    inp = triton.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    out = [triton.InferRequestedOutput("y", binary_data=True)]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
 
-        def caller(
-            client: Any = client,
-            inp: Any = inp,
-            out: Any = out,
-            latencies: list[float] = latencies,
-            deadline: float = deadline,
-        ) -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                t = time.perf_counter()
-                try:
-                    client.infer(model, [inp], outputs=out, headers=headers)
-                except Exception:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - t)
+    def caller() -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            try:
+                client.infer(name, [inp], outputs=out, headers=target.headers)
+            except Exception:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t)
 
-        start = time.perf_counter()
-        gevent.joinall([gevent.spawn(caller) for _ in range(c)])
-        results[c] = summarize(latencies, time.perf_counter() - start)
-        results[c]["errors"] = errors
-        client.close()
+    start = time.perf_counter()
+    gevent.joinall([gevent.spawn(caller) for _ in range(concurrency)])
+    elapsed = time.perf_counter() - start
+    if target.settle is not None:
+        target.settle()
+    return latencies, elapsed, errors
+
+
+def measure_interleaved(
+    targets: list[HttpTarget], models: dict[str, tuple[Path, Any, np.ndarray]]
+) -> dict[str, dict[tuple[str, int], dict[str, float]]]:
+    """Every cell in ROUNDS rounds, the servers taking turns within each round.
+
+    Taking turns spreads the machine's drift (other tenants of the host, frequency, cache
+    state) evenly over the servers compared; a cell's req/s is the median of its rounds, its
+    latency percentiles are over all its rounds' calls.
+    """
+    results: dict[str, dict[tuple[str, int], dict[str, float]]] = {t.label: {} for t in targets}
+    for name, (_path, _manifest, x) in models.items():
+        for c in CONCURRENCY:
+            for t in targets:  # warm up: load the model, open the connections
+                http_round(t, name, x, c, 0.3)
+            rounds: dict[str, list[tuple[list[float], float, int]]] = {t.label: [] for t in targets}
+            for _ in range(ROUNDS):
+                for t in targets:
+                    rounds[t.label].append(http_round(t, name, x, c, SECONDS))
+            for label, rs in rounds.items():
+                latencies = [lat for r in rs for lat in r[0]]
+                cell = summarize(latencies, sum(r[1] for r in rs))
+                cell["rps"] = float(np.median([len(r[0]) / r[1] for r in rs]))
+                cell["errors"] = sum(r[2] for r in rs)
+                results[label][(name, c)] = cell
     return results
 
 
@@ -225,7 +279,7 @@ def measure_http(
 
 def start_gateway(
     work: Path, models: dict[str, tuple[Path, Any, np.ndarray]]
-) -> tuple[subprocess.Popen[bytes], int, dict[str, str], dict[str, str]]:
+) -> tuple[subprocess.Popen[bytes], int, dict[str, str], dict[str, str], dict[str, str]]:
     import httpx
 
     from marketplace.db import make_engine, make_session_factory, transaction
@@ -240,7 +294,13 @@ def start_gateway(
         keys = seed_demo_city(session).keys
     engine.dispose()
     port = _free_port()
-    env = {**os.environ, "CITYBRAIN_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "CITYBRAIN_LOG_LEVEL": "warning",
+        # Flush every half second (default 2 s), so a round's events reach the database within
+        # the round and their flush is charged to the gateway, not to the next server's turn.
+        "CITYBRAIN_BILLING__FLUSH_INTERVAL_S": "0.5",
+    }
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -286,8 +346,36 @@ def start_gateway(
             r.raise_for_status()
             c.post(f"/api/v1/products/{handle}/publish").raise_for_status()
             handles[name] = handle
-    # A consumer tenant's key: the calls go through auth, tier policy and metering.
-    return proc, port, handles, {"Authorization": f"Bearer {keys['parkeasy']}"}
+    # A consumer tenant's key: the calls go through auth, tier policy and metering. The
+    # operator's key reads /metrics.
+    return (
+        proc,
+        port,
+        handles,
+        {"Authorization": f"Bearer {keys['parkeasy']}"},
+        {"Authorization": f"Bearer {keys['data-bureau']}"},
+    )
+
+
+def _drain_spool(port: int, operator: dict[str, str], timeout: float = 30.0) -> None:
+    """Wait until the gateway's flusher has delivered every usage event of the last round."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=operator, timeout=5)
+        r.raise_for_status()
+        backlog = [
+            float(line.split()[-1])
+            for line in r.text.splitlines()
+            if line.startswith("citybrain_billing_spool_backlog_events")
+        ]
+        if not backlog:
+            raise SystemExit("the gateway's /metrics has no spool backlog gauge")
+        if backlog[0] == 0:
+            return
+        time.sleep(0.05)
+    raise SystemExit("the gateway's usage spool did not drain")
 
 
 # --------------------------------------------------------------------------- (iii) kserve
@@ -480,39 +568,38 @@ def main() -> None:
         results: dict[str, dict[tuple[str, int], dict[str, float]]] = {}
         results["(i) embedded, in-process"] = measure_embedded(models)
 
-        gw, gw_port, handles, consumer = start_gateway(work, models)
+        gw, gw_port, handles, consumer, operator = start_gateway(work, models)
         procs.append(gw)
-        results["(ii) gateway over HTTP"] = {
-            (name, c): r
-            for name in models
-            for c, r in measure_http(gw_port, handles[name], models[name][2], consumer).items()
-        }
-        stop(gw)
-
+        targets = [
+            HttpTarget(
+                "(ii) gateway over HTTP",
+                gw_port,
+                handles,
+                consumer,
+                settle=lambda: _drain_spool(gw_port, operator),
+            )
+        ]
         ks, ks_port = start_kserve(work)
         procs.append(ks)
-        results["(iii) kserve ModelServer"] = {
-            (name, c): r
-            for name in models
-            for c, r in measure_http(ks_port, name, models[name][2], None).items()
-        }
-        stop(ks)
-
+        targets.append(HttpTarget("(iii) kserve ModelServer", ks_port, {m: m for m in models}))
         triton = start_triton(work)
         if triton is not None:
             procs.append(triton[0])
-            results["(iv) tritonserver"] = {
-                (name, c): r
-                for name in models
-                for c, r in measure_http(triton[1], name, models[name][2], None).items()
-            }
-            stop(triton[0])
+            targets.append(HttpTarget("(iv) tritonserver", triton[1], {m: m for m in models}))
+        try:
+            results.update(measure_interleaved(targets, models))
+        finally:
+            for t in targets:
+                t.close()
     finally:
         for p in procs:
             stop(p)
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{os.cpu_count()} CPUs; {SECONDS:g} s per cell; tritonclient.http, binary tensors\n")
+    print(
+        f"\n{os.cpu_count()} CPUs; {ROUNDS} rounds of {SECONDS:g} s per cell, servers taking turns;"
+        " req/s is the median round; tritonclient.http, binary tensors\n"
+    )
     print(
         f"{'setup':30} {'model':5} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'errors':>6}"
     )
