@@ -49,6 +49,9 @@ HEADER_CONTENT_LENGTH = "Inference-Header-Content-Length"
 _LEN = struct.Struct("<I")
 _UNSUPPORTED_INPUT_PARAMS = ("shared_memory_region", "shared_memory_byte_size")
 
+# Built once: json.dumps with any non-default argument builds a new encoder on every call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+
 
 @dataclass(slots=True)
 class InferInputTensor:
@@ -445,7 +448,7 @@ def encode_response(
     if request.id:
         doc["id"] = request.id
     doc["outputs"] = entries
-    header = json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
+    header = _encode_json(doc).encode()
     if not blobs:
         return header, {"Content-Type": "application/json"}
     headers = {

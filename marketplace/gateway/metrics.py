@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["UNRESOLVED", "GatewayMetrics"]
@@ -65,15 +67,22 @@ class GatewayMetrics:
             registry=registry,
         )
         self._labels: dict[str, str] = {}
+        # The labelled children of (model, status), looked up once: labels() takes a lock and
+        # builds its key on every call, a cost paid per inference call otherwise.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def name_key(self, runtime_key: str, label: str) -> None:
         """Report runtime measurements of ``runtime_key`` under the model label ``label``."""
         self._labels[runtime_key] = label
 
     def observe(self, model: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(model, code).inc()
-        self.latency.labels(model, code).observe(seconds)
+        children = self._children.get((model, status))
+        if children is None:
+            code = str(status)
+            children = self.requests.labels(model, code), self.latency.labels(model, code)
+            self._children[(model, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     # RuntimeObserver
     def on_batch(self, model_key: str, size: int) -> None:

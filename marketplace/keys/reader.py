@@ -1,15 +1,17 @@
 """Reading an API key for the inference hot path: one statement on a raw driver connection.
 
 The gateway authenticates every call against the database, so a revoked key fails on its very
-next request; nothing is cached. What it can shed is the machinery around that one read. Through
-a pooled SQLAlchemy connection a key read on PostgreSQL costs three round trips (pre-ping, the
-query, the rollback on return) plus a hop to a worker thread; on SQLite the execution machinery
-costs several times the read itself. A :class:`KeyReader` runs the very same statement
-(:data:`marketplace.keys.service.KEY_BY_ID`), compiled once for the database's dialect, on a
-raw driver connection, and converts the row with the dialect's own result processors:
+next request; nothing is kept past a change to the database. What it can shed is the machinery
+around that one read. Through a pooled SQLAlchemy connection a key read on PostgreSQL costs
+three round trips (pre-ping, the query, the rollback on return) plus a hop to a worker thread;
+on SQLite the execution machinery costs several times the read itself. A :class:`KeyReader`
+runs the very same statement (:data:`marketplace.keys.service.KEY_BY_ID`), compiled once for
+the database's dialect, on a raw driver connection, and converts the row with the dialect's
+own result processors:
 
 * SQLite (a file): one connection of the process's own, used on the event loop (reads take
-  microseconds, a thread hop would cost more);
+  microseconds, a thread hop would cost more); rows are kept until the next commit to the
+  file by any connection (``PRAGMA data_version``);
 * PostgreSQL: an asynchronous psycopg pool in autocommit mode: one round trip on the event loop,
   no transaction to open or roll back; after a broken connection the pool's idle connections
   are checked and the read is retried once.
@@ -79,9 +81,19 @@ class CompiledRead:
         )
 
 
+_SQLITE_CACHED_KEYS = 10_000
+
+
 class SqliteKeyReader:
     """Key reads on a SQLite file, on a connection of the reader's own (autocommit reads: each
-    sees the latest commit). Used from the event loop thread only."""
+    sees the latest commit). Used from the event loop thread only.
+
+    Rows read are kept until the database file changes: SQLite's ``PRAGMA data_version``
+    changes whenever any other connection, in this process or another, commits. A revocation,
+    rotation or new key is a commit, so the next read after it goes to the table, exactly as if
+    nothing were kept; between commits the pragma (a counter in the file's header) is all a
+    read costs. The usage flusher's commits clear the rows too, every flush interval.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._query = CompiledRead(KEY_BY_ID, engine.dialect)
@@ -89,18 +101,33 @@ class SqliteKeyReader:
         self._conn: Any = proxied.driver_connection
         proxied.detach()  # ours for the process's life, out of the pool
         self._proxied = proxied  # held: the connection lives as long as the reader
-        self._proxied = proxied
+        self._version: int | None = None  # the data_version the rows below were read at
+        self._rows: dict[str, Any] = {}
 
     async def read(self, key_id: str) -> Any | None:
         try:
+            cursor = self._conn.execute("PRAGMA data_version")
+            try:
+                (version,) = cursor.fetchone()
+            finally:
+                cursor.close()  # no statement left open: it would pin a read snapshot
+            if version != self._version:
+                self._rows.clear()
+                self._version = version
+            elif key_id in self._rows:
+                return self._rows[key_id]
             cursor = self._conn.execute(self._query.sql, self._query.params({"key_id": key_id}))
             try:
-                return self._query.row(cursor.fetchone())
+                row = self._query.row(cursor.fetchone())
             finally:
                 cursor.close()
         except Exception as e:  # sqlite3.OperationalError: locked past the busy timeout, I/O
             log.error("API key read failed: %s", e)
             raise UnavailableError("the platform database is unavailable; retry") from e
+        if len(self._rows) >= _SQLITE_CACHED_KEYS:  # unknown ids sprayed at the gateway
+            self._rows.clear()
+        self._rows[key_id] = row
+        return row
 
     async def close(self) -> None:
         self._conn.close()
