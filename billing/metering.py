@@ -109,18 +109,16 @@ class Meter:
         """The flusher."""
         return self._flusher
 
-    async def record(self, event: UsageEvent, *, alone: bool = False) -> None:
+    async def record(self, event: UsageEvent) -> None:
         """Record one usage event durably; return once it is fsynced in the spool.
 
         Args:
             event: The event of a successful metered call.
-            alone: No other call is in flight on this event loop: the event may be made durable
-                on the loop itself (see :meth:`billing.spool.Spool.append`).
 
         Raises:
             MeteringUnavailableError: The spool cannot be written; fail the call with 503.
         """
-        await self._spool.append(event, alone=alone)
+        await self._spool.append(event)
 
     def record_sync(self, event: UsageEvent, timeout_s: float | None = None) -> None:
         """Like :meth:`record`, for threads without an event loop.

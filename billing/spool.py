@@ -12,11 +12,16 @@ Durability: :meth:`Spool.append` returns only after the event's bytes are writte
 which an acknowledged event lives only in memory: the gateway sends its response after ``append``
 returns, so every response that was sent has its event on disk.
 
-Group commit: one writer thread takes every event queued while the previous fsync ran, writes
-them with one ``pwrite`` and makes them durable with one fsync, then wakes all their callers. The
-cost is one fsync latency (about 0.1-5 ms depending on the disk) added to each metered call; under
-concurrency that fsync is shared, so throughput grows with the number of concurrent callers while
-the added latency stays about one to two fsyncs.
+Group commit: the events appended while the previous group was being written are written with
+one ``pwrite`` and made durable with one fsync, then all their callers wake. Appends from an
+event loop are grouped on the loop itself: the first append of a loop iteration schedules the
+commit after the callbacks already ready, so every call the loop is serving joins the group,
+and the loop commits it inline (one fsync of blocking, no thread handoff). When the disk's
+flush is slow (a moving average above ``_LOOP_COMMIT_MAX_S``), and for appends from threads
+without a loop, a writer thread commits instead, so the loop keeps serving during the fsync.
+The cost is one fsync latency (about 0.1-5 ms depending on the disk) added to each metered
+call; under concurrency that fsync is shared, so throughput grows with the number of
+concurrent callers while the added latency stays about one to two fsyncs.
 
 Preallocation: the active segment is zero-filled ahead of the write position, a chunk at a time
 (``_PREALLOC_BYTES``, made durable once), so a group commit overwrites blocks that already exist
@@ -79,6 +84,10 @@ _READ_CHUNK = 1 << 20
 _DEFAULT_SEGMENT_BYTES = 64 << 20
 _PREALLOC_BYTES = 1 << 20
 _PREALLOC_RETRY_S = 5.0
+# A group is committed on the event loop while its write + fsync takes less than this on
+# average; above it, the writer thread takes the groups for _LOOP_COMMIT_RETRY_S seconds.
+_LOOP_COMMIT_MAX_S = 0.002
+_LOOP_COMMIT_RETRY_S = 10.0
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -205,10 +214,6 @@ class _Item:
         self.future = future
 
 
-_DONE: concurrent.futures.Future[None] = concurrent.futures.Future()
-"""The placeholder future of an inline commit (nobody waits on it)."""
-
-
 class _WriteQueue:
     """Shared by a spool and its writer thread; holds no reference to the spool itself."""
 
@@ -328,8 +333,8 @@ class Spool:
         self._metrics = metrics
 
         self._lock = threading.RLock()  # state below
-        # Held while a group is written and fsynced: by the writer thread, or by an append
-        # that commits inline (see ``append(alone=True)``).
+        # Held while a group is written and fsynced: by the writer thread, or by an event loop
+        # committing its own group (see ``append``).
         self._commit_lock = threading.Lock()
         self._read_lock = threading.Lock()  # serialises read_pending / mark_delivered
         self._opened = False
@@ -364,6 +369,11 @@ class Spool:
             self._note_error(f"usage spool {self._dir} cannot be opened: {exc}")
             log.error("%s; metered calls will fail until it can", self._last_error)
 
+        # Groups committed on an event loop (see append), and how long such commits take.
+        self._loop_groups: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        self._loop_commit_s = 0.0  # moving average of one group's write + fsync
+        self._loop_commit_retry_at = 0.0  # until then, groups go to the writer thread
+
         self._queue = _WriteQueue()
         weakref.finalize(self, self._queue.shutdown)
         self._writer = threading.Thread(
@@ -381,35 +391,63 @@ class Spool:
         """The spool directory."""
         return self._dir
 
-    async def append(self, event: UsageEvent, *, alone: bool = False) -> None:
+    async def append(self, event: UsageEvent) -> None:
         """Append one event; return once it is written and fsynced (group commit).
+
+        While the disk's flush is fast (see ``_LOOP_COMMIT_MAX_S``), the group is committed on
+        the event loop itself: the first append of a loop iteration schedules one commit after
+        the callbacks already ready, every append until then joins it, and that commit writes
+        and fsyncs them all, then wakes them. The loop blocks for one fsync per group, but no
+        thread handoff or lock hand-over happens: with a thread, the writer must take the
+        interpreter lock from a busy loop after each syscall, which cost more than the fsync
+        itself. A slow disk sends the groups to the writer thread instead, so the loop keeps
+        serving during each fsync; the loop is tried again after ``_LOOP_COMMIT_RETRY_S``.
 
         Args:
             event: The usage event.
-            alone: The caller knows nothing else is waiting on its event loop (one call in
-                flight). Then, if no other append is queued or being written, the write and the
-                fsync run right here, on the loop: two thread handoffs cost more than the fsync
-                blocks. Under concurrency leave it False: the writer thread lets the loop serve
-                other calls during the fsync, and shares one fsync among them.
 
         Raises:
             MeteringUnavailableError: The spool cannot be written or is closed; the event is
                 not recorded and the call must fail.
         """
-        if alone and not self._queue.items and self._commit_lock.acquire(blocking=False):
-            try:
-                if self._closed:
-                    raise MeteringUnavailableError("usage spool is closed")
-                error = self._commit([_Item(event.to_record(), event, None, _DONE)])
-            finally:
-                self._commit_lock.release()
-            if error is not None:
-                raise MeteringUnavailableError(error)
-            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._enqueue(_Item(event.to_record(), event, loop, future))
+        item = _Item(event.to_record(), event, loop, future)
+        if time.monotonic() < self._loop_commit_retry_at:
+            self._enqueue(item)
+        else:
+            group = self._loop_groups.get(loop)
+            if group is None:
+                group = self._loop_groups[loop] = []
+                loop.call_soon(self._commit_loop_group, loop)
+            group.append(item)
         await future
+
+    def _commit_loop_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the group gathered on ``loop`` (a callback on that loop)."""
+        batch = self._loop_groups.pop(loop)
+        # Queued appends go first, and the writer's commit is never written around.
+        if self._queue.items or not self._commit_lock.acquire(blocking=False):
+            self._enqueue(*batch)
+            return
+        try:
+            started = time.perf_counter()
+            error = "usage spool is closed" if self._closed else self._commit(batch)
+            self._observe_loop_commit(time.perf_counter() - started)
+        finally:
+            self._commit_lock.release()
+        _resolve_async([item.future for item in batch], error)  # type: ignore[misc]
+
+    def _observe_loop_commit(self, seconds: float) -> None:
+        ewma = self._loop_commit_s = 0.9 * self._loop_commit_s + 0.1 * seconds
+        if ewma > _LOOP_COMMIT_MAX_S:
+            log.info(
+                "usage spool: commits take %.1f ms; the writer thread takes them for %.0f s",
+                ewma * 1000.0,
+                _LOOP_COMMIT_RETRY_S,
+            )
+            self._loop_commit_s = 0.0
+            self._loop_commit_retry_at = time.monotonic() + _LOOP_COMMIT_RETRY_S
 
     def append_sync(self, event: UsageEvent, timeout_s: float | None = None) -> None:
         """Append one event from a thread without an event loop; block until fsynced.
@@ -585,13 +623,13 @@ class Spool:
 
     # ------------------------------------------------------------------ internals
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, *items: _Item) -> None:
         if self._closed:
             raise MeteringUnavailableError("usage spool is closed")
         with self._queue.cond:
             if self._queue.closing:
                 raise MeteringUnavailableError("usage spool is closed")
-            self._queue.items.append(item)
+            self._queue.items.extend(items)
             self._queue.cond.notify()
 
     def _segment_path(self, seq: int) -> Path:

@@ -52,7 +52,7 @@ from billing import Meter, UsageEvent
 from marketplace.access.service import grant_in_force
 from marketplace.catalog.policy import LISTED_STATES, can_see
 from marketplace.constants import Scope, Tier
-from marketplace.context import Caller, Principal
+from marketplace.context import Caller, Principal, new_request_id
 from marketplace.errors import (
     BadRequestError,
     ForbiddenError,
@@ -119,6 +119,8 @@ class InferCall:
         header_length: ``Inference-Header-Content-Length`` (binary tensors), or None for JSON.
         idempotency_key: The client's ``Idempotency-Key``, if any.
         request_id: The platform's request id.
+        request_id_chosen: Whether the client chose ``request_id`` (``X-Request-Id``); then it
+            cannot name the usage event, which takes a fresh id of its own.
     """
 
     name: str
@@ -128,6 +130,7 @@ class InferCall:
     header_length: str | None
     idempotency_key: str | None
     request_id: str
+    request_id_chosen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,18 +489,21 @@ async def meter(
     *,
     unit: str = CALL_UNIT,
     quantity: float = 1.0,
-    alone: bool = False,
 ) -> bool:
     """Record the call's usage event before the response goes out.
-
-    ``alone``: this is the only call in flight, so the event may be made durable on the event
-    loop itself rather than through the spool's writer thread (see ``Spool.append``).
 
     Returns True if this ``Idempotency-Key`` was already recorded for the tenant (a retry):
     then nothing is recorded again.
     """
     assert model.version is not None
-    event_id = call.idempotency_key or call.request_id
+    # The client's Idempotency-Key, else an id of the platform's: never one the client chose
+    # as its X-Request-Id, which it could repeat on distinct calls to have them billed once.
+    if call.idempotency_key is not None:
+        event_id = call.idempotency_key
+    elif call.request_id_chosen:
+        event_id = new_request_id()
+    else:
+        event_id = call.request_id
     if call.idempotency_key is not None and await usage.seen(principal.tenant_id, event_id):
         return True
     await usage.record(
@@ -514,15 +520,11 @@ async def meter(
             latency_ms=latency_ms,
             request_id=call.request_id,
         ),
-        alone=alone,
     )
     return False
 
 
 # --------------------------------------------------------------------------- the gateway
-
-# After two calls overlap, this long (seconds) every call counts as concurrent (Gateway._alone).
-_OVERLAP_MEMORY_S = 0.05
 
 
 def check_idempotency_key(value: str | None) -> None:
@@ -563,9 +565,6 @@ class Gateway:
         # Step 1 on a raw driver connection (marketplace.keys.reader); None: in the session.
         self.keys = keys
         self._stamped: dict[str, float] = {}
-        self._in_flight = 0  # inference calls being served (on this event loop)
-        # Until then, calls count as concurrent even when one finds itself alone (see _alone).
-        self._overlap_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self.cache = cache
         self.usage = usage
@@ -651,9 +650,6 @@ class Gateway:
         """Serve one inference call through every step; count it in the metrics."""
         started = time.perf_counter()
         label = UNRESOLVED
-        self._in_flight += 1
-        if self._in_flight > 1:
-            self._overlap_until = started + _OVERLAP_MEMORY_S
         try:
             check_idempotency_key(call.idempotency_key)
             caller, model, granted = await self.lookup(call.token, call.name, call.version)
@@ -677,7 +673,6 @@ class Gateway:
                 latency_ms,
                 unit=unit,
                 quantity=quantity,
-                alone=await self._alone(started),
             )
             if replayed:
                 headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
@@ -686,25 +681,8 @@ class Gateway:
         except Exception as e:
             self.metrics.observe(label, getattr(e, "status", 500), time.perf_counter() - started)
             raise
-        finally:
-            self._in_flight -= 1
         self.metrics.observe(label, 200, time.perf_counter() - started)
         return Reply(body, headers, principal)
-
-    async def _alone(self, started: float) -> bool:
-        """Whether this call may make its usage event durable on the event loop itself.
-
-        Only when it is the one call in flight and none has overlapped another lately. A call
-        that never awaits runs start to finish in one step of the loop, so finding itself the
-        only one in flight proves little: the next requests may sit in the loop's ready queue.
-        It first yields once, letting those start; and under sustained concurrency (an overlap
-        within ``_OVERLAP_MEMORY_S``) every call takes the writer thread's group commit, so the
-        loop keeps serving during each fsync instead of blocking on it.
-        """
-        if self._in_flight > 1 or started < self._overlap_until:
-            return False
-        await asyncio.sleep(0)
-        return self._in_flight == 1
 
     async def visible(self, token: str | None, name: str, version: str | None) -> ResolvedModel:
         caller, model, _ = await self.lookup(token, name, version)

@@ -390,9 +390,9 @@ def test_the_active_segment_is_preallocated_and_sealed_to_its_records(
         (segment,) = _segments(spool_dir)
         data = segment.read_bytes()
         assert len(data) > len(records)  # zero-filled ahead of the records
-        assert data[: len(records)] == records and data[len(records) :].count(0) == len(
-            data
-        ) - len(records)
+        assert data[: len(records)] == records and data[len(records) :].count(0) == len(data) - len(
+            records
+        )
         assert spool_module.inspect_spool(spool_dir).pending_bytes == len(records)
     assert segment.read_bytes() == records  # closed: cut to its records
 
@@ -456,12 +456,10 @@ def test_no_room_to_preallocate_still_appends_the_records(
         assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
 
-# ------------------------------------------------------------------ inline commits
+# ------------------------------------------------------------------ commits on the event loop
 
 
-def test_an_append_alone_commits_on_the_callers_thread(
-    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _record_sync_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     synced_on: list[int] = []
     real_sync = spool_module._sync_file
 
@@ -470,20 +468,28 @@ def test_an_append_alone_commits_on_the_callers_thread(
         real_sync(fd)
 
     monkeypatch.setattr(spool_module, "_sync_file", recording_sync)
-    alone, shared = make_event(), make_event()
+    return synced_on
+
+
+def test_appends_of_one_loop_iteration_share_one_commit_on_the_loop(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_on = _record_sync_threads(monkeypatch)
+    events = [make_event() for _ in range(10)]
 
     async def scenario() -> int:
-        await spool.append(alone, alone=True)
-        await spool.append(shared)
+        await asyncio.gather(*(spool.append(e) for e in events))
         return threading.get_ident()
 
+    before = spool.stats().fsyncs
     loop_thread = asyncio.run(scenario())
-    assert synced_on[-2] == loop_thread != synced_on[-1]  # inline, then the writer thread
-    assert spool.seen_recently(alone.tenant_id, alone.id, window_s=10**9)
-    assert [e.id for e in _drain(spool)] == [alone.id, shared.id]
+    assert spool.stats().fsyncs - before == 1
+    assert set(synced_on) == {loop_thread}  # the group's fsync (and the preallocation's)
+    assert all(spool.seen_recently(e.tenant_id, e.id, window_s=10**9) for e in events)
+    assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
 
-def test_an_append_alone_waits_its_turn_while_the_writer_is_busy(
+def test_a_loop_commit_waits_its_turn_while_the_writer_is_busy(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate, writing = threading.Event(), threading.Event()
@@ -499,28 +505,50 @@ def test_an_append_alone_waits_its_turn_while_the_writer_is_busy(
     first, second = make_event(), make_event()
 
     async def scenario() -> None:
-        queued = asyncio.ensure_future(spool.append(first))
-        await asyncio.to_thread(writing.wait, 10)  # the writer holds the commit
-        inline = asyncio.ensure_future(spool.append(second, alone=True))
+        # A thread without a loop appends through the writer thread, which holds the commit.
+        queued = asyncio.ensure_future(asyncio.to_thread(spool.append_sync, first, 10))
+        await asyncio.to_thread(writing.wait, 10)
+        on_loop = asyncio.ensure_future(spool.append(second))
         await asyncio.sleep(0.05)
-        assert not inline.done()  # not written around the writer: queued behind it
+        assert not on_loop.done()  # not written around the writer: queued behind it
         gate.set()
-        await asyncio.gather(queued, inline)
+        await asyncio.gather(queued, on_loop)
 
     asyncio.run(scenario())
     assert [e.id for e in _drain(spool)] == [first.id, second.id]
 
 
-def test_a_failed_inline_commit_fails_the_call_and_records_nothing(
+def test_a_slow_disk_sends_the_groups_to_the_writer_thread(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_on = _record_sync_threads(monkeypatch)
+    monkeypatch.setattr(spool_module, "_LOOP_COMMIT_MAX_S", 0.0)  # every commit is too slow
+
+    async def scenario() -> int:
+        await spool.append(make_event())  # on the loop: measured, found slow
+        await spool.append(make_event())  # then through the writer thread
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert synced_on[-2] == loop_thread != synced_on[-1]
+    assert len(_drain(spool)) == 2
+
+
+def test_a_failed_loop_commit_fails_every_call_of_the_group_and_records_nothing(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def failing_sync(fd: int) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(spool_module, "_sync_file", failing_sync)
-    event = make_event()
-    with pytest.raises(MeteringUnavailableError, match="Input/output error"):
-        asyncio.run(spool.append(event, alone=True))
-    assert not spool.seen_recently(event.tenant_id, event.id, window_s=10**9)
+    events = [make_event(), make_event()]
+
+    async def scenario() -> list[BaseException | None]:
+        return await asyncio.gather(*(spool.append(e) for e in events), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, MeteringUnavailableError) for r in results), results
+    assert "Input/output error" in str(results[0])
+    assert not any(spool.seen_recently(e.tenant_id, e.id, window_s=10**9) for e in events)
     monkeypatch.undo()
     assert spool.read_pending(10).events == []
