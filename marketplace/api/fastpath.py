@@ -23,12 +23,12 @@ from starlette.types import Message, Receive, Scope, Send
 from marketplace.api.errors import SERVICE_ERRORS, service_error, unexpected_error
 from marketplace.api.middleware import (
     REQUEST_ID_HEADER_BYTES,
+    client_request_id,
     log_access,
     reject_too_large,
-    request_id_of,
 )
 from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER
-from marketplace.context import request_id_var
+from marketplace.context import new_request_id, request_id_var
 from marketplace.errors import UnavailableError
 from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
 from marketplace.gateway.pipeline import Gateway, InferCall, presented_token
@@ -83,7 +83,8 @@ class PlatformApp(FastAPI):
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         started = time.perf_counter()
-        rid = request_id_of(scope)
+        chosen = client_request_id(scope)
+        rid = chosen or new_request_id()
         token = request_id_var.set(rid)
         state = scope.setdefault("state", {})
         state["request_id"] = rid
@@ -100,7 +101,9 @@ class PlatformApp(FastAPI):
             await send(message)
 
         try:
-            await self._answer(scope, receive, send_with_id, name, version, rid, state)
+            await self._answer(
+                scope, receive, send_with_id, name, version, rid, chosen is not None, state
+            )
         except _ClientGone:
             status = 499  # logged as nginx does; nothing is sent
         finally:
@@ -115,6 +118,7 @@ class PlatformApp(FastAPI):
         name: str,
         version: str | None,
         rid: str,
+        rid_chosen: bool,
         state: dict[str, Any],
     ) -> None:
         authorization = api_key = header_length = idempotency_key = None
@@ -153,6 +157,7 @@ class PlatformApp(FastAPI):
                 header_length=header_length,
                 idempotency_key=idempotency_key,
                 request_id=rid,
+                request_id_chosen=rid_chosen,
             )
             reply = await gateway.infer(call)
         except _ClientGone:

@@ -25,15 +25,20 @@ _RID_OK = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _RID_HEADER = REQUEST_ID_HEADER.lower().encode()
 
 
-def request_id_of(scope: MutableMapping[str, Any]) -> str:
-    """A well-formed incoming ``X-Request-Id``, or a new id."""
+def client_request_id(scope: MutableMapping[str, Any]) -> str | None:
+    """The request's own ``X-Request-Id``, if it has a well-formed one."""
     for name, value in scope["headers"]:
         if name == _RID_HEADER:
             candidate: str = value.decode("latin-1")
             if _RID_OK.match(candidate):
                 return candidate
             break
-    return new_request_id()
+    return None
+
+
+def request_id_of(scope: MutableMapping[str, Any]) -> str:
+    """A well-formed incoming ``X-Request-Id``, or a new id."""
+    return client_request_id(scope) or new_request_id()
 
 
 REQUEST_ID_HEADER_BYTES = _RID_HEADER

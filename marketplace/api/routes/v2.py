@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER
+from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER
 from marketplace.context import current_request_id
 from marketplace.errors import UnavailableError
 from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
@@ -82,6 +82,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         header_length=headers.get(INFERENCE_HEADER_CONTENT_LENGTH),
         idempotency_key=headers.get(IDEMPOTENCY_KEY_HEADER),
         request_id=current_request_id(),
+        request_id_chosen=headers.get(REQUEST_ID_HEADER) == current_request_id(),
     )
     reply = await _gateway(request).infer(call)
     return Response(reply.body, headers=reply.headers)

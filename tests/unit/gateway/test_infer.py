@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
+from billing.tables import usage_event
 from marketplace.db import transaction
 from marketplace.keys.service import get_key, revoke_key
 from marketplace.models import ApiKey, Grant, Tenant, utcnow
@@ -398,6 +399,35 @@ def test_successful_calls_are_metered_once_per_idempotency_key(models: Models) -
     assert spool.seen_recently(tid, "retry-1")
     assert spool.seen_recently(tid, r3.headers["x-request-id"])
     assert not spool.seen_recently(tid, "bad")
+
+
+def test_a_repeated_x_request_id_never_merges_two_calls_into_one_usage_event(
+    models: Models,
+) -> None:
+    """X-Request-Id is the client's to choose (and echoed), so it cannot be the usage event's
+    id: two calls sharing one would be counted once when the events reach the database."""
+    gateway = models.city.client.app.state.gateway  # type: ignore[attr-defined]
+    meter = gateway.usage
+    with transaction(models.city.session_factory) as s:
+        tid = s.scalar(select(Tenant.id).where(Tenant.slug == "parkeasy"))
+        before = s.scalar(select(func.count()).select_from(usage_event))
+    replies = [
+        _infer(models.city, models.public, _json_body(), **{"X-Request-Id": "same-id-0001"})
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in replies] == [200, 200]
+    assert [r.headers["x-request-id"] for r in replies] == ["same-id-0001"] * 2  # still echoed
+    assert not meter.spool.seen_recently(tid, "same-id-0001")
+    meter.flusher.flush_once()
+    with transaction(models.city.session_factory) as s:
+        rows = s.execute(
+            select(usage_event.c.id, usage_event.c.request_id).where(
+                usage_event.c.request_id == "same-id-0001"
+            )
+        ).all()
+        after = s.scalar(select(func.count()).select_from(usage_event))
+    assert after - before == 2
+    assert len(rows) == 2 and rows[0].id != rows[1].id  # the request id is kept beside them
 
 
 def test_inference_stamps_the_keys_last_use_off_the_request_path(models: Models) -> None:
