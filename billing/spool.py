@@ -55,6 +55,7 @@ import concurrent.futures
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,6 +89,10 @@ _PREALLOC_RETRY_S = 5.0
 # average; above it, the writer thread takes the groups for _LOOP_COMMIT_RETRY_S seconds.
 _LOOP_COMMIT_MAX_S = 0.002
 _LOOP_COMMIT_RETRY_S = 10.0
+# The events appended since the backlog was last empty are also kept in memory, so the flusher
+# takes them from there instead of reading back and decoding what was just written; past this
+# many undelivered events the copy is dropped and the flusher reads the segments.
+_TAIL_MAX_EVENTS = 50_000
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -350,6 +355,9 @@ class Spool:
         self._checkpoint = SpoolCursor(0, 0, 0)
         self._appended_ordinal = 0
         self._recent: OrderedDict[tuple[int, str], float] = OrderedDict()
+        # (ordinal, segment, end offset, event) of every event after the checkpoint, or None
+        # while the backlog holds events not in it (replayed, or past _TAIL_MAX_EVENTS).
+        self._tail: deque[tuple[int, int, int, UsageEvent]] | None = None
 
         self._replayed = 0
         self._appended = 0
@@ -527,6 +535,9 @@ class Spool:
             with self._lock:
                 self._delivered += cursor.ordinal - current.ordinal
                 self._checkpoint = cursor
+                tail = self._tail
+                while tail and tail[0][0] <= cursor.ordinal:
+                    tail.popleft()
                 doomed = sorted(s for s in self._durable if s < cursor.segment)
                 for seq in doomed:
                     del self._durable[seq]
@@ -639,6 +650,21 @@ class Spool:
         with self._lock:
             self._available = False
             self._last_error = message
+
+    def _keep_in_tail(self, batch: list[_Item], seq: int, start: int) -> None:
+        """Keep a just-committed group in the in-memory tail (caller holds ``_lock``)."""
+        if self._tail is None:
+            if self._appended_ordinal != self._checkpoint.ordinal:
+                return  # a backlog not in memory: the flusher reads the segments until it drains
+            self._tail = deque()
+        if len(self._tail) + len(batch) > _TAIL_MAX_EVENTS:
+            self._tail = None
+            return
+        ordinal, end = self._appended_ordinal, start
+        for item in batch:
+            ordinal += 1
+            end += len(item.data)
+            self._tail.append((ordinal, seq, end, item.event))
 
     def _update_backlog_gauge(self) -> None:
         if self._metrics is not None:
@@ -817,6 +843,15 @@ class Spool:
     def _read(self, max_events: int) -> PendingBatch:
         with self._lock:
             checkpoint = self._checkpoint
+            tail = self._tail
+            if tail is not None:
+                if not tail:
+                    return PendingBatch([], checkpoint)
+                if tail[0][0] == checkpoint.ordinal + 1:
+                    taken = list(itertools.islice(tail, max_events))
+                    ordinal, seq, end, _ = taken[-1]
+                    return PendingBatch([t[3] for t in taken], SpoolCursor(seq, end, ordinal))
+                self._tail = None  # cannot happen; the segments are the truth
             durable = dict(self._durable)
             active = self._active_seq
         events: list[UsageEvent] = []
@@ -942,6 +977,7 @@ class Spool:
             self._active_size = start + len(data)
             assert self._active_seq is not None
             self._durable[self._active_seq] = self._active_size
+            self._keep_in_tail(batch, self._active_seq, start)
             self._appended_ordinal += len(batch)
             self._appended += len(batch)
             self._fsyncs += 1

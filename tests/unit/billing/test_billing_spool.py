@@ -552,3 +552,57 @@ def test_a_failed_loop_commit_fails_every_call_of_the_group_and_records_nothing(
     assert not any(spool.seen_recently(e.tenant_id, e.id, window_s=10**9) for e in events)
     monkeypatch.undo()
     assert spool.read_pending(10).events == []
+
+
+# ------------------------------------------------------------------ the in-memory tail
+
+
+def _append_all(spool: Spool, events: list[UsageEvent]) -> None:
+    async def go() -> None:
+        for i in range(0, len(events), 7):  # several groups
+            await asyncio.gather(*(spool.append(e) for e in events[i : i + 7]))
+
+    asyncio.run(go())
+
+
+def test_pending_events_come_from_memory_exactly_as_the_segments_hold_them(
+    spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = [make_event() for _ in range(40)]
+    spool = Spool(spool_dir, segment_max_bytes=2000)  # several segments
+    try:
+        _append_all(spool, events)
+        read_from_disk = []
+        real_read = spool_module.Spool._iter_records
+
+        def spying(self: Spool, fd: int, pos: int, end: int) -> object:
+            read_from_disk.append((pos, end))
+            return real_read(self, fd, pos, end)
+
+        monkeypatch.setattr(spool_module.Spool, "_iter_records", spying)
+        first = spool.read_pending(15)
+        assert read_from_disk == []  # served from memory
+        assert [e.id for e in first.events] == [e.id for e in events[:15]]
+        spool.mark_delivered(first.cursor)
+    finally:
+        spool.close()
+    # A new instance reads the segments from that checkpoint: the same cursor, the rest.
+    reopened = Spool(spool_dir)
+    try:
+        assert [e.id for e in _drain(reopened)] == [e.id for e in events[15:]]
+    finally:
+        reopened.close()
+
+
+def test_a_backlog_past_the_memory_cap_is_read_from_the_segments(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_TAIL_MAX_EVENTS", 10)
+    events = [make_event() for _ in range(30)]
+    _append_all(spool, events)
+    assert [e.id for e in _drain(spool)] == [e.id for e in events]
+    # Drained: the next events are kept in memory again, and delivered once.
+    more = [make_event() for _ in range(5)]
+    _append_all(spool, more)
+    assert [e.id for e in _drain(spool)] == [e.id for e in more]
+    assert spool.stats().delivered == 35
