@@ -41,6 +41,8 @@ app.add_typer(usage_app, name="usage")
 console = Console()
 err = Console(stderr=True)
 CLI_ACTOR = "cli"
+# The first generation of the garbage collector in `citybrain serve` (Python's default: 700).
+_GC_GEN0_THRESHOLD = 10_000
 
 
 class State:
@@ -169,6 +171,22 @@ def serve(
     _serve(cfg, migrate=migrate)
 
 
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the request path of a long-running server.
+
+    Everything imported and built so far (the web stack, numpy, torch: over a million objects)
+    lives as long as the process, yet every full collection walked all of it: pauses of 200 ms
+    under metered load, when usage events outlive their calls until flushed. ``gc.freeze`` moves
+    them out of the collector's sight, and a larger first generation collects less often what
+    each call leaves behind for a while; cycles are still collected.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def _serve(cfg: Settings, *, migrate: bool) -> None:
     import uvicorn
 
@@ -184,9 +202,11 @@ def _serve(cfg: Settings, *, migrate: bool) -> None:
         level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     console.print(f"serving on http://{cfg.host}:{cfg.port} (database {_redact(cfg.database_url)})")
+    app = create_app(cfg)
+    _tune_gc()
     # httptools and uvloop (uvicorn[standard]): the inference hot path runs on them.
     uvicorn.run(
-        create_app(cfg),
+        app,
         host=cfg.host,
         port=cfg.port,
         log_level=cfg.log_level,

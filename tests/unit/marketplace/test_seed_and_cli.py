@@ -80,3 +80,23 @@ def test_cli_errors_are_clear(city: City, settings: Settings) -> None:
     assert code == 1 and "unknown scope" in out
     code, out = _run(settings, "keys", "revoke", "0123456789ab")
     assert code == 1 and "not found" in out
+
+
+def test_serve_freezes_what_startup_built_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from marketplace import cli
+
+    threshold = gc.get_threshold()
+    try:
+        cli._tune_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (cli._GC_GEN0_THRESHOLD, *threshold[1:])
+        # Cycles made afterwards are still collected.
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
