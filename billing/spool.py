@@ -14,9 +14,9 @@ returns, so every response that was sent has its event on disk.
 
 Group commit: the events appended while the previous group was being written are written with
 one ``pwrite`` and made durable with one fsync, then all their callers wake. Appends from an
-event loop are grouped on the loop itself: the first append of a loop iteration schedules the
-commit after the callbacks already ready, so every call the loop is serving joins the group,
-and the loop commits it inline (one fsync of blocking, no thread handoff). When the disk's
+event loop are grouped on the loop itself: the first append leads a group and yields once, so
+every call already ready on the loop joins it, then commits it inline (one fsync of blocking,
+no thread handoff). When the disk's
 flush is slow (a moving average above ``_LOOP_COMMIT_MAX_S``), and for appends from threads
 without a loop, a writer thread commits instead, so the loop keeps serving during the fsync.
 The cost is one fsync latency (about 0.1-5 ms depending on the disk) added to each metered
@@ -403,13 +403,13 @@ class Spool:
         """Append one event; return once it is written and fsynced (group commit).
 
         While the disk's flush is fast (see ``_LOOP_COMMIT_MAX_S``), the group is committed on
-        the event loop itself: the first append of a loop iteration schedules one commit after
-        the callbacks already ready, every append until then joins it, and that commit writes
-        and fsyncs them all, then wakes them. The loop blocks for one fsync per group, but no
-        thread handoff or lock hand-over happens: with a thread, the writer must take the
-        interpreter lock from a busy loop after each syscall, which cost more than the fsync
-        itself. A slow disk sends the groups to the writer thread instead, so the loop keeps
-        serving during each fsync; the loop is tried again after ``_LOOP_COMMIT_RETRY_S``.
+        the event loop itself: the first append on the loop leads a group, yields once so the
+        calls already ready on the loop can join it, then writes and fsyncs them all and wakes
+        them. The loop blocks for one fsync per group, but no thread handoff or lock hand-over
+        happens: with a thread, the writer must take the interpreter lock from a busy loop
+        after each syscall, which cost more than the fsync itself. A slow disk sends the groups
+        to the writer thread instead, so the loop keeps serving during each fsync; the loop is
+        tried again after ``_LOOP_COMMIT_RETRY_S``.
 
         Args:
             event: The usage event.
@@ -423,16 +423,19 @@ class Spool:
         item = _Item(event.to_record(), event, loop, future)
         if time.monotonic() < self._loop_commit_retry_at:
             self._enqueue(item)
+        elif (group := self._loop_groups.get(loop)) is not None:
+            group.append(item)  # its leader commits it
         else:
-            group = self._loop_groups.get(loop)
-            if group is None:
-                group = self._loop_groups[loop] = []
-                loop.call_soon(self._commit_loop_group, loop)
-            group.append(item)
-        await future
+            self._loop_groups[loop] = [item]
+            try:
+                await asyncio.sleep(0)  # the calls already ready on the loop join the group
+            finally:
+                # Committed even if this call is cancelled here: the others wait on the group.
+                self._commit_loop_group(loop)
+        await future  # the leader's is done already, unless the writer thread took the group
 
     def _commit_loop_group(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Commit the group gathered on ``loop`` (a callback on that loop)."""
+        """Commit the group gathered on ``loop`` (by its leader, on that loop)."""
         batch = self._loop_groups.pop(loop)
         # Queued appends go first, and the writer's commit is never written around.
         if self._queue.items or not self._commit_lock.acquire(blocking=False):

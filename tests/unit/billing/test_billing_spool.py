@@ -489,6 +489,27 @@ def test_appends_of_one_loop_iteration_share_one_commit_on_the_loop(
     assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
 
+def test_a_group_whose_leader_is_cancelled_is_still_committed(
+    spool: Spool, make_event: EventFactory
+) -> None:
+    leading, joining = make_event(), make_event()
+
+    async def scenario() -> list[BaseException | None]:
+        leader = asyncio.ensure_future(spool.append(leading))
+        follower = asyncio.ensure_future(spool.append(joining))
+        await asyncio.sleep(0)  # the leader yields with its group; the follower joins it
+        leader.cancel()
+        return await asyncio.wait_for(
+            asyncio.gather(leader, follower, return_exceptions=True), timeout=10
+        )
+
+    leader_result, follower_result = asyncio.run(scenario())
+    assert isinstance(leader_result, asyncio.CancelledError)
+    assert follower_result is None  # not stranded
+    assert spool.stats().fsyncs == 1
+    assert [e.id for e in _drain(spool)] == [leading.id, joining.id]
+
+
 def test_a_loop_commit_waits_its_turn_while_the_writer_is_busy(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
