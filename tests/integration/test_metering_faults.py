@@ -130,11 +130,24 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = DRAIN_
         time.sleep(0.1)
 
 
-def wait_for_rows(city: City, expected: set[str]) -> list[str]:
-    """Wait until exactly ``expected`` is recorded; return the recorded ids."""
+def usage_request_ids(city: City) -> list[tuple[str, str]]:
+    """Every recorded ``(request id, event id)``."""
+    with _db(city) as conn:
+        return [(r[0], r[1]) for r in conn.execute("SELECT request_id, id FROM usage_event")]
+
+
+def wait_for_rows(city: City, expected: set[str], *, by: str = "id") -> list[str]:
+    """Wait until ``expected`` is recorded (event ids, or with ``by="request_id"`` request ids);
+    return what is recorded."""
+
+    def recorded() -> list[str]:
+        if by == "id":
+            return usage_ids(city)
+        return [rid for rid, _ in usage_request_ids(city)]
+
     return wait_for(
         f"{len(expected)} usage rows",
-        lambda: ids if set(ids := usage_ids(city)) >= expected else None,
+        lambda: ids if set(ids := recorded()) >= expected else None,
     )
 
 
@@ -292,7 +305,7 @@ async def drive(
     """Send one call per id, ``concurrency`` in flight; ``on_done(n)`` after the n-th answer.
 
     With ``idempotency`` each call carries ``Idempotency-Key: <id>``; without, ``X-Request-Id:
-    <id>`` (the event then takes the request id).
+    <id>`` (the event then takes a fresh id of the platform's and keeps the request id beside it).
     """
     load = load or Load()
     queue = iter(ids)
@@ -415,8 +428,9 @@ class TcpProxy:
 def test_a_thousand_concurrent_calls_make_exactly_a_thousand_rows(
     city: City, tmp_path: Path
 ) -> None:
-    """1,000 calls, 64 in flight, no Idempotency-Key: every 200 has its event (id = request id),
-    each exactly once; the metering metrics and ``citybrain usage status`` report the run."""
+    """1,000 calls, 64 in flight, no Idempotency-Key: every 200 has its event (found by its
+    request id), each exactly once under an id of its own; the metering metrics and
+    ``citybrain usage status`` report the run."""
     ids = [f"a-{secrets.token_hex(4)}-{i:05d}" for i in range(1000)]
     with serving(city, tmp_path / "var") as server:
         load = asyncio.run(
@@ -424,8 +438,10 @@ def test_a_thousand_concurrent_calls_make_exactly_a_thousand_rows(
         )
         assert load.ok() == set(ids), {i: load.bodies.get(i) for i in load.failed()}
 
-        recorded = wait_for_rows(city, set(ids))
+        recorded = wait_for_rows(city, set(ids), by="request_id")
         assert sorted(recorded) == sorted(ids)  # exactly these, each once
+        event_ids = usage_ids(city)
+        assert len(set(event_ids)) == 1000 and not set(event_ids) & set(ids)
 
         state = wait_for(
             "the server's published status to show all 1,000 delivered",
