@@ -79,7 +79,8 @@ class UsageEvent:
     """One successful metered call (an inference, a data query...).
 
     Attributes:
-        id: The client's ``Idempotency-Key`` if it sent one, else the request id. Unique per
+        id: The client's ``Idempotency-Key`` if it sent one, else an id the platform drew (the
+            request id, unless the client chose that with ``X-Request-Id``). Unique per
             tenant: a second event with the same ``(tenant_id, id)`` is ignored, never billed twice.
         tenant_id: The consuming tenant (who is billed).
         key_id: The public id of the API key used, or ``None`` for portal (OIDC) calls.

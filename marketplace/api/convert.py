@@ -35,45 +35,39 @@ def key_public(k: ApiKey) -> KeyPublic:
     )
 
 
-def product_public(p: Product, latest_version: int | None = None) -> ProductPublic:
+# What a product and a catalog Listing both carry under the same names, as ProductPublic does.
+_PRODUCT_FIELDS = (
+    "name",
+    "kind",
+    "title",
+    "description",
+    "domain",
+    "tier",
+    "license",
+    "state",
+    "review_note",
+    "created_at",
+    "updated_at",
+)
+
+
+def _public(p: Product | Listing, owner: str, latest_version: int | None) -> ProductPublic:
     return ProductPublic(
-        handle=f"{p.tenant.slug}.{p.name}",
-        name=p.name,
-        owner=p.tenant.slug,
-        kind=p.kind,
-        title=p.title,
-        description=p.description,
-        domain=p.domain,
+        handle=f"{owner}.{p.name}",
+        owner=owner,
         tags=list(p.tags),
-        tier=p.tier,
-        license=p.license,
-        state=p.state,
-        review_note=p.review_note,
         latest_version=latest_version,
-        created_at=p.created_at,
-        updated_at=p.updated_at,
+        **{name: getattr(p, name) for name in _PRODUCT_FIELDS},
     )
+
+
+def product_public(p: Product, latest_version: int | None = None) -> ProductPublic:
+    return _public(p, p.tenant.slug, latest_version)
 
 
 def listing_public(p: Listing) -> ProductPublic:
     """A listing from the catalog's listing and search (``product_public`` of its product)."""
-    return ProductPublic(
-        handle=f"{p.owner}.{p.name}",
-        name=p.name,
-        owner=p.owner,
-        kind=p.kind,
-        title=p.title,
-        description=p.description,
-        domain=p.domain,
-        tags=list(p.tags),
-        tier=p.tier,
-        license=p.license,
-        state=p.state,
-        review_note=p.review_note,
-        latest_version=p.latest_version,
-        created_at=p.created_at,
-        updated_at=p.updated_at,
-    )
+    return _public(p, p.owner, p.latest_version)
 
 
 def version_public(handle: str, v: ProductVersion) -> VersionPublic:
