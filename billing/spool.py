@@ -437,17 +437,24 @@ class Spool:
     def _commit_loop_group(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit the group gathered on ``loop`` (by its leader, on that loop)."""
         batch = self._loop_groups.pop(loop)
+        futures: list[asyncio.Future[None]] = [item.future for item in batch]  # type: ignore[misc]
         # Queued appends go first, and the writer's commit is never written around.
         if self._queue.items or not self._commit_lock.acquire(blocking=False):
-            self._enqueue(*batch)
+            try:
+                self._enqueue(*batch)
+            except MeteringUnavailableError as exc:  # closed meanwhile: fail them all
+                _resolve_async(futures, str(exc))
             return
         try:
             started = time.perf_counter()
             error = "usage spool is closed" if self._closed else self._commit(batch)
             self._observe_loop_commit(time.perf_counter() - started)
+        except Exception as exc:  # never leave a member of the group waiting
+            log.exception("usage spool: unexpected error in a group commit")
+            error = f"usage spool failed: {exc!r}"
         finally:
             self._commit_lock.release()
-        _resolve_async([item.future for item in batch], error)  # type: ignore[misc]
+        _resolve_async(futures, error)
 
     def _observe_loop_commit(self, seconds: float) -> None:
         ewma = self._loop_commit_s = 0.9 * self._loop_commit_s + 0.1 * seconds
@@ -609,15 +616,23 @@ class Spool:
         self._queue.shutdown()
         if self._writer is not threading.current_thread():
             self._writer.join(timeout_s)
-        with self._lock:
-            if self._active_fd is not None:
-                with contextlib.suppress(OSError):  # sealed: cut its preallocated zeros
-                    os.ftruncate(self._active_fd, self._active_size)
-                os.close(self._active_fd)
-                self._active_fd = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = None
+        # A group an event loop is committing right now finishes first: cutting the segment
+        # under it would erase events it is about to confirm.
+        if not self._commit_lock.acquire(timeout=timeout_s):
+            log.error("usage spool %s: a commit is still running; left open", self._dir)
+            return
+        try:
+            with self._lock:
+                if self._active_fd is not None:
+                    with contextlib.suppress(OSError):  # sealed: cut its preallocated zeros
+                        os.ftruncate(self._active_fd, self._active_size)
+                    os.close(self._active_fd)
+                    self._active_fd = None
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)  # releases the flock
+                    self._lock_fd = None
+        finally:
+            self._commit_lock.release()
 
     def __enter__(self) -> Spool:
         """Return the spool itself."""

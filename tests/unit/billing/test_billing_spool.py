@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -508,6 +509,61 @@ def test_a_group_whose_leader_is_cancelled_is_still_committed(
     assert follower_result is None  # not stranded
     assert spool.stats().fsyncs == 1
     assert [e.id for e in _drain(spool)] == [leading.id, joining.id]
+
+
+def test_close_from_another_thread_waits_for_the_loop_commit_it_would_cut(
+    spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(spool_dir)
+    first, second = make_event(), make_event()
+    asyncio.run(spool.append(first))  # the segment exists and is preallocated
+    syncing, closer_started = threading.Event(), threading.Event()
+    real_sync = spool_module._sync_file
+
+    def slow_sync(fd: int) -> None:
+        syncing.set()
+        closer_started.wait(10)
+        time.sleep(0.2)  # the closer is now inside close(), racing this commit
+        real_sync(fd)
+
+    def closer() -> None:
+        syncing.wait(10)
+        closer_started.set()
+        spool.close()
+
+    monkeypatch.setattr(spool_module, "_sync_file", slow_sync)
+    thread = threading.Thread(target=closer)
+    thread.start()
+    asyncio.run(spool.append(second))  # confirmed: it must survive the close
+    thread.join(10)
+    monkeypatch.undo()
+    reopened = Spool(spool_dir)
+    try:
+        assert [e.id for e in _drain(reopened)] == [first.id, second.id]
+    finally:
+        reopened.close()
+
+
+def test_a_group_that_finds_the_spool_closed_fails_every_member(
+    spool: Spool, make_event: EventFactory
+) -> None:
+    events = [make_event() for _ in range(3)]
+
+    async def scenario() -> list[BaseException | None]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(spool.append(e) for e in events), return_exceptions=True), 10
+        )
+
+    # The writer holds the commit while the spool is closed under it: the group cannot be
+    # committed on the loop, nor queued.
+    assert spool._commit_lock.acquire(timeout=10)
+    try:
+        spool._closed = True
+        results = asyncio.run(scenario())
+    finally:
+        spool._commit_lock.release()
+        spool._closed = False
+    assert all(isinstance(r, MeteringUnavailableError) for r in results), results
 
 
 def test_a_loop_commit_waits_its_turn_while_the_writer_is_busy(
