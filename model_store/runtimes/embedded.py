@@ -82,6 +82,8 @@ class _Batcher:
         self._preferred = frozenset(config.preferred_batch_sizes)
         self._max_queue = config.max_queue_size
         self._last_batch = 0  # requests in the last batch (1 or less: no concurrency)
+        self._last_rows = 0  # rows in the last batch
+        self._arrivals = 0  # requests queued so far
         self._run = run
         self._stats = stats
         self._notify = notify
@@ -107,6 +109,7 @@ class _Batcher:
         if self._worker is None:
             self._worker = loop.create_task(self._work(), name=f"batcher:{self._key}")
         future: asyncio.Future[Arrays] = loop.create_future()
+        self._arrivals += 1
         self._queue.append(_Pending(inputs, rows, group, future, loop.time()))
         self._set_depth()
         self._wakeup.set()
@@ -170,12 +173,21 @@ class _Batcher:
                 continue
             # Adaptive: a lone request after a lone batch (no concurrency) goes at once; the
             # queue delay only applies while requests arrive together, when waiting fills batches.
+            # A batch as large as the last one goes once a turn of the loop brings nothing new:
+            # the callers served last time are back, and waiting out the delay for callers that
+            # do not exist would only hold them (8 clients and a batch of 32, say).
             alone = len(self._queue) == 1 and self._last_batch <= 1
             deadline = head.enqueued + (0.0 if alone else self._delay)
             while not self._closed:
                 rows = self._ready_rows(head.group)
                 if rows >= self._max_rows or rows in self._preferred:
                     break
+                if 1 < self._last_rows <= rows:
+                    arrivals = self._arrivals
+                    await asyncio.sleep(0)
+                    if self._arrivals == arrivals or loop.time() >= deadline:
+                        break
+                    continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -188,6 +200,7 @@ class _Batcher:
             batch = self._take(head.group)
             if batch:
                 self._last_batch = len(batch)
+                self._last_rows = sum(p.rows for p in batch)
                 await self._dispatch(batch)
 
     async def _run_alone(self, pending: _Pending) -> None:

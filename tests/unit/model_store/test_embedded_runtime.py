@@ -381,6 +381,34 @@ def test_real_formats_batched(tmp_path: Path, factory: Any) -> None:
         np.testing.assert_allclose(result["y"], _rows(i + 1, 10 * i) * 2)
 
 
+def test_a_batch_as_large_as_the_last_goes_without_waiting_out_the_delay(
+    tmp_path: Path,
+) -> None:
+    """Eight callers and a batch of 32: once the eight served last time are back, the batch
+    goes. The delay here is 30 s; were it waited out, the guard of 10 s would fail the test."""
+    loader = FakeLoader()
+
+    async def scenario() -> list[int]:
+        runtime = EmbeddedRuntime(1 << 20, 4, loader=loader)
+        runtime.register(
+            "m", _manifest(max_batch_size=32, delay_ms=30_000), _artifact(tmp_path, "a")
+        )
+        await asyncio.wait_for(runtime.infer("m", {"x": _rows(8)}), timeout=10)  # alone: at once
+        for _ in range(2):
+            await asyncio.wait_for(
+                asyncio.gather(*(runtime.infer("m", {"x": _rows(1)}) for _ in range(8))),
+                timeout=10,
+            )
+        # More callers than last time: they are all taken, in one batch.
+        await asyncio.wait_for(
+            asyncio.gather(*(runtime.infer("m", {"x": _rows(1)}) for _ in range(12))), timeout=10
+        )
+        await runtime.close()
+        return loader.models["a"].calls
+
+    assert asyncio.run(scenario()) == [8, 8, 8, 12]
+
+
 def test_a_lone_request_does_not_wait_for_the_queue_delay(tmp_path: Path) -> None:
     """Adaptive batching: with no concurrency there is nothing to wait for. The delay here is
     3 s; were it applied, the lone calls would not finish inside the 2 s guard."""
