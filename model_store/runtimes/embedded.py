@@ -20,7 +20,14 @@
   ``inline_below_s`` (default 0.1 ms; a moving average over its recent calls, after at least
   ``_INLINE_AFTER`` calls in threads), the two thread hops would cost more than the model, so
   it runs inline. One slow call lifts the average over the threshold, and the model goes back
-  to the worker threads on its next call. ``inline_below_s=0`` turns this off.
+  to the worker threads on its next call. Timed in a thread, a call also carries the thread's
+  costs (waiting for the interpreter lock, cold caches): a model of 70 µs on the loop measured
+  110-170 µs in threads, and would never have left them. So a model timed in threads at under
+  ``_PROBE_BELOW`` times the threshold runs one call in ``_PROBE_EVERY`` on the loop, where it
+  is timed on its own account, and stays there while that average is under the threshold
+  (a slower average than in threads, so that a stray slow call does not send it back; one call
+  over ``_SLOW_INLINE`` times the threshold does).
+  ``inline_below_s=0`` turns this off.
 """
 
 from __future__ import annotations
@@ -343,17 +350,48 @@ class _Loaded:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: _Batcher | None = None
     in_use: int = 0
-    # predict's cost: an exponential moving average of its duration (s), over `timed` calls.
+    # predict's cost: exponential moving averages of its duration (s) in worker threads, over
+    # `timed` calls, and on the event loop, over `inline_timed` calls; calls in threads since
+    # the last one on the loop.
     predict_s: float = 0.0
     timed: int = 0
+    inline_s: float = 0.0
+    inline_timed: int = 0
+    since_inline: int = 0
 
     def observe(self, seconds: float) -> None:
         self.predict_s = seconds if self.timed == 0 else 0.8 * self.predict_s + 0.2 * seconds
         self.timed += 1
+        self.since_inline += 1
+
+    def observe_inline(self, seconds: float, limit_s: float) -> None:
+        # A slower average: on the loop, a call now and then takes a preemption or a GC pass;
+        # one call over _SLOW_INLINE times the limit is taken as the model's new cost at once.
+        if self.inline_timed == 0 or seconds > _SLOW_INLINE * limit_s:
+            self.inline_s = seconds
+        else:
+            self.inline_s = 0.9 * self.inline_s + 0.1 * seconds
+        self.inline_timed += 1
+        self.since_inline = 0
+
+    def runs_inline(self, limit_s: float) -> bool:
+        """Whether the next call runs on the event loop (see the module docstring)."""
+        if limit_s <= 0 or self.timed < _INLINE_AFTER:
+            return False
+        if self.since_inline == 0:  # the last call ran on the loop: stay while it is fast there
+            return self.inline_s < limit_s
+        return self.predict_s < limit_s or (
+            self.predict_s < _PROBE_BELOW * limit_s and self.since_inline >= _PROBE_EVERY
+        )
 
 
 _INLINE_AFTER = 16
 """Calls timed in worker threads before a model may run on the event loop."""
+_SLOW_INLINE = 10.0
+_PROBE_EVERY = 32
+_PROBE_BELOW = 4.0
+"""A model timed in threads under this many times the inline limit runs one call in
+``_PROBE_EVERY`` on the loop, to be timed there (see the module docstring)."""
 
 
 class EmbeddedRuntime(Runtime):
@@ -617,12 +655,12 @@ class EmbeddedRuntime(Runtime):
 
     async def _predict_locked(self, entry: _Loaded, inputs: Arrays) -> Arrays:
         async with entry.lock:
-            if entry.timed >= _INLINE_AFTER and entry.predict_s < self._inline_below_s:
+            if entry.runs_inline(self._inline_below_s):
                 started = time.perf_counter()
                 try:
                     return entry.model.predict(inputs)
                 finally:
-                    entry.observe(time.perf_counter() - started)
+                    entry.observe_inline(time.perf_counter() - started, self._inline_below_s)
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, _timed_predict, entry, inputs)
 

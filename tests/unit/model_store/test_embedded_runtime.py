@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -470,6 +471,56 @@ def test_tiny_models_run_on_the_loop_and_slow_ones_in_threads(
     assert all(t == loop_thread for t in threads[17:21])  # fast: on the loop
     assert threads[20] == loop_thread  # the first slow call is caught inline...
     assert threads[21] != loop_thread and threads[22] != loop_thread  # ...then back to threads
+
+
+class SlowInThreadsModel(ThreadRecordingModel):
+    """Takes ``thread_delay_s`` in a worker thread and ``loop_delay_s`` on the loop thread."""
+
+    def __init__(self, loop_thread: int, thread_delay_s: float, loop_delay_s: float) -> None:
+        super().__init__()
+        self.loop_thread = loop_thread
+        self.thread_delay_s = thread_delay_s
+        self.loop_delay_s = loop_delay_s
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        on_loop = threading.get_ident() == self.loop_thread
+        self.delay_s = self.loop_delay_s if on_loop else self.thread_delay_s
+        return super().predict(inputs)
+
+
+def _run_probed(tmp_path: Path, thread_delay_s: float, loop_delay_s: float) -> list[bool]:
+    """100 calls with a 2 ms inline limit; whether each ran on the loop."""
+
+    async def scenario() -> list[bool]:
+        loop_thread = threading.get_ident()
+        model = SlowInThreadsModel(loop_thread, thread_delay_s, loop_delay_s)
+        runtime = EmbeddedRuntime(1 << 20, 4, loader=lambda m, p: model, inline_below_s=0.002)
+        runtime.register("m", _manifest(max_batch_size=0), _artifact(tmp_path, "a"))
+        for _ in range(100):
+            await runtime.infer("m", {"x": np.array([1.0], np.float32)})
+        await runtime.close()
+        return [t == loop_thread for t in model.threads]
+
+    return asyncio.run(scenario())
+
+
+def test_a_model_timed_slow_in_threads_but_fast_on_the_loop_moves_to_the_loop(
+    tmp_path: Path,
+) -> None:
+    # 3 ms in a thread (over the 2 ms limit, under 4x it), nothing on the loop.
+    on_loop = _run_probed(tmp_path, thread_delay_s=0.003, loop_delay_s=0.0)
+    first = on_loop.index(True)
+    assert first >= 32  # timed in 32 calls in threads, then probed once on the loop
+    assert all(on_loop[first:])  # measured fast there: it stays
+
+
+def test_a_model_slow_everywhere_is_probed_on_the_loop_only_now_and_then(tmp_path: Path) -> None:
+    # 3 ms in threads and on the loop: each probe finds it slow and sends it back.
+    on_loop = _run_probed(tmp_path, thread_delay_s=0.003, loop_delay_s=0.003)
+    probes = [i for i, inline in enumerate(on_loop) if inline]
+    assert probes  # it was given the chance
+    assert all(b - a > 32 for a, b in itertools.pairwise(probes))  # one call in 33 at most
+    assert len(probes) <= 3
 
 
 def test_inline_prediction_can_be_turned_off(tmp_path: Path) -> None:
