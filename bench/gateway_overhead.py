@@ -33,6 +33,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,18 +213,15 @@ class HttpTarget:
         self._clients.clear()
 
 
-def http_round(
-    target: HttpTarget, model: str, x: np.ndarray, concurrency: int, seconds: float
-) -> tuple[list[float], float, int]:
-    """Drive one server for ``seconds``: latencies, elapsed time, errors."""
-    import gevent
-    import tritonclient.http as triton
+def greenlet_callers(
+    call: Callable[[], object], concurrency: int, seconds: float
+) -> tuple[list[float], int]:
+    """Run ``call`` in a loop from ``concurrency`` gevent greenlets for ``seconds``.
 
-    client = target.client(concurrency)
-    name = target.names[model]
-    inp = triton.InferInput("x", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=True)
-    out = [triton.InferRequestedOutput("y", binary_data=True)]
+    Returns the latency of each call that succeeded and the number that raised.
+    """
+    import gevent
+
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -233,14 +231,33 @@ def http_round(
         while time.perf_counter() < deadline:
             t = time.perf_counter()
             try:
-                client.infer(name, [inp], outputs=out, headers=target.headers)
+                call()
             except Exception:
                 errors += 1
                 continue
             latencies.append(time.perf_counter() - t)
 
-    start = time.perf_counter()
     gevent.joinall([gevent.spawn(caller) for _ in range(concurrency)])
+    return latencies, errors
+
+
+def http_round(
+    target: HttpTarget, model: str, x: np.ndarray, concurrency: int, seconds: float
+) -> tuple[list[float], float, int]:
+    """Drive one server for ``seconds``: latencies, elapsed time, errors."""
+    import tritonclient.http as triton
+
+    client = target.client(concurrency)
+    name = target.names[model]
+    inp = triton.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    out = [triton.InferRequestedOutput("y", binary_data=True)]
+    start = time.perf_counter()
+    latencies, errors = greenlet_callers(
+        lambda: client.infer(name, [inp], outputs=out, headers=target.headers),
+        concurrency,
+        seconds,
+    )
     elapsed = time.perf_counter() - start
     if target.settle is not None:
         target.settle()

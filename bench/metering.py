@@ -412,9 +412,10 @@ def _client_main(
     httpx async client here spent more CPU per call than the server it drove, which hid most
     of what metering costs).
     """
-    import gevent
     import numpy as np
     import tritonclient.http as triton
+
+    from bench.gateway_overhead import greenlet_callers
 
     flow = np.ones((2, 16), dtype=np.float32)
     client = triton.InferenceServerClient(
@@ -423,22 +424,9 @@ def _client_main(
     inp = triton.InferInput("flow", list(flow.shape), "FP32")
     inp.set_data_from_numpy(flow, binary_data=True)
     headers = {"Authorization": f"Bearer {key}"}
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    def caller() -> None:
-        nonlocal errors
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            try:
-                client.infer(_MODEL, [inp], headers=headers)
-            except Exception:
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - t0)
-
-    gevent.joinall([gevent.spawn(caller) for _ in range(concurrency)])
+    latencies, errors = greenlet_callers(
+        lambda: client.infer(_MODEL, [inp], headers=headers), concurrency, seconds
+    )
     client.close()
     return len(latencies), errors, latencies
 
