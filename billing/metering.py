@@ -109,16 +109,19 @@ class Meter:
         """The flusher."""
         return self._flusher
 
-    async def record(self, event: UsageEvent) -> None:
+    async def record(self, event: UsageEvent, *, others_in_flight: int = 0) -> None:
         """Record one usage event durably; return once it is fsynced in the spool.
 
         Args:
             event: The event of a successful metered call.
+            others_in_flight: How many other calls are in progress on this event loop; with
+                any, the fsync is made off the loop so they go on meanwhile, and under load
+                the events of several calls share it (see :meth:`Spool.append`).
 
         Raises:
             MeteringUnavailableError: The spool cannot be written; fail the call with 503.
         """
-        await self._spool.append(event)
+        await self._spool.append(event, others_in_flight=others_in_flight)
 
     def record_sync(self, event: UsageEvent, timeout_s: float | None = None) -> None:
         """Like :meth:`record`, for threads without an event loop.

@@ -15,10 +15,21 @@ returns, so every response that was sent has its event on disk.
 Group commit: the events appended while the previous group was being written are written with
 one ``pwrite`` and made durable with one fsync, then all their callers wake. Appends from an
 event loop are grouped on the loop itself: the first append leads a group and yields once, so
-every call already ready on the loop joins it, then commits it inline (one fsync of blocking,
-no thread handoff). When the disk's
-flush is slow (a moving average above ``_LOOP_COMMIT_MAX_S``), and for appends from threads
-without a loop, a writer thread commits instead, so the loop keeps serving during the fsync.
+every call already ready on the loop joins it. Who then commits depends on what else the loop
+has to do, which the caller says (``append(..., others_in_flight=n)``, counted by the gateway):
+
+- a call alone on its loop (one client) commits inline: one fsync of blocking, but nothing else
+  was waiting for the loop, and no thread handoff or interpreter-lock hand-over is paid;
+- a group gathered while other calls are in flight goes to a writer thread, so the loop keeps
+  serving them during the fsync. Under load (at least ``_GATHER_SIBLINGS`` others in flight,
+  as PostgreSQL's ``commit_siblings``) the group first gathers for up to ``_GATHER_S`` (as its
+  ``commit_delay``), until every call in flight has joined it, or ``_GATHER_MAX_EVENTS``: on a
+  loop that is busy anyway, the wait costs no throughput, and each fsync saved is CPU saved
+  (on the VM these figures come from, one fsync took about 200 us of CPU across the machine).
+  ``bench/metering.py`` part iii measures it; docs/metering.md has the figures.
+
+When the disk's flush is slow (a moving average of loop commits above ``_LOOP_COMMIT_MAX_S``),
+and for appends from threads without a loop, the writer thread commits every group.
 The cost is one fsync latency (about 0.1-5 ms depending on the disk) added to each metered
 call; under concurrency that fsync is shared, so throughput grows with the number of
 concurrent callers while the added latency stays about one to two fsyncs.
@@ -89,6 +100,11 @@ _PREALLOC_RETRY_S = 5.0
 # average; above it, the writer thread takes the groups for _LOOP_COMMIT_RETRY_S seconds.
 _LOOP_COMMIT_MAX_S = 0.002
 _LOOP_COMMIT_RETRY_S = 10.0
+# With at least this many other calls in flight, a group gathers for up to _GATHER_S (or until
+# every call in flight joined it, or it holds _GATHER_MAX_EVENTS) before the writer commits it.
+_GATHER_SIBLINGS = 4
+_GATHER_S = 0.005
+_GATHER_MAX_EVENTS = 512
 # The events appended since the backlog was last empty are also kept in memory, so the flusher
 # takes them from there instead of reading back and decoding what was just written; past this
 # many undelivered events the copy is dropped and the flusher reads the segments.
@@ -217,6 +233,34 @@ class _Item:
         self.event = event
         self.loop = loop
         self.future = future
+
+
+class _LoopGroup:
+    """A group gathering on one event loop: its appends, and how many calls were in flight."""
+
+    __slots__ = ("in_flight", "items", "waiter")
+
+    def __init__(self, item: _Item, in_flight: int) -> None:
+        self.items = [item]
+        # Calls in flight on the loop, as the latest member counted them (itself included).
+        self.in_flight = in_flight
+        # Set while the leader gathers under load; woken once the group is complete.
+        self.waiter: asyncio.Future[None] | None = None
+
+    def join(self, item: _Item, in_flight: int) -> None:
+        self.items.append(item)
+        self.in_flight = in_flight
+        if self.waiter is not None and not self.waiter.done() and self.complete():
+            self.waiter.set_result(None)
+
+    def complete(self) -> bool:
+        """Whether no call in flight is left to join (or the group is as large as allowed)."""
+        return len(self.items) >= min(self.in_flight, _GATHER_MAX_EVENTS)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _WriteQueue:
@@ -378,7 +422,7 @@ class Spool:
             log.error("%s; metered calls will fail until it can", self._last_error)
 
         # Groups committed on an event loop (see append), and how long such commits take.
-        self._loop_groups: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        self._loop_groups: dict[asyncio.AbstractEventLoop, _LoopGroup] = {}
         self._loop_commit_s = 0.0  # moving average of one group's write + fsync
         self._loop_commit_retry_at = 0.0  # until then, groups go to the writer thread
 
@@ -399,20 +443,22 @@ class Spool:
         """The spool directory."""
         return self._dir
 
-    async def append(self, event: UsageEvent) -> None:
+    async def append(self, event: UsageEvent, *, others_in_flight: int = 0) -> None:
         """Append one event; return once it is written and fsynced (group commit).
 
-        While the disk's flush is fast (see ``_LOOP_COMMIT_MAX_S``), the group is committed on
-        the event loop itself: the first append on the loop leads a group, yields once so the
-        calls already ready on the loop can join it, then writes and fsyncs them all and wakes
-        them. The loop blocks for one fsync per group, but no thread handoff or lock hand-over
-        happens: with a thread, the writer must take the interpreter lock from a busy loop
-        after each syscall, which cost more than the fsync itself. A slow disk sends the groups
-        to the writer thread instead, so the loop keeps serving during each fsync; the loop is
-        tried again after ``_LOOP_COMMIT_RETRY_S``.
+        The first append on the loop leads a group and yields once, so the calls already ready
+        on the loop join it. A group of a call alone on its loop is then written and fsynced on
+        the loop itself while the disk's flush is fast (see ``_LOOP_COMMIT_MAX_S``): nothing
+        else waits for the loop, and no thread handoff or interpreter-lock hand-over is paid.
+        A group gathered while other calls are in flight goes to the writer thread, so the
+        loop serves them during the fsync; under load it first gathers for up to ``_GATHER_S``
+        (see the module docstring). A slow disk sends every group to the writer thread; the
+        loop is tried again after ``_LOOP_COMMIT_RETRY_S``.
 
         Args:
             event: The usage event.
+            others_in_flight: How many other calls are in progress on this loop (the gateway
+                counts them); 0 for a call that is alone.
 
         Raises:
             MeteringUnavailableError: The spool cannot be written or is closed; the event is
@@ -421,14 +467,22 @@ class Spool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         item = _Item(event.to_record(), event, loop, future)
-        if time.monotonic() < self._loop_commit_retry_at:
+        in_flight = max(0, others_in_flight) + 1
+        if (group := self._loop_groups.get(loop)) is not None:
+            group.join(item, in_flight)  # its leader commits it
+        elif time.monotonic() < self._loop_commit_retry_at:
             self._enqueue(item)
-        elif (group := self._loop_groups.get(loop)) is not None:
-            group.append(item)  # its leader commits it
         else:
-            self._loop_groups[loop] = [item]
+            self._loop_groups[loop] = group = _LoopGroup(item, in_flight)
             try:
                 await asyncio.sleep(0)  # the calls already ready on the loop join the group
+                if group.in_flight > _GATHER_SIBLINGS and not group.complete():
+                    group.waiter = loop.create_future()
+                    timer = loop.call_later(_GATHER_S, _wake, group.waiter)
+                    try:
+                        await group.waiter  # the others in flight join meanwhile
+                    finally:
+                        timer.cancel()
             finally:
                 # Committed even if this call is cancelled here: the others wait on the group.
                 self._commit_loop_group(loop)
@@ -436,10 +490,17 @@ class Spool:
 
     def _commit_loop_group(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit the group gathered on ``loop`` (by its leader, on that loop)."""
-        batch = self._loop_groups.pop(loop)
+        group = self._loop_groups.pop(loop)
+        batch = group.items
         futures: list[asyncio.Future[None]] = [item.future for item in batch]  # type: ignore[misc]
-        # Queued appends go first, and the writer's commit is never written around.
-        if self._queue.items or not self._commit_lock.acquire(blocking=False):
+        # Other calls in flight: they go on during the writer's fsync. Queued appends go first,
+        # and the writer's commit is never written around.
+        if (
+            group.in_flight > 1
+            or time.monotonic() < self._loop_commit_retry_at
+            or self._queue.items
+            or not self._commit_lock.acquire(blocking=False)
+        ):
             try:
                 self._enqueue(*batch)
             except MeteringUnavailableError as exc:  # closed meanwhile: fail them all

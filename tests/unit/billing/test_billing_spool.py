@@ -490,6 +490,91 @@ def test_appends_of_one_loop_iteration_share_one_commit_on_the_loop(
     assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
 
+def test_a_call_with_others_in_flight_is_fsynced_off_the_loop_which_keeps_serving(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asyncio.run(spool.append(make_event()))  # the segment exists and is preallocated
+    released, loop_ran = threading.Event(), threading.Event()
+    synced_on: list[int] = []
+    real_sync = spool_module._sync_file
+
+    def gated_sync(fd: int) -> None:
+        synced_on.append(threading.get_ident())
+        # On the loop this would wait in vain: only the loop sets `released`.
+        if not released.wait(10):
+            loop_ran.set()  # mark the failure without hanging the test
+        real_sync(fd)
+
+    monkeypatch.setattr(spool_module, "_sync_file", gated_sync)
+    event = make_event()
+
+    async def scenario() -> int:
+        append = asyncio.ensure_future(spool.append(event, others_in_flight=1))
+        while not synced_on:  # the writer is inside the fsync; the loop goes on meanwhile
+            await asyncio.sleep(0.001)
+        assert not append.done()
+        released.set()
+        await asyncio.wait_for(append, 10)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert not loop_ran.is_set()
+    assert synced_on == [synced_on[0]] and synced_on[0] != loop_thread
+    assert spool.seen_recently(event.tenant_id, event.id, window_s=10**9)
+
+
+def test_under_load_a_group_gathers_until_every_call_in_flight_has_joined(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window long enough that only the group's completion can end it within the test.
+    monkeypatch.setattr(spool_module, "_GATHER_S", 60.0)
+    in_flight = spool_module._GATHER_SIBLINGS + 3
+    events = [make_event() for _ in range(in_flight)]
+
+    async def call(i: int) -> None:
+        for _ in range(i):  # the calls reach the meter one loop turn after another
+            await asyncio.sleep(0)
+        await spool.append(events[i], others_in_flight=in_flight - 1)
+
+    async def scenario() -> None:
+        await asyncio.wait_for(asyncio.gather(*(call(i) for i in range(in_flight))), 30)
+
+    before = spool.stats().fsyncs
+    asyncio.run(scenario())
+    assert spool.stats().fsyncs - before == 1  # one group, committed once the last one joined
+    assert [e.id for e in _drain(spool)] == [e.id for e in events]
+
+
+def test_under_load_a_group_that_nobody_joins_is_committed_when_its_window_ends(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_GATHER_S", 0.01)
+    event = make_event()
+    # Others are in flight, but fail or go elsewhere: none of them ever appends.
+    asyncio.run(
+        asyncio.wait_for(
+            spool.append(event, others_in_flight=spool_module._GATHER_SIBLINGS + 10), 30
+        )
+    )
+    assert [e.id for e in _drain(spool)] == [event.id]
+
+
+def test_few_calls_in_flight_do_not_wait_to_gather(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_GATHER_S", 60.0)  # waiting at all would hang the test
+    first, second = make_event(), make_event()
+
+    async def scenario() -> None:
+        await asyncio.wait_for(
+            spool.append(first, others_in_flight=spool_module._GATHER_SIBLINGS - 1), 30
+        )
+        await asyncio.wait_for(spool.append(second, others_in_flight=1), 30)
+
+    asyncio.run(scenario())
+    assert [e.id for e in _drain(spool)] == [first.id, second.id]
+
+
 def test_a_group_whose_leader_is_cancelled_is_still_committed(
     spool: Spool, make_event: EventFactory
 ) -> None:

@@ -71,9 +71,7 @@ async def _call(app: object, url: str, headers: dict[str, str]) -> int:
     return status
 
 
-def test_a_burst_of_inline_calls_shares_fsyncs_and_a_lone_call_commits_alone(
-    models: Models,
-) -> None:
+def _publish_echo(models: Models) -> str:
     spec = {"datatype": "FP32", "shape": [-1, 3]}
     artifact, manifest = python_model(
         models.tmp,
@@ -87,6 +85,13 @@ def test_a_burst_of_inline_calls_shares_fsyncs_and_a_lone_call_commits_alone(
         f"/api/v1/products/{handle}/publish", headers=models.city.headers("traffic-police")
     )
     assert r.status_code == 200, r.text
+    return handle
+
+
+def test_a_burst_of_inline_calls_shares_fsyncs_and_a_lone_call_commits_alone(
+    models: Models,
+) -> None:
+    handle = _publish_echo(models)
     app = models.city.client.app
     spool = app.state.gateway.usage.spool  # type: ignore[attr-defined]
     headers = {**models.city.headers("parkeasy"), "Content-Type": "application/json"}
@@ -107,3 +112,34 @@ def test_a_burst_of_inline_calls_shares_fsyncs_and_a_lone_call_commits_alone(
     assert statuses == [200] * BURST
     assert lone == 1
     assert burst < BURST // 2, f"{BURST} concurrent calls took {burst} fsyncs"
+
+
+def test_the_meter_is_told_how_many_other_calls_are_in_flight(
+    models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = _publish_echo(models)
+    app = models.city.client.app
+    spool = app.state.gateway.usage.spool  # type: ignore[attr-defined]
+    told: list[int] = []
+    real_append = spool.append
+
+    async def recording_append(event: object, *, others_in_flight: int = 0) -> None:
+        told.append(others_in_flight)
+        await real_append(event, others_in_flight=others_in_flight)
+
+    monkeypatch.setattr(spool, "append", recording_append)
+    headers = {**models.city.headers("parkeasy"), "Content-Type": "application/json"}
+    url = f"/v2/models/{handle}/infer"
+
+    async def calls() -> tuple[list[int], list[int]]:
+        assert await _call(app, url, headers) == 200
+        alone = list(told)
+        told.clear()
+        statuses = await asyncio.gather(*(_call(app, url, headers) for _ in range(BURST)))
+        assert statuses == [200] * BURST
+        return alone, list(told)
+
+    alone, burst = models.city.client.portal.call(calls)  # type: ignore[union-attr]
+    assert alone == [0]
+    assert len(burst) == BURST and max(burst) > 0
+    assert app.state.gateway.in_flight == 0  # type: ignore[attr-defined]
