@@ -11,7 +11,9 @@ It prints:
 (ii) ingest into PostgreSQL (127.0.0.1:5432, a temporary database created and dropped here):
      (a) each PostgreSQL write method draining the same pre-filled spool (events/s into the
          table), (b) a sustained run with concurrent producers and the background flusher,
-         then an exactly-once check (rows == distinct keys == events acknowledged).
+         then an exactly-once check (rows == distinct keys == events acknowledged), (c) the
+         same in one worker process per core (2 to 4), each with its own spool and flusher,
+         as a server with several workers ingests.
 
 (iii) the gateway with metering on vs off: two ``citybrain serve`` processes side by side on the
      same PostgreSQL database (a temporary one, migrated and seeded with the demo city), one
@@ -245,17 +247,21 @@ def bench_methods(engine: Engine, workdir: Path, events: int, batch_size: int) -
     shutil.rmtree(source, ignore_errors=True)
 
 
-def bench_sustained(
-    engine: Engine, workdir: Path, seconds: float, concurrency: int, method: PgMethod
-) -> None:
-    print(
-        f"(ii-b) sustained: {concurrency} concurrent producers for {seconds:.0f} s, "
-        f"background flusher ({method}, batch 5000, interval 0.5 s)"
-    )
-    _truncate(engine)
-    acked = 0
+def _run_sustained(
+    engine: Engine,
+    spool_dir: Path,
+    seconds: float,
+    concurrency: int,
+    method: PgMethod,
+    first_n: int,
+    start_at: float | None = None,
+) -> dict[str, Any]:
+    """One process's sustained run: producers appending, its flusher delivering, then drained.
+
+    ``start_at`` (``time.time()``) lines several worker processes up on one start.
+    """
     samples: list[tuple[float, int, int]] = []
-    with Spool(workdir / "sustained") as spool:
+    with Spool(spool_dir) as spool:
         flusher = Flusher(engine, spool, batch_size=5000, interval_s=0.5, pg_method=method)
         flusher.start()
         stop_sampling = threading.Event()
@@ -268,7 +274,7 @@ def bench_sustained(
         sampler.start()
 
         async def produce() -> int:
-            counter = iter(range(50_000_000, 60_000_000))
+            counter = iter(range(first_n, first_n + 10_000_000))
             deadline = time.perf_counter() + seconds
             done = 0
 
@@ -282,6 +288,8 @@ def bench_sustained(
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             return done
 
+        if start_at is not None:
+            time.sleep(max(0.0, start_at - time.time()))
         t0 = time.perf_counter()
         acked = asyncio.run(produce())
         produce_s = time.perf_counter() - t0
@@ -291,26 +299,113 @@ def bench_sustained(
         stop_sampling.set()
         sampler.join()
         delivered = flusher.stats().delivered
-    total, distinct = _rows(engine)
     steady = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(samples)]
-    print(f"    acknowledged appends: {acked:,} ({acked / produce_s:,.0f} events/s)")
-    print(
-        f"    delivered during the run: {samples[-1][1] if samples else 0:,}; backlog when "
-        f"producers stopped: {backlog_at_end:,}; all delivered after {drained_s:.1f} s"
-    )
-    if steady:
-        print(
-            f"    delivery rate while producing: median {statistics.median(steady):,.0f} "
-            f"events/s, max {max(steady):,.0f} events/s (1 s samples)"
+    return {
+        "acked": acked,
+        "produce_s": produce_s,
+        "backlog_at_end": backlog_at_end,
+        "drained_s": drained_s,
+        "delivered": delivered,
+        "delivered_during": samples[-1][1] if samples else 0,
+        "steady": steady,
+    }
+
+
+def _sustained_worker(
+    url: str, spool_dir: str, seconds: float, concurrency: int, first_n: int, start_at: float
+) -> dict[str, Any]:
+    """A worker process of (ii-c): its own spool and flusher, as each server worker has."""
+    logging.getLogger("billing").setLevel(logging.ERROR)
+    engine = create_engine(url)
+    try:
+        return _run_sustained(
+            engine, Path(spool_dir), seconds, concurrency, "copy", first_n, start_at
         )
-    print(
-        f"    end-to-end (acked / time until all in PostgreSQL): {acked / drained_s:,.0f} events/s"
-    )
+    finally:
+        engine.dispose()
+
+
+def _check_exactly_once(engine: Engine, acked: int, delivered: int) -> None:
+    total, distinct = _rows(engine)
     ok = total == distinct == acked == delivered
     print(
         f"    exactly-once check: rows {total:,}, distinct (tenant_id, id) {distinct:,}, "
         f"acknowledged {acked:,}, delivered {delivered:,}: {'OK' if ok else 'MISMATCH'}"
     )
+
+
+def bench_sustained(
+    engine: Engine, workdir: Path, seconds: float, concurrency: int, method: PgMethod
+) -> None:
+    print(
+        f"(ii-b) sustained: {concurrency} concurrent producers for {seconds:.0f} s, "
+        f"background flusher ({method}, batch 5000, interval 0.5 s)"
+    )
+    _truncate(engine)
+    run = _run_sustained(engine, workdir / "sustained", seconds, concurrency, method, 50_000_000)
+    acked = run["acked"]
+    print(f"    acknowledged appends: {acked:,} ({acked / run['produce_s']:,.0f} events/s)")
+    print(
+        f"    delivered during the run: {run['delivered_during']:,}; backlog when "
+        f"producers stopped: {run['backlog_at_end']:,}; all delivered after "
+        f"{run['drained_s']:.1f} s"
+    )
+    if run["steady"]:
+        print(
+            f"    delivery rate while producing: median {statistics.median(run['steady']):,.0f} "
+            f"events/s, max {max(run['steady']):,.0f} events/s (1 s samples)"
+        )
+    print(
+        f"    end-to-end (acked / time until all in PostgreSQL): "
+        f"{acked / run['drained_s']:,.0f} events/s"
+    )
+    _check_exactly_once(engine, acked, run["delivered"])
+
+
+def bench_sustained_workers(
+    engine: Engine, workdir: Path, seconds: float, concurrency: int, workers: int
+) -> None:
+    """(ii-c): as (ii-b), in ``workers`` processes at once, each with its spool and flusher.
+
+    This is how a deployment with several server workers ingests: one spool and one flusher
+    per process, all into one table. The producers no longer share one interpreter with the
+    flusher they feed.
+    """
+    print(
+        f"(ii-c) sustained in {workers} worker processes at once, each with its own spool and "
+        f"flusher and {concurrency // workers} producers, for {seconds:.0f} s"
+    )
+    _truncate(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    start_at = time.time() + 10.0  # after every worker has started and imported
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        runs = pool.starmap(
+            _sustained_worker,
+            [
+                (
+                    url,
+                    str(workdir / f"sustained-worker-{w}"),
+                    seconds,
+                    concurrency // workers,
+                    70_000_000 + w * 10_000_000,
+                    start_at,
+                )
+                for w in range(workers)
+            ],
+        )
+    acked = sum(r["acked"] for r in runs)
+    delivered = sum(r["delivered"] for r in runs)
+    produce_s = max(r["produce_s"] for r in runs)
+    drained_s = max(r["drained_s"] for r in runs)
+    print(
+        f"    acknowledged appends: {acked:,} ({acked / produce_s:,.0f} events/s); all "
+        f"delivered after {drained_s:.1f} s"
+    )
+    print(
+        f"    end-to-end (acked / time until all in PostgreSQL): {acked / drained_s:,.0f} events/s"
+    )
+    _check_exactly_once(engine, acked, delivered)
 
 
 # ---------------------------------------------------------------- (iii) gateway, metering on/off
@@ -568,6 +663,9 @@ def main() -> int:
                     print(f"PostgreSQL: {conn.execute(text('SHOW server_version')).scalar_one()}")
                 bench_methods(engine, workdir, drain_events, 5000)
                 bench_sustained(engine, workdir, sustained_s, 256, "copy")
+                bench_sustained_workers(
+                    engine, workdir, sustained_s, 256, max(2, min(4, os.cpu_count() or 1))
+                )
         if "iii" in parts:
             bench_gateway(workdir, gateway_s)
     print(f"total bench time: {time.perf_counter() - started:.1f} s")
