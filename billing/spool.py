@@ -250,8 +250,8 @@ class _LoopGroup:
     def join(self, item: _Item, in_flight: int) -> None:
         self.items.append(item)
         self.in_flight = in_flight
-        if self.waiter is not None and not self.waiter.done() and self.complete():
-            self.waiter.set_result(None)
+        if self.waiter is not None and self.complete():
+            _wake(self.waiter)
 
     def complete(self) -> bool:
         """Whether no call in flight is left to join (or the group is as large as allowed)."""
