@@ -23,7 +23,10 @@ It prints:
      at concurrency 1 and 32 for 12 s per server and level (3 s with ``--quick``) in six pairs
      of short runs, alternating which server goes first, and prints requests/s, p50/p99 latency
      and the median of the pairs' ratios on/off with their range (the goal: metering costs at
-     most 10 %), then checks usage rows == calls the metered server answered.
+     most 10 %), then checks usage rows == calls the metered server answered. Beside each
+     level: the CPU time per call of the server process (all its threads) and of PostgreSQL
+     (every postgres process; the flusher's inserts are the metered server's), read from
+     /proc/<pid>/task/*/schedstat, which tells a cost in CPU from one in latency.
 
 Choose parts with ``--parts`` (default ``i,ii,iii``). The whole run is bounded (about 2-3
 minutes; ``--quick`` about one). Numbers are for the machine it runs on; compare them side by
@@ -450,8 +453,10 @@ def _gateway_database(artifacts: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def _server(url: str, artifacts: Path, data_dir: Path, *, metering: bool) -> Iterator[str]:
-    """``citybrain serve`` in its own process; yields its base URL once ready."""
+def _server(
+    url: str, artifacts: Path, data_dir: Path, *, metering: bool
+) -> Iterator[tuple[str, int]]:
+    """``citybrain serve`` in its own process; yields (its base URL, its pid) once ready."""
     import httpx
 
     port = _free_port()
@@ -486,7 +491,7 @@ def _server(url: str, artifacts: Path, data_dir: Path, *, metering: bool) -> Ite
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not become ready")
             time.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -495,6 +500,42 @@ def _server(url: str, artifacts: Path, data_dir: Path, *, metering: bool) -> Ite
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _cpu_ns(pid: int) -> int | None:
+    """Nanoseconds the process's threads have run on a CPU (Linux schedstat), or None."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total
+
+
+def _postgres_cpu_ns() -> int | None:
+    """Nanoseconds all of this machine's PostgreSQL processes have run on a CPU, or None."""
+    total, found = 0, False
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if not f.read().startswith("postgres"):
+                    continue
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+                found = True
+        except (OSError, ValueError, IndexError):
+            continue
+    return total if found else None
 
 
 def _client_main(
@@ -530,8 +571,17 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Runs of one variant as one: summed calls over summed time; latencies of all samples."""
     seconds = sum(r["seconds"] for r in runs)
     latencies = [x for r in runs for x in r["latencies"]]
+    ok = sum(r["ok"] for r in runs)
+
+    def per_call_us(name: str) -> float:
+        if ok == 0 or any(r.get(name) is None for r in runs):
+            return float("nan")
+        return sum(r[name] for r in runs) / ok / 1000.0
+
     return {
-        "ok": sum(r["ok"] for r in runs),
+        "server_cpu_us": per_call_us("server_cpu_ns"),
+        "postgres_cpu_us": per_call_us("postgres_cpu_ns"),
+        "ok": ok,
         "errors": sum(r["errors"] for r in runs),
         "rps": sum(r["ok"] for r in runs) / seconds,
         "p50_ms": _pct(latencies, 0.50) * 1000,
@@ -570,15 +620,15 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
     artifacts = workdir / "artifacts"
     with _gateway_database(artifacts) as (url, key):
         with (
-            _server(url, artifacts, workdir / "gw-on", metering=True) as on,
-            _server(url, artifacts, workdir / "gw-off", metering=False) as off,
+            _server(url, artifacts, workdir / "gw-on", metering=True) as (on, on_pid),
+            _server(url, artifacts, workdir / "gw-off", metering=False) as (off, off_pid),
         ):
             # Load the model and warm the connection pools.
             metered_ok = int(_drive(on, key, 4, 1.0)["ok"])
             _drive(off, key, 4, 1.0)
             print(
                 f"    {'concurrency':>11} {'metering':>8} {'requests/s':>10} {'p50 ms':>7} "
-                f"{'p99 ms':>7} {'errors':>6}"
+                f"{'p99 ms':>7} {'errors':>6}  CPU us/call: {'server':>6} {'postgres':>8}"
             )
             ratios: list[tuple[int, float, float, float]] = []
             for concurrency in (1, 32):
@@ -591,8 +641,14 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
                     order = ("on", "off") if pair % 2 == 0 else ("off", "on")
                     got: dict[str, float] = {}
                     for label in order:
-                        base = on if label == "on" else off
+                        base, pid = (on, on_pid) if label == "on" else (off, off_pid)
+                        server_0, postgres_0 = _cpu_ns(pid), _postgres_cpu_ns()
                         run = _drive(base, key, concurrency, seconds / _PAIRS)
+                        server_1, postgres_1 = _cpu_ns(pid), _postgres_cpu_ns()
+                        if server_0 is not None and server_1 is not None:
+                            run["server_cpu_ns"] = server_1 - server_0
+                        if postgres_0 is not None and postgres_1 is not None:
+                            run["postgres_cpu_ns"] = postgres_1 - postgres_0
                         runs[label].append(run)
                         got[label] = run["rps"]
                     pair_ratios.append(got["on"] / got["off"])
@@ -600,7 +656,8 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
                 for label, r in (("on", r_on), ("off", r_off)):
                     print(
                         f"    {concurrency:>11} {label:>8} {r['rps']:>10,.0f} {r['p50_ms']:>7.2f} "
-                        f"{r['p99_ms']:>7.2f} {int(r['errors']):>6}"
+                        f"{r['p99_ms']:>7.2f} {int(r['errors']):>6}  {'':>12} "
+                        f"{r['server_cpu_us']:>6.0f} {r['postgres_cpu_us']:>8.0f}"
                     )
                 ratios.append(
                     (
