@@ -502,20 +502,23 @@ def _server(
         log.close()
 
 
+def _run_ns(schedstat: str) -> int | None:
+    """The first field of a Linux ``schedstat`` file: nanoseconds run on a CPU; None if gone."""
+    try:
+        with open(schedstat) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _cpu_ns(pid: int) -> int | None:
-    """Nanoseconds the process's threads have run on a CPU (Linux schedstat), or None."""
-    total = 0
+    """Nanoseconds the process's threads have run on a CPU, or None."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that ended meanwhile
-    return total
+    # A thread that ended meanwhile counts nothing.
+    return sum(_run_ns(f"/proc/{pid}/task/{tid}/schedstat") or 0 for tid in tasks)
 
 
 def _postgres_cpu_ns() -> int | None:
@@ -530,11 +533,10 @@ def _postgres_cpu_ns() -> int | None:
             with open(f"/proc/{pid}/comm") as f:
                 if not f.read().startswith("postgres"):
                     continue
-            with open(f"/proc/{pid}/schedstat") as f:
-                total += int(f.read().split()[0])
-                found = True
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue
+        if (ns := _run_ns(f"/proc/{pid}/schedstat")) is not None:
+            total, found = total + ns, True
     return total if found else None
 
 
@@ -583,7 +585,7 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, float]:
         "postgres_cpu_us": per_call_us("postgres_cpu_ns"),
         "ok": ok,
         "errors": sum(r["errors"] for r in runs),
-        "rps": sum(r["ok"] for r in runs) / seconds,
+        "rps": ok / seconds,
         "p50_ms": _pct(latencies, 0.50) * 1000,
         "p99_ms": _pct(latencies, 0.99) * 1000,
     }
