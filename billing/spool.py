@@ -21,12 +21,16 @@ has to do, which the caller says (``append(..., others_in_flight=n)``, counted b
 - a call alone on its loop (one client) commits inline: one fsync of blocking, but nothing else
   was waiting for the loop, and no thread handoff or interpreter-lock hand-over is paid;
 - a group gathered while other calls are in flight goes to a writer thread, so the loop keeps
-  serving them during the fsync. Under load (at least ``_GATHER_SIBLINGS`` others in flight,
+  serving them during the fsync. Under load (more than ``_GATHER_SIBLINGS`` others in flight,
   as PostgreSQL's ``commit_siblings``) the group first gathers for up to ``_GATHER_S`` (as its
-  ``commit_delay``), until every call in flight has joined it, or ``_GATHER_MAX_EVENTS``: on a
-  loop that is busy anyway, the wait costs no throughput, and each fsync saved is CPU saved
-  (on the VM these figures come from, one fsync took about 200 us of CPU across the machine).
-  ``bench/metering.py`` part iii measures it; docs/metering.md has the figures.
+  ``commit_delay``), while the loop has other work: it is committed as soon as at most
+  ``_GATHER_SIBLINGS`` of the calls in flight are still being served (the others have joined
+  it or wait for the writer's fsync of an earlier group), or once it holds
+  ``_GATHER_MAX_EVENTS``. On a loop that is busy anyway the wait costs no throughput, and each
+  fsync saved is CPU saved (on the VM these figures come from, one fsync under load cost about
+  400 us of the writer thread's CPU, kernel time included); the calls left being served keep
+  the loop busy during the fsync. ``bench/metering.py`` part iii measures it;
+  docs/metering.md has the figures.
 
 When the disk's flush is slow (a moving average of loop commits above ``_LOOP_COMMIT_MAX_S``),
 and for appends from threads without a loop, the writer thread commits every group.
@@ -100,10 +104,11 @@ _PREALLOC_RETRY_S = 5.0
 # average; above it, the writer thread takes the groups for _LOOP_COMMIT_RETRY_S seconds.
 _LOOP_COMMIT_MAX_S = 0.002
 _LOOP_COMMIT_RETRY_S = 10.0
-# With at least this many other calls in flight, a group gathers for up to _GATHER_S (or until
-# every call in flight joined it, or it holds _GATHER_MAX_EVENTS) before the writer commits it.
+# With more than this many other calls in flight, a group gathers for up to _GATHER_S before the
+# writer commits it: until at most this many calls in flight are still being served (the rest
+# joined it or wait for the writer), or it holds _GATHER_MAX_EVENTS.
 _GATHER_SIBLINGS = 4
-_GATHER_S = 0.005
+_GATHER_S = 0.020
 _GATHER_MAX_EVENTS = 512
 # The events appended since the backlog was last empty are also kept in memory, so the flusher
 # takes them from there instead of reading back and decoding what was just written; past this
@@ -217,10 +222,23 @@ class SpoolStats:
     last_error: str | None
 
 
+class _Parked:
+    """How many of one loop's appends wait for the writer thread's fsync (used on the loop only).
+
+    Incremented when a group is handed to the writer, decremented when its futures are resolved
+    on the loop; a gathering group counts these callers as no longer being served.
+    """
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class _Item:
     """One queued append: the record's bytes and whoever waits for it."""
 
-    __slots__ = ("data", "event", "future", "loop")
+    __slots__ = ("data", "event", "future", "loop", "parked")
 
     def __init__(
         self,
@@ -228,20 +246,23 @@ class _Item:
         event: UsageEvent,
         loop: asyncio.AbstractEventLoop | None,
         future: asyncio.Future[None] | concurrent.futures.Future[None],
+        parked: _Parked | None = None,
     ) -> None:
         self.data = data
         self.event = event
         self.loop = loop
         self.future = future
+        self.parked = parked
 
 
 class _LoopGroup:
     """A group gathering on one event loop: its appends, and how many calls were in flight."""
 
-    __slots__ = ("in_flight", "items", "waiter")
+    __slots__ = ("in_flight", "items", "parked", "waiter")
 
-    def __init__(self, item: _Item, in_flight: int) -> None:
+    def __init__(self, item: _Item, in_flight: int, parked: _Parked) -> None:
         self.items = [item]
+        self.parked = parked
         # Calls in flight on the loop, as the latest member counted them (itself included).
         self.in_flight = in_flight
         # Set while the leader gathers under load; woken once the group is complete.
@@ -254,8 +275,14 @@ class _LoopGroup:
             _wake(self.waiter)
 
     def complete(self) -> bool:
-        """Whether no call in flight is left to join (or the group is as large as allowed)."""
-        return len(self.items) >= min(self.in_flight, _GATHER_MAX_EVENTS)
+        """Whether to stop gathering: few calls in flight are left being served, or it is full.
+
+        "Being served" are the calls in flight that neither joined this group nor wait for the
+        writer's fsync of an earlier group; while more than ``_GATHER_SIBLINGS`` are, the loop
+        has work enough that waiting for them costs no throughput.
+        """
+        n = len(self.items)
+        return n >= _GATHER_MAX_EVENTS or n + self.parked.n + _GATHER_SIBLINGS >= self.in_flight
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -277,7 +304,11 @@ class _WriteQueue:
             self.cond.notify_all()
 
 
-def _resolve_async(futures: list[asyncio.Future[None]], error: str | None) -> None:
+def _resolve_async(
+    futures: list[asyncio.Future[None]], error: str | None, parked: _Parked | None = None
+) -> None:
+    if parked is not None:
+        parked.n -= len(futures)
     for fut in futures:
         if fut.done():  # the caller was cancelled; its event is durable (or failed) regardless
             continue
@@ -289,6 +320,7 @@ def _resolve_async(futures: list[asyncio.Future[None]], error: str | None) -> No
 
 def _resolve(batch: list[_Item], error: str | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    parked: dict[asyncio.AbstractEventLoop, _Parked | None] = {}
     for item in batch:
         if item.loop is None:
             cfut = item.future
@@ -302,9 +334,10 @@ def _resolve(batch: list[_Item], error: str | None) -> None:
             afut = item.future
             assert isinstance(afut, asyncio.Future)
             by_loop.setdefault(item.loop, []).append(afut)
+            parked[item.loop] = item.parked
     for loop, futures in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_resolve_async, futures, error)
+            loop.call_soon_threadsafe(_resolve_async, futures, error, parked[loop])
         except RuntimeError:  # the loop was closed while its callers waited
             log.warning("usage spool: event loop closed before %d appends resolved", len(futures))
 
@@ -423,6 +456,9 @@ class Spool:
 
         # Groups committed on an event loop (see append), and how long such commits take.
         self._loop_groups: dict[asyncio.AbstractEventLoop, _LoopGroup] = {}
+        self._loop_parked: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Parked] = (
+            weakref.WeakKeyDictionary()
+        )
         self._loop_commit_s = 0.0  # moving average of one group's write + fsync
         self._loop_commit_retry_at = 0.0  # until then, groups go to the writer thread
 
@@ -466,14 +502,17 @@ class Spool:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        item = _Item(event.to_record(), event, loop, future)
+        if (parked := self._loop_parked.get(loop)) is None:
+            parked = self._loop_parked[loop] = _Parked()
+        item = _Item(event.to_record(), event, loop, future, parked)
         in_flight = max(0, others_in_flight) + 1
         if (group := self._loop_groups.get(loop)) is not None:
             group.join(item, in_flight)  # its leader commits it
         elif time.monotonic() < self._loop_commit_retry_at:
             self._enqueue(item)
+            parked.n += 1
         else:
-            self._loop_groups[loop] = group = _LoopGroup(item, in_flight)
+            self._loop_groups[loop] = group = _LoopGroup(item, in_flight, parked)
             try:
                 await asyncio.sleep(0)  # the calls already ready on the loop join the group
                 if group.in_flight > _GATHER_SIBLINGS and not group.complete():
@@ -505,6 +544,8 @@ class Spool:
                 self._enqueue(*batch)
             except MeteringUnavailableError as exc:  # closed meanwhile: fail them all
                 _resolve_async(futures, str(exc))
+                return
+            group.parked.n += len(batch)
             return
         try:
             started = time.perf_counter()

@@ -523,25 +523,79 @@ def test_a_call_with_others_in_flight_is_fsynced_off_the_loop_which_keeps_servin
     assert spool.seen_recently(event.tenant_id, event.id, window_s=10**9)
 
 
-def test_under_load_a_group_gathers_until_every_call_in_flight_has_joined(
+_TURNS_APART = 5
+
+
+def _record_groups(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every group a loop hands to the writer thread.
+
+    (The writer may write two such groups with one fsync, if the second was queued before it
+    woke: what the loop gathered is what these tests are about.)
+    """
+    sizes: list[int] = []
+    real_enqueue = spool._enqueue
+
+    def recording_enqueue(*items: spool_module._Item) -> None:
+        sizes.append(len(items))
+        real_enqueue(*items)
+
+    monkeypatch.setattr(spool, "_enqueue", recording_enqueue)
+    return sizes
+
+
+def test_under_load_a_group_gathers_until_few_calls_in_flight_are_left_being_served(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A window long enough that only the group's completion can end it within the test.
     monkeypatch.setattr(spool_module, "_GATHER_S", 60.0)
+    sizes = _record_groups(spool, monkeypatch)
     in_flight = spool_module._GATHER_SIBLINGS + 3
     events = [make_event() for _ in range(in_flight)]
 
     async def call(i: int) -> None:
-        for _ in range(i):  # the calls reach the meter one loop turn after another
+        # The calls reach the meter a few loop turns apart (a woken leader resumes in two).
+        for _ in range(_TURNS_APART * i):
             await asyncio.sleep(0)
         await spool.append(events[i], others_in_flight=in_flight - 1)
 
     async def scenario() -> None:
         await asyncio.wait_for(asyncio.gather(*(call(i) for i in range(in_flight))), 30)
 
-    before = spool.stats().fsyncs
     asyncio.run(scenario())
-    assert spool.stats().fsyncs - before == 1  # one group, committed once the last one joined
+    # The first group is committed as soon as no more than _GATHER_SIBLINGS calls in flight are
+    # still being served (they keep the loop busy during its fsync), not when the last joins.
+    assert sizes[0] == in_flight - spool_module._GATHER_SIBLINGS
+    assert sum(sizes) == in_flight
+    assert [e.id for e in _drain(spool)] == [e.id for e in events]
+
+
+def test_calls_waiting_for_the_writers_fsync_are_not_waited_for(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_GATHER_S", 60.0)  # only completion ends a gather
+    sizes = _record_groups(spool, monkeypatch)
+    first, second = 6, 4
+    in_flight = first + second
+    events = [make_event() for _ in range(in_flight)]
+    spool._commit_lock.acquire()  # the writer thread takes the first group, then waits
+
+    async def call(i: int) -> None:
+        for _ in range(_TURNS_APART * i):
+            await asyncio.sleep(0)
+        await spool.append(events[i], others_in_flight=in_flight - 1)
+
+    async def scenario() -> None:
+        calls = asyncio.gather(*(call(i) for i in range(in_flight)))
+        # Once the first group went to the writer, its 6 callers wait for its fsync: of the 10
+        # in flight only the 4 later ones are being served, so none of them waits to gather
+        # (counting the 6 as still to come, they would wait out the 60 s window).
+        for _ in range(_TURNS_APART * (in_flight + 2)):
+            await asyncio.sleep(0)
+        spool._commit_lock.release()
+        await asyncio.wait_for(calls, 30)
+
+    asyncio.run(scenario())
+    assert sizes[0] == first and sum(sizes) == in_flight
     assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
 
