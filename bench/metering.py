@@ -20,10 +20,13 @@ It prints:
      with ``CITYBRAIN_BILLING__METERING=false``. The same client (tritonclient.http with gevent
      greenlets, binary tensors, in client processes taking a quarter of the cores, 1 to 4)
      drives ``traffic-police.flow-smoother``
-     at concurrency 1 and 32 for 12 s per server and level (3 s with ``--quick``) in six pairs
-     of short runs, alternating which server goes first, and prints requests/s, p50/p99 latency
-     and the median of the pairs' ratios on/off with their range (the goal: metering costs at
-     most 10 %), then checks usage rows == calls the metered server answered. Beside each
+     at concurrency 1, 32 and 128 for 12 s per server and level (3 s with ``--quick``) in six
+     pairs of short runs, alternating which server goes first, and prints requests/s, p50/p99
+     latency and the median of the pairs' ratios on/off with their range (the goal: metering
+     costs at most 10 %), then checks usage rows == calls the metered server answered. At
+     concurrency 1 it also prints how much longer each call took and the disk's flush time
+     probed in the same run: one call at a time shares its flush with no other, so the event's
+     fsync before the answer alone caps that ratio; the rest of the difference is CPU. Beside each
      level: the CPU time per call of the server process (all its threads) and of PostgreSQL
      (every postgres process; the flusher's inserts are the metered server's), read from
      /proc/<pid>/task/*/schedstat, which tells a cost in CPU from one in latency.
@@ -414,9 +417,11 @@ def bench_sustained_workers(
 # ---------------------------------------------------------------- (iii) gateway, metering on/off
 
 _MODEL = "traffic-police.flow-smoother"
-# Client processes: a quarter of the cores, at least 1 and at most 4 (the rest serve).
+# Concurrency levels: one call at a time (latency-bound), then loads that fill the server.
+_LEVELS = (1, 32, 128)
 # Pairs of short on/off runs per concurrency level (see bench_gateway).
 _PAIRS = 6
+# Client processes: a quarter of the cores, at least 1 and at most 4 (the rest serve).
 _CLIENT_PROCS = max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
@@ -540,6 +545,30 @@ def _postgres_cpu_ns() -> int | None:
     return total if found else None
 
 
+def _flush_p50_us(directory: Path, rounds: int = 300) -> float:
+    """The median time of one small ``pwrite`` + ``fdatasync`` on ``directory``'s disk, in us.
+
+    The floor of a metered call at concurrency 1: its event must be on disk before the answer
+    leaves, and with no other call to share the flush with, each call waits for one.
+    """
+    path = directory / "flush-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"\0" * (1 << 20), 0)  # preallocated, as the spool's active segment
+        os.fsync(fd)
+        record = b"x" * 160
+        times = []
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            os.pwrite(fd, record, (i * len(record)) % (1 << 20))
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
 def _client_main(
     base: str, key: str, concurrency: int, seconds: float
 ) -> tuple[int, int, list[float]]:
@@ -628,12 +657,14 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
             # Load the model and warm the connection pools.
             metered_ok = int(_drive(on, key, 4, 1.0)["ok"])
             _drive(off, key, 4, 1.0)
+            flush_us = _flush_p50_us(workdir / "gw-on")
             print(
                 f"    {'concurrency':>11} {'metering':>8} {'requests/s':>10} {'p50 ms':>7} "
                 f"{'p99 ms':>7} {'errors':>6}  CPU us/call: {'server':>6} {'postgres':>8}"
             )
             ratios: list[tuple[int, float, float, float]] = []
-            for concurrency in (1, 32):
+            latency_us: dict[str, float] = {}
+            for concurrency in _LEVELS:
                 # Short runs, alternating which server goes first (on, off, off, on, on, ...):
                 # this machine's speed drifts by more than the effect measured, so each pair
                 # gives one ratio and the median of the pairs is the figure.
@@ -655,6 +686,8 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
                         got[label] = run["rps"]
                     pair_ratios.append(got["on"] / got["off"])
                 r_on, r_off = _merge(runs["on"]), _merge(runs["off"])
+                if concurrency == 1:
+                    latency_us = {"on": 1e6 / r_on["rps"], "off": 1e6 / r_off["rps"]}
                 for label, r in (("on", r_on), ("off", r_off)):
                     print(
                         f"    {concurrency:>11} {label:>8} {r['rps']:>10,.0f} {r['p50_ms']:>7.2f} "
@@ -682,6 +715,16 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
             f"    concurrency {concurrency:>2}: metering on / off = {ratio:.3f}, median of "
             f"{_PAIRS} pairs (range {low:.3f}-{high:.3f}; cost {100 * (1 - ratio):+.1f} %; "
             f"goal <= 10 %: {verdict})"
+        )
+    if latency_us:
+        added = latency_us["on"] - latency_us["off"]
+        floor = latency_us["off"] / (latency_us["off"] + flush_us)
+        print(
+            f"    concurrency  1: each metered call took {added:+.0f} us longer "
+            f"({latency_us['on']:.0f} against {latency_us['off']:.0f} us); one flush of this "
+            f"disk took {flush_us:.0f} us (p50, probed in this run), which a lone call shares "
+            f"with none: that wait alone caps on / off at {floor:.3f}, the other "
+            f"{added - flush_us:.0f} us are CPU and wake-ups"
         )
     check = "OK" if rows == metered_ok else "MISMATCH"
     print(
