@@ -71,6 +71,7 @@ class Meter:
         segment_max_bytes: int = 64 << 20,
         idempotency_window_s: float = DEFAULT_IDEMPOTENCY_WINDOW_S,
         pg_method: PgMethod = "copy",
+        group_commit_wait_s: float = 0.020,
     ) -> Meter:
         """Build a spool, a flusher and their metrics in one call (not started).
 
@@ -83,6 +84,7 @@ class Meter:
             segment_max_bytes: The spool's segment rotation size.
             idempotency_window_s: How far back :meth:`seen` looks.
             pg_method: How batches are written on PostgreSQL.
+            group_commit_wait_s: How long a group commit may gather under load at most.
 
         Returns:
             The meter; call :meth:`start` to begin flushing.
@@ -93,6 +95,7 @@ class Meter:
             segment_max_bytes=segment_max_bytes,
             recent_window_s=idempotency_window_s,
             metrics=metrics,
+            group_commit_wait_s=group_commit_wait_s,
         )
         flusher = Flusher(
             engine, spool, batch_size, interval_s, metrics=metrics, pg_method=pg_method

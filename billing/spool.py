@@ -22,15 +22,15 @@ has to do, which the caller says (``append(..., others_in_flight=n)``, counted b
   was waiting for the loop, and no thread handoff or interpreter-lock hand-over is paid;
 - a group gathered while other calls are in flight goes to a writer thread, so the loop keeps
   serving them during the fsync. Under load (more than ``_GATHER_SIBLINGS`` others in flight,
-  as PostgreSQL's ``commit_siblings``) the group first gathers for up to ``_GATHER_S`` (as its
-  ``commit_delay``), while the loop has other work: it is committed as soon as at most
-  ``_GATHER_SIBLINGS`` of the calls in flight are still being served (the others have joined
-  it or wait for the writer's fsync of an earlier group), or once it holds
-  ``_GATHER_MAX_EVENTS``. On a loop that is busy anyway the wait costs no throughput, and each
-  fsync saved is CPU saved (on the VM these figures come from, one fsync under load cost about
-  400 us of the writer thread's CPU, kernel time included); the calls left being served keep
-  the loop busy during the fsync. ``bench/metering.py`` part iii measures it;
-  docs/metering.md has the figures.
+  as PostgreSQL's ``commit_siblings``) the group first gathers for up to
+  ``group_commit_wait_s`` (20 ms by default; as PostgreSQL's ``commit_delay``), while the loop
+  has other work: it is committed as soon as at most ``_GATHER_SIBLINGS`` of the calls in
+  flight are still being served (the others have joined it or wait for the writer's fsync of
+  an earlier group), or once it holds ``_GATHER_MAX_EVENTS``. On a loop that is busy anyway
+  the wait costs no throughput, and each fsync saved is CPU saved (on the VM these figures come
+  from, one fsync under load cost about 400 us of the writer thread's CPU, kernel time
+  included); the calls left being served keep the loop busy during the fsync.
+  ``bench/metering.py`` part iii measures it; docs/metering.md has the figures.
 
 When the disk's flush is slow (a moving average of loop commits above ``_LOOP_COMMIT_MAX_S``),
 and for appends from threads without a loop, the writer thread commits every group.
@@ -104,9 +104,10 @@ _PREALLOC_RETRY_S = 5.0
 # average; above it, the writer thread takes the groups for _LOOP_COMMIT_RETRY_S seconds.
 _LOOP_COMMIT_MAX_S = 0.002
 _LOOP_COMMIT_RETRY_S = 10.0
-# With more than this many other calls in flight, a group gathers for up to _GATHER_S before the
-# writer commits it: until at most this many calls in flight are still being served (the rest
-# joined it or wait for the writer), or it holds _GATHER_MAX_EVENTS.
+# With more than this many other calls in flight, a group gathers before the writer commits it:
+# until at most this many calls in flight are still being served (the rest joined it or wait for
+# the writer), it holds _GATHER_MAX_EVENTS, or _GATHER_S passed (the default of the spool's
+# group_commit_wait_s).
 _GATHER_SIBLINGS = 4
 _GATHER_S = 0.020
 _GATHER_MAX_EVENTS = 512
@@ -389,6 +390,7 @@ class Spool:
         recent_window_s: float = 48 * 3600.0,
         recent_capacity: int = 200_000,
         metrics: BillingMetrics | None = None,
+        group_commit_wait_s: float = _GATHER_S,
     ) -> None:
         """Open (or create) the spool and replay what is pending.
 
@@ -402,12 +404,16 @@ class Spool:
             recent_window_s: How long appended event ids stay in the in-memory index.
             recent_capacity: At most this many ids are kept in the in-memory index.
             metrics: Where to report appends, fsync group sizes and the backlog.
+            group_commit_wait_s: How long a group may gather under load at most (see the
+                module docstring); 0 hands every group to the writer thread at once.
 
         Raises:
             SpoolLockedError: Another live process owns the directory.
         """
         if segment_max_bytes < 1:
             raise ValueError("segment_max_bytes must be positive")
+        if not 0.0 <= group_commit_wait_s <= 1.0:
+            raise ValueError("group_commit_wait_s must be between 0 and 1 second")
         self._dir = Path(directory)
         self._segment_max_bytes = segment_max_bytes
         self._recent_window_s = recent_window_s
@@ -459,6 +465,7 @@ class Spool:
         self._loop_parked: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Parked] = (
             weakref.WeakKeyDictionary()
         )
+        self._gather_s = group_commit_wait_s
         self._loop_commit_s = 0.0  # moving average of one group's write + fsync
         self._loop_commit_retry_at = 0.0  # until then, groups go to the writer thread
 
@@ -487,9 +494,9 @@ class Spool:
         the loop itself while the disk's flush is fast (see ``_LOOP_COMMIT_MAX_S``): nothing
         else waits for the loop, and no thread handoff or interpreter-lock hand-over is paid.
         A group gathered while other calls are in flight goes to the writer thread, so the
-        loop serves them during the fsync; under load it first gathers for up to ``_GATHER_S``
-        (see the module docstring). A slow disk sends every group to the writer thread; the
-        loop is tried again after ``_LOOP_COMMIT_RETRY_S``.
+        loop serves them during the fsync; under load it first gathers for up to
+        ``group_commit_wait_s`` (see the module docstring). A slow disk sends every group to
+        the writer thread; the loop is tried again after ``_LOOP_COMMIT_RETRY_S``.
 
         Args:
             event: The usage event.
@@ -515,9 +522,9 @@ class Spool:
             self._loop_groups[loop] = group = _LoopGroup(item, in_flight, parked)
             try:
                 await asyncio.sleep(0)  # the calls already ready on the loop join the group
-                if group.in_flight > _GATHER_SIBLINGS and not group.complete():
+                if self._gather_s > 0 and not group.complete():
                     group.waiter = loop.create_future()
-                    timer = loop.call_later(_GATHER_S, _wake, group.waiter)
+                    timer = loop.call_later(self._gather_s, _wake, group.waiter)
                     try:
                         await group.waiter  # the others in flight join meanwhile
                     finally:

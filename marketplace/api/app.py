@@ -173,6 +173,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             batch_size=settings.billing.flush_batch_size,
             interval_s=settings.billing.flush_interval_s,
             idempotency_window_s=settings.billing.idempotency_window_s,
+            group_commit_wait_s=settings.billing.group_commit_wait_ms / 1000.0,
         )
         # Embedded always; Triton and KServe as configured (made on first use of such a model).
         runtime = serving_runtimes(settings, metrics)

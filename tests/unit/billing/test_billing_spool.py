@@ -547,7 +547,7 @@ def test_under_load_a_group_gathers_until_few_calls_in_flight_are_left_being_ser
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A window long enough that only the group's completion can end it within the test.
-    monkeypatch.setattr(spool_module, "_GATHER_S", 60.0)
+    monkeypatch.setattr(spool, "_gather_s", 60.0)
     sizes = _record_groups(spool, monkeypatch)
     in_flight = spool_module._GATHER_SIBLINGS + 3
     events = [make_event() for _ in range(in_flight)]
@@ -572,7 +572,7 @@ def test_under_load_a_group_gathers_until_few_calls_in_flight_are_left_being_ser
 def test_calls_waiting_for_the_writers_fsync_are_not_waited_for(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_GATHER_S", 60.0)  # only completion ends a gather
+    monkeypatch.setattr(spool, "_gather_s", 60.0)  # only completion ends a gather
     sizes = _record_groups(spool, monkeypatch)
     first, second = 6, 4
     in_flight = first + second
@@ -599,10 +599,41 @@ def test_calls_waiting_for_the_writers_fsync_are_not_waited_for(
     assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
 
+def test_a_wait_of_zero_gathers_nothing_even_under_load(
+    tmp_path: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path / "no-wait", group_commit_wait_s=0.0)
+    sizes = _record_groups(spool, monkeypatch)
+    in_flight = spool_module._GATHER_SIBLINGS + 10
+    events = [make_event() for _ in range(5)]
+
+    async def call(i: int) -> None:
+        for _ in range(_TURNS_APART * i):
+            await asyncio.sleep(0)
+        await spool.append(events[i], others_in_flight=in_flight - 1)
+
+    async def scenario() -> None:
+        await asyncio.wait_for(asyncio.gather(*(call(i) for i in range(len(events)))), 30)
+
+    try:
+        asyncio.run(scenario())
+        assert sizes == [1] * len(events)  # each handed to the writer as it came
+        assert [e.id for e in _drain(spool)] == [e.id for e in events]
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("wait_s", [-0.001, 1.5, float("nan")])
+def test_a_group_commit_wait_out_of_range_is_refused(tmp_path: Path, wait_s: float) -> None:
+    with pytest.raises(ValueError, match="group_commit_wait_s"):
+        Spool(tmp_path / "spool", group_commit_wait_s=wait_s)
+    assert not (tmp_path / "spool").exists()  # refused before anything was created
+
+
 def test_under_load_a_group_that_nobody_joins_is_committed_when_its_window_ends(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_GATHER_S", 0.01)
+    monkeypatch.setattr(spool, "_gather_s", 0.01)
     event = make_event()
     # Others are in flight, but fail or go elsewhere: none of them ever appends.
     asyncio.run(
@@ -616,7 +647,7 @@ def test_under_load_a_group_that_nobody_joins_is_committed_when_its_window_ends(
 def test_few_calls_in_flight_do_not_wait_to_gather(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_GATHER_S", 60.0)  # waiting at all would hang the test
+    monkeypatch.setattr(spool, "_gather_s", 60.0)  # waiting at all would hang the test
     first, second = make_event(), make_event()
 
     async def scenario() -> None:

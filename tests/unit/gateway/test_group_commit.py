@@ -13,7 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+from sqlalchemy import create_engine
 
+from billing import Meter
 from marketplace.config import ModelStoreSettings, Settings
 from tests.unit.gateway.conftest import Models, python_model
 
@@ -143,3 +146,22 @@ def test_the_meter_is_told_how_many_other_calls_are_in_flight(
     assert alone == [0]
     assert len(burst) == BURST and max(burst) > 0
     assert app.state.gateway.in_flight == 0  # type: ignore[attr-defined]
+
+
+def test_the_group_commit_wait_is_a_setting_that_reaches_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Settings(data_dir=tmp_path).billing.group_commit_wait_ms == 20.0
+    monkeypatch.setenv("CITYBRAIN_BILLING__GROUP_COMMIT_WAIT_MS", "2.5")
+    assert Settings(data_dir=tmp_path).billing.group_commit_wait_ms == 2.5
+    monkeypatch.setenv("CITYBRAIN_BILLING__GROUP_COMMIT_WAIT_MS", "-1")
+    with pytest.raises(ValidationError, match="group_commit_wait_ms"):
+        Settings(data_dir=tmp_path)
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'usage.db'}")
+    meter = Meter.create(engine, tmp_path / "spool", group_commit_wait_s=0.0025)
+    try:
+        assert meter.spool._gather_s == 0.0025
+    finally:
+        meter.spool.close()
+        engine.dispose()
