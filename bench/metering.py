@@ -24,9 +24,10 @@ It prints:
      pairs of short runs, alternating which server goes first, and prints requests/s, p50/p99
      latency and the median of the pairs' ratios on/off with their range (the goal: metering
      costs at most 10 %), then checks usage rows == calls the metered server answered. At
-     concurrency 1 it also prints how much longer each call took and the disk's flush time
-     probed in the same run: one call at a time shares its flush with no other, so the event's
-     fsync before the answer alone caps that ratio; the rest of the difference is CPU. Beside each
+     concurrency 1 it also prints how much longer each call took and how long the metered
+     server's own write + fsync of each event took (its ``citybrain_billing_fsync_seconds``,
+     read from ``/metrics`` with the operator's key): one call at a time shares its flush with
+     no other, so that wait alone caps the ratio there; the rest of the difference is CPU. Beside each
      level: the CPU time per call of the server process (all its threads) and of PostgreSQL
      (every postgres process; the flusher's inserts are the metered server's), read from
      /proc/<pid>/task/*/schedstat, which tells a cost in CPU from one in latency.
@@ -432,8 +433,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _gateway_database(artifacts: Path) -> Iterator[tuple[str, str]]:
-    """A temporary PostgreSQL database, migrated and seeded; yields (url, a developer's key)."""
+def _gateway_database(artifacts: Path) -> Iterator[tuple[str, str, str]]:
+    """A temporary PostgreSQL database, migrated and seeded.
+
+    Yields (url, a developer's key, the operator's key: for ``/metrics``).
+    """
     from marketplace.db import make_engine, make_session_factory, transaction
     from marketplace.migrate import upgrade
     from marketplace.seed import seed_demo_city
@@ -451,7 +455,7 @@ def _gateway_database(artifacts: Path) -> Iterator[tuple[str, str]]:
                 seeded = seed_demo_city(session, blobs=BlobStore(artifacts))
         finally:
             engine.dispose()
-        yield url, seeded.keys["parkeasy"]
+        yield url, seeded.keys["parkeasy"], seeded.keys["data-bureau"]
     finally:
         with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -545,28 +549,20 @@ def _postgres_cpu_ns() -> int | None:
     return total if found else None
 
 
-def _flush_p50_us(directory: Path, rounds: int = 300) -> float:
-    """The median time of one small ``pwrite`` + ``fdatasync`` on ``directory``'s disk, in us.
+def _fsync_totals(base: str, operator_key: str) -> tuple[float, float]:
+    """The metered server's group commits so far: (how many, seconds of write + fsync in all)."""
+    import httpx
 
-    The floor of a metered call at concurrency 1: its event must be on disk before the answer
-    leaves, and with no other call to share the flush with, each call waits for one.
-    """
-    path = directory / "flush-probe"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.pwrite(fd, b"\0" * (1 << 20), 0)  # preallocated, as the spool's active segment
-        os.fsync(fd)
-        record = b"x" * 160
-        times = []
-        for i in range(rounds):
-            t0 = time.perf_counter()
-            os.pwrite(fd, record, (i * len(record)) % (1 << 20))
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times) * 1e6
-    finally:
-        os.close(fd)
-        path.unlink()
+    text = httpx.get(
+        f"{base}/metrics", headers={"Authorization": f"Bearer {operator_key}"}, timeout=10
+    ).text
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("citybrain_billing_")
+    )
+    return (
+        float(values["citybrain_billing_fsync_seconds_count"]),
+        float(values["citybrain_billing_fsync_seconds_sum"]),
+    )
 
 
 def _client_main(
@@ -649,7 +645,7 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
         f"{seconds:.0f} s per level, tritonclient.http (gevent) in up to {_CLIENT_PROCS} processes"
     )
     artifacts = workdir / "artifacts"
-    with _gateway_database(artifacts) as (url, key):
+    with _gateway_database(artifacts) as (url, key, operator_key):
         with (
             _server(url, artifacts, workdir / "gw-on", metering=True) as (on, on_pid),
             _server(url, artifacts, workdir / "gw-off", metering=False) as (off, off_pid),
@@ -657,14 +653,14 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
             # Load the model and warm the connection pools.
             metered_ok = int(_drive(on, key, 4, 1.0)["ok"])
             _drive(off, key, 4, 1.0)
-            flush_us = _flush_p50_us(workdir / "gw-on")
             print(
                 f"    {'concurrency':>11} {'metering':>8} {'requests/s':>10} {'p50 ms':>7} "
                 f"{'p99 ms':>7} {'errors':>6}  CPU us/call: {'server':>6} {'postgres':>8}"
             )
             ratios: list[tuple[int, float, float, float]] = []
-            latency_us: dict[str, float] = {}
+            lone: dict[str, float] = {}
             for concurrency in _LEVELS:
+                commits_0 = _fsync_totals(on, operator_key)
                 # Short runs, alternating which server goes first (on, off, off, on, on, ...):
                 # this machine's speed drifts by more than the effect measured, so each pair
                 # gives one ratio and the median of the pairs is the figure.
@@ -687,7 +683,14 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
                     pair_ratios.append(got["on"] / got["off"])
                 r_on, r_off = _merge(runs["on"]), _merge(runs["off"])
                 if concurrency == 1:
-                    latency_us = {"on": 1e6 / r_on["rps"], "off": 1e6 / r_off["rps"]}
+                    commits_1 = _fsync_totals(on, operator_key)
+                    lone = {
+                        "on": 1e6 / r_on["rps"],
+                        "off": 1e6 / r_off["rps"],
+                        "commits": commits_1[0] - commits_0[0],
+                        "commit_us": 1e6 * (commits_1[1] - commits_0[1]) / r_on["ok"],
+                        "calls": r_on["ok"],
+                    }
                 for label, r in (("on", r_on), ("off", r_off)):
                     print(
                         f"    {concurrency:>11} {label:>8} {r['rps']:>10,.0f} {r['p50_ms']:>7.2f} "
@@ -716,15 +719,16 @@ def bench_gateway(workdir: Path, seconds: float) -> None:
             f"{_PAIRS} pairs (range {low:.3f}-{high:.3f}; cost {100 * (1 - ratio):+.1f} %; "
             f"goal <= 10 %: {verdict})"
         )
-    if latency_us:
-        added = latency_us["on"] - latency_us["off"]
-        floor = latency_us["off"] / (latency_us["off"] + flush_us)
+    if lone:
+        added = lone["on"] - lone["off"]
+        floor = lone["off"] / (lone["off"] + lone["commit_us"])
         print(
             f"    concurrency  1: each metered call took {added:+.0f} us longer "
-            f"({latency_us['on']:.0f} against {latency_us['off']:.0f} us); one flush of this "
-            f"disk took {flush_us:.0f} us (p50, probed in this run), which a lone call shares "
-            f"with none: that wait alone caps on / off at {floor:.3f}, the other "
-            f"{added - flush_us:.0f} us are CPU and wake-ups"
+            f"({lone['on']:.0f} against {lone['off']:.0f} us). The metered server's own write + "
+            f"fsync took {lone['commit_us']:.0f} us per call ({lone['commits']:,.0f} commits "
+            f"for {lone['calls']:,.0f} calls, from its citybrain_billing_fsync_seconds): a call "
+            f"alone shares its flush with none, so that wait alone caps on / off at "
+            f"{floor:.3f} on this disk; the other {added - lone['commit_us']:.0f} us are CPU"
         )
     check = "OK" if rows == metered_ok else "MISMATCH"
     print(
