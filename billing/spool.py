@@ -26,7 +26,9 @@ has to do, which the caller says (``append(..., others_in_flight=n)``, counted b
   ``group_commit_wait_s`` (20 ms by default; as PostgreSQL's ``commit_delay``), while the loop
   has other work: it is committed as soon as at most ``_GATHER_SIBLINGS`` of the calls in
   flight are still being served (the others have joined it or wait for the writer's fsync of
-  an earlier group), or once it holds ``_GATHER_MAX_EVENTS``. On a loop that is busy anyway
+  an earlier group), once the loop's thread has been mostly idle for ``_GATHER_CHECK_S`` (2 ms:
+  the calls in flight are then busy elsewhere, in a slow model or a remote runtime, not queued
+  on the loop), or once it holds ``_GATHER_MAX_EVENTS``. On a loop that is busy anyway
   the wait costs no throughput, and each fsync saved is CPU saved (on the VM these figures come
   from, one fsync under load cost about 400 us of the writer thread's CPU, kernel time
   included); the calls left being served keep the loop busy during the fsync.
@@ -110,6 +112,11 @@ _LOOP_COMMIT_RETRY_S = 10.0
 # group_commit_wait_s).
 _GATHER_SIBLINGS = 4
 _GATHER_S = 0.020
+# Every _GATHER_CHECK_S a gathering group looks at its loop's thread: if it ran on a CPU for
+# less than _GATHER_BUSY of that time, the calls in flight are busy elsewhere (a slow model, a
+# remote runtime) rather than queued on the loop, and the group is committed.
+_GATHER_CHECK_S = 0.002
+_GATHER_BUSY = 0.5
 _GATHER_MAX_EVENTS = 512
 # The events appended since the backlog was last empty are also kept in memory, so the flusher
 # takes them from there instead of reading back and decoding what was just written; past this
@@ -259,11 +266,15 @@ class _Item:
 class _LoopGroup:
     """A group gathering on one event loop: its appends, and how many calls were in flight."""
 
-    __slots__ = ("in_flight", "items", "parked", "waiter")
+    __slots__ = ("cpu_mark", "in_flight", "items", "parked", "time_mark", "timer", "waiter")
 
     def __init__(self, item: _Item, in_flight: int, parked: _Parked) -> None:
         self.items = [item]
         self.parked = parked
+        # While gathering: the pending check of the loop's work, and when it last looked.
+        self.timer: asyncio.TimerHandle | None = None
+        self.time_mark = 0.0
+        self.cpu_mark = 0.0
         # Calls in flight on the loop, as the latest member counted them (itself included).
         self.in_flight = in_flight
         # Set while the leader gathers under load; woken once the group is complete.
@@ -274,6 +285,27 @@ class _LoopGroup:
         self.in_flight = in_flight
         if self.waiter is not None and self.complete():
             _wake(self.waiter)
+
+    def start_checks(self, loop: asyncio.AbstractEventLoop, window_s: float) -> None:
+        """Check the loop's work every ``_GATHER_CHECK_S`` until ``window_s`` has passed."""
+        self.time_mark, self.cpu_mark = time.monotonic(), time.thread_time()
+        self.timer = loop.call_later(
+            min(_GATHER_CHECK_S, window_s), self._check, loop, self.time_mark + window_s
+        )
+
+    def _check(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """End the gather at its deadline, or once the loop's thread has been mostly idle."""
+        if self.waiter is None or self.waiter.done():
+            return
+        now, cpu = time.monotonic(), time.thread_time()
+        idle = cpu - self.cpu_mark < _GATHER_BUSY * (now - self.time_mark)
+        if idle or now >= deadline:
+            _wake(self.waiter)
+            return
+        self.time_mark, self.cpu_mark = now, cpu
+        self.timer = loop.call_later(
+            min(_GATHER_CHECK_S, deadline - now), self._check, loop, deadline
+        )
 
     def complete(self) -> bool:
         """Whether to stop gathering: few calls in flight are left being served, or it is full.
@@ -524,11 +556,12 @@ class Spool:
                 await asyncio.sleep(0)  # the calls already ready on the loop join the group
                 if self._gather_s > 0 and not group.complete():
                     group.waiter = loop.create_future()
-                    timer = loop.call_later(self._gather_s, _wake, group.waiter)
+                    group.start_checks(loop, self._gather_s)
                     try:
                         await group.waiter  # the others in flight join meanwhile
                     finally:
-                        timer.cancel()
+                        if group.timer is not None:
+                            group.timer.cancel()
             finally:
                 # Committed even if this call is cancelled here: the others wait on the group.
                 self._commit_loop_group(loop)

@@ -546,8 +546,10 @@ def _record_groups(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_under_load_a_group_gathers_until_few_calls_in_flight_are_left_being_served(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A window long enough that only the group's completion can end it within the test.
+    # A window long enough, and no look at the loop's work: only the group's completion can end
+    # the gather within the test.
     monkeypatch.setattr(spool, "_gather_s", 60.0)
+    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.0)
     sizes = _record_groups(spool, monkeypatch)
     in_flight = spool_module._GATHER_SIBLINGS + 3
     events = [make_event() for _ in range(in_flight)]
@@ -573,6 +575,7 @@ def test_calls_waiting_for_the_writers_fsync_are_not_waited_for(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spool, "_gather_s", 60.0)  # only completion ends a gather
+    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.0)
     sizes = _record_groups(spool, monkeypatch)
     first, second = 6, 4
     in_flight = first + second
@@ -642,6 +645,60 @@ def test_under_load_a_group_that_nobody_joins_is_committed_when_its_window_ends(
         )
     )
     assert [e.id for e in _drain(spool)] == [event.id]
+
+
+def test_under_load_a_group_is_committed_once_its_loop_is_idle_not_when_the_window_ends(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The others in flight are slow calls (a remote model, say) that reach the meter much
+    # later, and the loop has nothing else to do: waiting out the window (60 s here) for them
+    # would only delay this call.
+    monkeypatch.setattr(spool, "_gather_s", 60.0)
+    event = make_event()
+    asyncio.run(
+        asyncio.wait_for(
+            spool.append(event, others_in_flight=spool_module._GATHER_SIBLINGS + 10), 30
+        )
+    )
+    assert [e.id for e in _drain(spool)] == [event.id]
+
+
+def test_a_busy_loop_keeps_the_group_gathering(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "_gather_s", 60.0)
+    # Busy means on a CPU a tenth of the time: a loop burning it all passes on any machine.
+    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.1)
+    sizes = _record_groups(spool, monkeypatch)
+    events = [make_event() for _ in range(4)]
+    in_flight = len(events) + spool_module._GATHER_SIBLINGS  # complete once all have joined
+    joined = 0
+
+    def burn(seconds: float) -> None:
+        until = time.thread_time() + seconds
+        while time.thread_time() < until:
+            pass
+
+    async def busy_loop() -> None:
+        while joined < len(events):  # other calls' work: the loop is never idle
+            burn(0.001)
+            await asyncio.sleep(0)
+
+    async def call(i: int) -> None:
+        nonlocal joined
+        for _ in range(5 * i):  # each reaches the meter five loop turns of work after the last
+            burn(0.002)
+            await asyncio.sleep(0)
+        joined += 1
+        await spool.append(events[i], others_in_flight=in_flight - 1)
+
+    async def scenario() -> None:
+        calls = [asyncio.ensure_future(call(i)) for i in range(len(events))]
+        await asyncio.wait_for(asyncio.gather(busy_loop(), *calls), 30)
+
+    asyncio.run(scenario())
+    assert sizes == [len(events)]  # one group, gathered over many checks, never cut short
+    assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
 
 def test_few_calls_in_flight_do_not_wait_to_gather(
