@@ -233,8 +233,11 @@ class SpoolStats:
 class _Parked:
     """How many of one loop's appends wait for the writer thread's fsync (used on the loop only).
 
-    Incremented when a group is handed to the writer, decremented when its futures are resolved
-    on the loop; a gathering group counts these callers as no longer being served.
+    Incremented when a group (or, while the disk is slow, a single append) is handed to the
+    writer, decremented when its futures are resolved on the loop; a gathering group counts
+    these callers as no longer being served. A cancelled caller stays counted until the writer
+    is done with its event, while the gateway no longer counts it in flight: a gather then ends
+    a little early, which is safe.
     """
 
     __slots__ = ("n",)

@@ -561,8 +561,15 @@ def test_under_load_a_group_gathers_until_few_calls_in_flight_are_left_being_ser
         await spool.append(events[i], others_in_flight=in_flight - 1)
 
     async def scenario() -> None:
-        await asyncio.wait_for(asyncio.gather(*(call(i) for i in range(in_flight))), 30)
+        calls = asyncio.gather(*(call(i) for i in range(in_flight)))
+        # The writer holds each group until all have appended: how fast it is (a disk on tmpfs
+        # is quick) must not decide whether a later group counts the earlier ones as parked.
+        for _ in range(_TURNS_APART * (in_flight + 2)):
+            await asyncio.sleep(0)
+        spool._commit_lock.release()
+        await asyncio.wait_for(calls, 30)
 
+    spool._commit_lock.acquire()
     asyncio.run(scenario())
     # The first group is committed as soon as no more than _GATHER_SIBLINGS calls in flight are
     # still being served (they keep the loop busy during its fsync), not when the last joins.
@@ -667,8 +674,9 @@ def test_a_busy_loop_keeps_the_group_gathering(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spool, "_gather_s", 60.0)
-    # Busy means on a CPU a tenth of the time: a loop burning it all passes on any machine.
-    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.1)
+    # Busy means on a CPU at all between two checks: each interval holds a 2 ms burn, so even a
+    # VM that stalls this thread for a while cannot make one look idle.
+    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 1e-6)
     sizes = _record_groups(spool, monkeypatch)
     events = [make_event() for _ in range(4)]
     in_flight = len(events) + spool_module._GATHER_SIBLINGS  # complete once all have joined
