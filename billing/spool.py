@@ -544,13 +544,18 @@ class Spool:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        in_flight = max(0, others_in_flight) + 1
+        if (group := self._loop_groups.get(loop)) is not None:
+            # Under load most calls join: the group carries the loop's counter, so they skip
+            # the weak-keyed lookup below.
+            item = _Item(event.to_record(), event, loop, future, group.parked)
+            group.join(item, in_flight)  # its leader commits it
+            await future
+            return
         if (parked := self._loop_parked.get(loop)) is None:
             parked = self._loop_parked[loop] = _Parked()
         item = _Item(event.to_record(), event, loop, future, parked)
-        in_flight = max(0, others_in_flight) + 1
-        if (group := self._loop_groups.get(loop)) is not None:
-            group.join(item, in_flight)  # its leader commits it
-        elif time.monotonic() < self._loop_commit_retry_at:
+        if time.monotonic() < self._loop_commit_retry_at:
             self._enqueue(item)
             parked.n += 1
         else:

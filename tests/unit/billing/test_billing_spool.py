@@ -640,17 +640,22 @@ def test_a_group_commit_wait_out_of_range_is_refused(tmp_path: Path, wait_s: flo
     assert not (tmp_path / "spool").exists()  # refused before anything was created
 
 
-def test_under_load_a_group_that_nobody_joins_is_committed_when_its_window_ends(
-    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(spool, "_gather_s", 0.01)
-    event = make_event()
-    # Others are in flight, but fail or go elsewhere: none of them ever appends.
+def _append_alone_under_load(spool: Spool, event: UsageEvent) -> None:
+    """Append ``event`` while others are in flight that never append (they fail, or are slow)."""
     asyncio.run(
         asyncio.wait_for(
             spool.append(event, others_in_flight=spool_module._GATHER_SIBLINGS + 10), 30
         )
     )
+
+
+def test_under_load_a_group_that_nobody_joins_is_committed_when_its_window_ends(
+    spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "_gather_s", 0.01)
+    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.0)  # only the window can end it
+    event = make_event()
+    _append_alone_under_load(spool, event)
     assert [e.id for e in _drain(spool)] == [event.id]
 
 
@@ -662,11 +667,7 @@ def test_under_load_a_group_is_committed_once_its_loop_is_idle_not_when_the_wind
     # would only delay this call.
     monkeypatch.setattr(spool, "_gather_s", 60.0)
     event = make_event()
-    asyncio.run(
-        asyncio.wait_for(
-            spool.append(event, others_in_flight=spool_module._GATHER_SIBLINGS + 10), 30
-        )
-    )
+    _append_alone_under_load(spool, event)
     assert [e.id for e in _drain(spool)] == [event.id]
 
 
