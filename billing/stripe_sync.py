@@ -89,7 +89,7 @@ class StripeSync:
         """Create the client.
 
         Args:
-            api_key: The Stripe secret key (``CITYBRAIN_STRIPE_API_KEY``).
+            api_key: The Stripe secret key (``CITYBRAIN_STRIPE__API_KEY``).
             api_base: Another API address (a local fake in tests); Stripe's by default.
             batch_size: Most meter events sent per :meth:`deliver_events` call.
             days_until_due: Payment term of the Stripe invoices.

@@ -17,7 +17,7 @@ def _operator(session: Any) -> Any:
     from marketplace.constants import ALL_SCOPES, TenantKind
     from marketplace.context import Principal
     from marketplace.errors import NotFoundError
-    from marketplace.models import Tenant
+    from marketplace.tables import Tenant
 
     op = session.scalar(
         select(Tenant).where(Tenant.kind == TenantKind.OPERATOR.value).order_by(Tenant.id)

@@ -48,22 +48,24 @@ def run(
     commission: Annotated[
         str | None,
         typer.Option(
-            help="Operator commission rate, e.g. 0.10 (env CITYBRAIN_BILLING_COMMISSION_RATE)"
+            help="Operator commission rate, e.g. 0.10 (env CITYBRAIN_BILLING__COMMISSION_RATE)"
         ),
     ] = None,
     draft: Annotated[bool, typer.Option(help="Leave invoices as drafts")] = False,
     stripe_sync: Annotated[
         bool,
-        typer.Option("--stripe/--no-stripe", help="Sync Stripe if CITYBRAIN_STRIPE_API_KEY is set"),
+        typer.Option(
+            "--stripe/--no-stripe", help="Sync Stripe if CITYBRAIN_STRIPE__API_KEY is set"
+        ),
     ] = True,
 ) -> None:
     """Close a period: rate usage, issue invoices and chargeback statements (idempotent)."""
     from billing.invoices import RunConfig
-    from marketplace import billing_service as svc
+    from marketplace.billing import service as svc
 
     p = _period(period)
-    cfg = svc.BillingRunSettings()
-    rate = cfg.billing_commission_rate
+    cfg = _cli().settings()
+    rate = cfg.billing.commission_rate
     if commission is not None:
         try:
             rate = Decimal(commission)
@@ -82,8 +84,8 @@ def run(
             f"  {d.number}  {d.kind:<9}  {d.status:<6}  {d.total:>14.2f} {d.currency}"
             + (f"  ({late} late lines)" if late else "")
         )
-    if stripe_sync and cfg.stripe_api_key:
-        synced = _in_transaction(lambda s: svc.stripe_sync(s, cfg, now=svc.now_utc()))
+    if stripe_sync and cfg.stripe.api_key:
+        synced = _in_transaction(lambda s: svc.stripe_sync(s, cfg.stripe, now=svc.now_utc()))
         out.print(
             f"stripe: {synced.customers_created} customers, {synced.events_delivered} meter "
             f"events ({synced.events_duplicate} already there, {synced.events_failed} to retry), "
@@ -99,7 +101,7 @@ def report(
 ) -> None:
     """The operator's report of a period: totals, top consumers, revenue share, trend chart."""
     from billing.reports import FORMATS
-    from marketplace import billing_service as svc
+    from marketplace.billing import service as svc
 
     if fmt not in FORMATS:
         _cli()._fail(f"--format must be one of {', '.join(FORMATS)}")
@@ -116,12 +118,12 @@ def report(
 @billing_app.command("stripe-sync")
 def stripe_sync_cmd() -> None:
     """Mirror developer tenants, pending meter events and issued invoices to Stripe."""
-    from marketplace import billing_service as svc
+    from marketplace.billing import service as svc
 
-    cfg = svc.BillingRunSettings()
-    if not cfg.stripe_api_key:
-        _cli()._fail("CITYBRAIN_STRIPE_API_KEY is not set", "export it, then run this again")
-    r = _in_transaction(lambda s: svc.stripe_sync(s, cfg, now=svc.now_utc()))
+    cfg = _cli().settings()
+    if not cfg.stripe.api_key:
+        _cli()._fail("CITYBRAIN_STRIPE__API_KEY is not set", "export it, then run this again")
+    r = _in_transaction(lambda s: svc.stripe_sync(s, cfg.stripe, now=svc.now_utc()))
     print(
         f"customers {r.customers_created}, queued {r.events_queued}, delivered "
         f"{r.events_delivered}, already there {r.events_duplicate}, to retry {r.events_failed}, "
@@ -135,7 +137,7 @@ def invoice(
     action: Annotated[str, typer.Argument(help="issue, paid or void")],
 ) -> None:
     """Move an invoice along: draft → issued → paid, or void."""
-    from marketplace import billing_service as svc
+    from marketplace.billing import service as svc
 
     if action not in ("issue", "paid", "void"):
         _cli()._fail("action must be issue, paid or void")

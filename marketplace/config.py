@@ -6,6 +6,7 @@ Built once at the entry point (CLI or app factory) and passed down.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
@@ -81,6 +82,18 @@ class BillingSettings(BaseModel):
     # False skips the gateway's meter step entirely: calls are served unbilled. It exists for
     # benchmarking the metering cost (bench/metering.py) and for internal deployments only.
     metering: bool = True
+    # The operator's commission on every invoice line, e.g. 0.10 for 10 % (``citybrain billing
+    # run --commission`` overrides it).
+    commission_rate: Decimal = Field(default=Decimal("0.10"), ge=0, le=1)
+
+
+class StripeSettings(BaseModel):
+    """Developer tenants' invoices and meter events in Stripe (``CITYBRAIN_STRIPE__*``); off
+    unless ``api_key`` is set."""
+
+    api_key: str | None = Field(default=None, repr=False)
+    # Another Stripe API address (a local fake in tests, a proxy); Stripe's own by default.
+    api_base: str | None = None
 
 
 class TritonSettings(BaseModel):
@@ -176,6 +189,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
     kserve: KServeSettings = Field(default_factory=KServeSettings)
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -29,12 +29,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from marketplace.billing_service import now_utc, set_plan
+from marketplace.billing.service import now_utc, set_plan
 from marketplace.catalog import service as catalog
 from marketplace.constants import ALL_SCOPES
 from marketplace.context import Principal
 from marketplace.keys.service import create_key
-from marketplace.models import Product, Tenant
+from marketplace.tables import Product, Tenant
 from marketplace.tenants.service import create_tenant
 from model_store import BlobInfo, BlobStore, ModelManifest
 

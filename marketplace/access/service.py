@@ -33,7 +33,7 @@ from marketplace.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from marketplace.models import AccessRequest, Grant, Product, utcnow
+from marketplace.tables import AccessRequest, Grant, Product, utcnow
 
 GRANTABLE_SCOPES = (Scope.INFER.value, Scope.DATA_READ.value)
 MAX_DURATION_DAYS = 366

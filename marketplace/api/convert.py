@@ -6,7 +6,7 @@ from marketplace.api.schemas import KeyPublic, ProductPublic, TenantPublic, Vers
 from marketplace.catalog.search import Listing
 from marketplace.constants import API_KEY_PREFIX, GOVERNMENT_KINDS
 from marketplace.keys.service import key_status
-from marketplace.models import ApiKey, Product, ProductVersion, Tenant
+from marketplace.tables import ApiKey, Product, ProductVersion, Tenant
 
 
 def tenant_public(t: Tenant) -> TenantPublic:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from marketplace.context import current_request_id
-from marketplace.models import AuditEntry, AuditHead, utcnow
+from marketplace.tables import AuditEntry, AuditHead, utcnow
 
 GENESIS = "0" * 64
 

@@ -31,7 +31,7 @@ from marketplace.config import OIDCSettings
 from marketplace.constants import ALL_SCOPES, Scope, TenantKind
 from marketplace.context import Principal
 from marketplace.errors import ForbiddenError, UnauthenticatedError, UnavailableError
-from marketplace.models import Tenant
+from marketplace.tables import Tenant
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "operator": frozenset(ALL_SCOPES),

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, or_
 
 from marketplace.constants import ProductState, Tier
 from marketplace.context import Caller
-from marketplace.models import Product
+from marketplace.tables import Product
 
 LISTED_STATES = (ProductState.PUBLISHED.value, ProductState.DEPRECATED.value)
 

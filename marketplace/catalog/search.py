@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from marketplace.catalog.policy import visible_clause
 from marketplace.catalog.service import ProductFilter, filtered_query
 from marketplace.context import Caller, Principal
-from marketplace.models import (
+from marketplace.tables import (
     Product,
     ProductVersion,
     Tenant,

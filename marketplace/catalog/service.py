@@ -22,7 +22,7 @@ from marketplace.catalog.policy import can_see, visible_clause
 from marketplace.constants import Domain, ProductKind, ProductState, Tier
 from marketplace.context import Caller, Principal
 from marketplace.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from marketplace.models import Product, ProductVersion, Tenant
+from marketplace.tables import Product, ProductVersion, Tenant
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 HANDLE_RE = re.compile(r"^([a-z0-9][a-z0-9-]{1,62})\.([a-z0-9][a-z0-9-]{1,62})$")

@@ -25,7 +25,7 @@ from marketplace.constants import ProductKind, ProductState
 from marketplace.context import Caller, Principal
 from marketplace.db import transaction
 from marketplace.errors import ConflictError, InvalidInputError, NotFoundError
-from marketplace.models import ProductVersion
+from marketplace.tables import ProductVersion
 from model_store import BlobStore, ModelManifest, validate_model
 
 __all__ = [

@@ -72,7 +72,7 @@ from marketplace.gateway.metrics import UNRESOLVED, GatewayMetrics
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
 from marketplace.keys.reader import KeyReader
 from marketplace.keys.service import authenticate_token, check_key, parse_token, touch_key
-from marketplace.models import utcnow
+from marketplace.tables import utcnow
 from model_store import BlobStore, ModelManifest, QueueFullError, Runtime, RuntimeStats
 from model_store.errors import ModelUnavailableError
 from model_store.v2 import (

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from marketplace.catalog.policy import LISTED_STATES
 from marketplace.catalog.service import HANDLE_RE
 from marketplace.constants import ProductKind, Tier
-from marketplace.models import Product, ProductVersion, Tenant
+from marketplace.tables import Product, ProductVersion, Tenant
 from model_store import ModelManifest
 
 __all__ = [

@@ -24,7 +24,7 @@ from marketplace.audit.service import record
 from marketplace.constants import ALL_SCOPES, API_KEY_PREFIX
 from marketplace.context import Principal
 from marketplace.errors import InvalidInputError, NotFoundError, UnauthenticatedError
-from marketplace.models import ApiKey, Tenant, utcnow
+from marketplace.tables import ApiKey, Tenant, utcnow
 
 KEY_RE = re.compile(rf"^{API_KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{20,100}})$")
 _DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")

@@ -22,7 +22,7 @@ from marketplace.audit.service import record
 from marketplace.catalog.service import get_product, product_handle
 from marketplace.context import Principal
 from marketplace.errors import ForbiddenError, InvalidInputError, NotFoundError
-from marketplace.models import ApiKey, Product, QuotaLimit, Tenant
+from marketplace.tables import ApiKey, Product, QuotaLimit, Tenant
 from marketplace.tenants.service import get_tenant_by_slug
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from marketplace.audit.service import record
 from marketplace.constants import Domain, TenantKind
 from marketplace.errors import ConflictError, InvalidInputError, NotFoundError
-from marketplace.models import Tenant
+from marketplace.tables import Tenant
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 

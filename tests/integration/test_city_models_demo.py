@@ -32,8 +32,8 @@ from marketplace.api.app import create_app
 from marketplace.config import Settings
 from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
-from marketplace.models import Tenant
 from marketplace.seed import CITY_MODELS, SeedResult, seed_demo_city
+from marketplace.tables import Tenant
 from model_store import BlobStore
 from model_store.builtin import complaint_router, congestion_forecaster, hotline_asr
 

@@ -14,7 +14,7 @@ from marketplace.api.schemas import (
     ListPublic,
 )
 from marketplace.catalog.service import product_handle
-from marketplace.models import AccessRequest, Grant
+from marketplace.tables import AccessRequest, Grant
 
 router = APIRouter(tags=["access"])
 

@@ -12,7 +12,7 @@ from marketplace.api.schemas import AuditEntryPublic, ListPublic
 from marketplace.audit.service import list_entries
 from marketplace.catalog.service import secret_handles
 from marketplace.context import Principal
-from marketplace.models import Tenant
+from marketplace.tables import Tenant
 from marketplace.tenants.service import get_tenant_by_slug
 
 router = APIRouter(prefix="/audit", tags=["audit"])

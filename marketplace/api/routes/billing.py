@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from billing.invoices import Document
 from billing.periods import Period
 from billing.plan_store import PlanVersion, SubscriptionRecord
-from marketplace import billing_service as svc
 from marketplace.api.deps import PageDep, SessionDep, optional_scope, require
 from marketplace.api.schemas import ListPublic
+from marketplace.billing import service as svc
 from marketplace.context import Caller, Principal
-from marketplace.models import Product
+from marketplace.tables import Product
 
 router = APIRouter(tags=["billing"])
 BillingReadDep = Annotated[Principal, Depends(require("billing:read"))]

@@ -32,7 +32,7 @@ from marketplace.audit.service import record
 from marketplace.catalog import service as catalog
 from marketplace.catalog.search import SearchResult, search_products
 from marketplace.context import Caller, Principal
-from marketplace.models import Product, ProductVersion
+from marketplace.tables import Product, ProductVersion
 
 router = APIRouter(tags=["catalog"])
 ReaderDep = Annotated[Caller, Depends(optional_scope("catalog:read"))]

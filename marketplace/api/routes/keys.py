@@ -12,7 +12,7 @@ from marketplace.api.deps import SessionDep, SettingsDep, require
 from marketplace.api.schemas import KeyCreate, KeyIssued, KeyPublic, ListPublic
 from marketplace.context import Principal
 from marketplace.keys import service as keys
-from marketplace.models import Tenant
+from marketplace.tables import Tenant
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 AdminDep = Annotated[Principal, Depends(require("admin"))]

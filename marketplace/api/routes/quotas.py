@@ -12,8 +12,8 @@ from marketplace.api.deps import SessionDep, require
 from marketplace.api.schemas import ListPublic
 from marketplace.catalog.service import product_handle
 from marketplace.context import Principal
-from marketplace.models import Product, QuotaLimit, Tenant
 from marketplace.quotas import service as quotas
+from marketplace.tables import Product, QuotaLimit, Tenant
 
 router = APIRouter(prefix="/quotas", tags=["quotas"])
 AdminDep = Annotated[Principal, Depends(require("admin"))]

@@ -11,7 +11,7 @@ from marketplace.api.deps import PrincipalDep, SessionDep, require
 from marketplace.api.schemas import ListPublic, MePublic, TenantCreate, TenantPublic
 from marketplace.context import Principal
 from marketplace.errors import ForbiddenError
-from marketplace.models import Tenant
+from marketplace.tables import Tenant
 from marketplace.tenants.service import create_tenant, list_tenants
 
 router = APIRouter(tags=["tenants"])

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from marketplace.api.fastpath import INFER_PATH, PlatformApp
-from marketplace.models import AuditEntry
+from marketplace.tables import AuditEntry
 from tests.unit.gateway.conftest import Models
 
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]}

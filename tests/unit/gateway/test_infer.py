@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from billing.tables import usage_event
 from marketplace.db import transaction
 from marketplace.keys.service import get_key, revoke_key
-from marketplace.models import ApiKey, Grant, Tenant, utcnow
+from marketplace.tables import ApiKey, Grant, Tenant, utcnow
 from model_store import EmbeddedRuntime, ModelManifest
 from tests.unit.gateway.conftest import Models, python_model
 from tests.utils.city import City

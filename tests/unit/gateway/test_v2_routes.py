@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from marketplace.gateway.metrics import GatewayMetrics
 from marketplace.gateway.pipeline import ServingState, run
 from marketplace.gateway.resolve import ResolvedModel
-from marketplace.models import Product
+from marketplace.tables import Product
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, QueueFullError
 from model_store.v2 import decode_request
 from tests.unit.gateway.conftest import Models

@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from marketplace.access.service import active_grant
 from marketplace.db import transaction
-from marketplace.models import Grant, Product, utcnow
+from marketplace.tables import Grant, Product, utcnow
 from tests.utils.city import City
 
 

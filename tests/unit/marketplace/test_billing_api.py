@@ -19,11 +19,11 @@ from billing.periods import Period
 from billing.plan_store import set_plan
 from billing.plans import PricePlan
 from billing.tables import usage_event
-from marketplace import billing_service as svc
+from marketplace.billing import service as svc
 from marketplace.cli import app as cli
 from marketplace.config import Settings
 from marketplace.db import transaction
-from marketplace.models import Product, Tenant
+from marketplace.tables import Product, Tenant
 from tests.utils.city import City
 
 _n = itertools.count(1)

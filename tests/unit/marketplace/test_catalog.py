@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from marketplace.db import transaction
-from marketplace.models import AuditEntry, Product
+from marketplace.tables import AuditEntry, Product
 from tests.utils.city import City
 
 

@@ -112,9 +112,9 @@ def _billing_ids(city: City, owner: str, prober: str) -> dict[str, str]:
     from billing.plan_store import set_plan
     from billing.plans import PricePlan
     from billing.tables import billing_document, usage_event
-    from marketplace.billing_service import run_billing
+    from marketplace.billing.service import run_billing
     from marketplace.db import transaction
-    from marketplace.models import Product, Tenant
+    from marketplace.tables import Product, Tenant
 
     handle = next(  # public, and its owner is neither A nor B
         h

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from sqlalchemy import func, select
 
 from marketplace.db import transaction
-from marketplace.models import Product
+from marketplace.tables import Product
 from tests.utils.city import City
 
 

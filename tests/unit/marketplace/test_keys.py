@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from marketplace.db import transaction
 from marketplace.keys.service import KEY_RE
-from marketplace.models import ApiKey, utcnow
+from marketplace.tables import ApiKey, utcnow
 from tests.utils.city import City
 
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from marketplace.cli import app as cli
 from marketplace.config import Settings
 from marketplace.db import transaction
-from marketplace.models import Product, Tenant
 from marketplace.seed import seed_demo_city
+from marketplace.tables import Product, Tenant
 from tests.utils.city import City
 
 KEY = re.compile(r"cbk_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}")

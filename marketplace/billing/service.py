@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,42 +33,20 @@ from billing.stripe_sync import StripeSync, SyncResult
 from marketplace.access.service import GRANTABLE_SCOPES, active_grant
 from marketplace.audit.service import record
 from marketplace.catalog.service import get_owned_product, get_product, product_handle
+from marketplace.config import StripeSettings
 from marketplace.context import Caller, Principal
 from marketplace.errors import ForbiddenError, NotFoundError
-from marketplace.models import Product, Tenant
+from marketplace.tables import Product, Tenant
 from marketplace.tenants.service import get_tenant_by_slug
 
 __all__ = [
-    "BillingRunSettings",
     "load_catalog",
-    "no_grants",
     "run_billing",
 ]
 
 
-class BillingRunSettings(BaseSettings):
-    """Billing run and Stripe settings (``CITYBRAIN_STRIPE_API_KEY``...).
-
-    Kept apart from :class:`marketplace.config.Settings` until it grows a ``billing`` field for
-    them; the names are already the ones that class would read.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="CITYBRAIN_", extra="ignore")
-
-    stripe_api_key: str | None = None
-    # Another Stripe API address (a local fake in tests, a proxy); Stripe's own by default.
-    stripe_api_base: str | None = None
-    # The operator's commission on every line, e.g. 0.10 for 10 %.
-    billing_commission_rate: Decimal = Decimal("0.10")
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def no_grants(tenant_id: int, product: ProductInfo) -> bool:
-    """A grant check that finds none (for callers that must not subscribe through grants)."""
-    return False
 
 
 def grants_in(session: Session) -> GrantCheck:
@@ -337,11 +314,11 @@ def report(session: Session, period: Period, fmt: str, *, now: datetime | None =
     return reports.render(data, fmt)
 
 
-def stripe_sync(session: Session, cfg: BillingRunSettings, *, now: datetime) -> SyncResult | None:
+def stripe_sync(session: Session, cfg: StripeSettings, *, now: datetime) -> SyncResult | None:
     """Mirror developer tenants, usage and issued invoices to Stripe (None: no key set)."""
-    if not cfg.stripe_api_key:
+    if not cfg.api_key:
         return None
-    sync = StripeSync(cfg.stripe_api_key, api_base=cfg.stripe_api_base)
+    sync = StripeSync(cfg.api_key, api_base=cfg.api_base)
     return sync.sync(session.connection(), load_catalog(session), now=now)
 
 

@@ -1,0 +1,1 @@
+"""The marketplace's side of billing: its rules over :mod:`billing` (see ``service``)."""
