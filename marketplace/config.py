@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     key_rotation_grace_s: int = 24 * 3600
     # last_used_at of a key is written at most this often (it costs a write per request).
     key_last_used_resolution_s: int = 60
+    # How long each readiness check (database, spool, runtimes) may take before it counts as
+    # down (/v2/health/ready, /api/v1/health).
+    ready_timeout_s: float = Field(default=2.0, gt=0, le=60)
     model_store: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
