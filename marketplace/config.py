@@ -6,11 +6,30 @@ Built once at the entry point (CLI or app factory) and passed down.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: for logs, messages and reprs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<a URL that does not parse>" if "@" in url else url
+
+
+def _redacted(args: Iterator[tuple[str | None, Any]]) -> Iterator[tuple[str | None, Any]]:
+    # Settings are printed in tracebacks and debug output: database URLs carry passwords.
+    for name, value in args:
+        yield name, redact_url(value) if name == "database_url" and value else value
 
 
 class ModelStoreSettings(BaseModel):
@@ -51,7 +70,7 @@ class OIDCSettings(BaseModel):
     server_url: str | None = None
     realm: str = "citybrain"
     client_id: str = "citybrain-platform"
-    client_secret: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
     audience: str = "account"
     # The claim that names the user's tenant (a tenant slug).
     tenant_claim: str = "tenant"
@@ -85,6 +104,9 @@ class BillingSettings(BaseModel):
     # The operator's commission on every invoice line, e.g. 0.10 for 10 % (``citybrain billing
     # run --commission`` overrides it).
     commission_rate: Decimal = Field(default=Decimal("0.10"), ge=0, le=1)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted(iter(super().__repr_args__()))
 
 
 class StripeSettings(BaseModel):
@@ -209,3 +231,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted(iter(super().__repr_args__()))
