@@ -22,7 +22,9 @@ def _get(models: Models, handle: str, who: str | None = "parkeasy", **headers: s
 
 def _allow_downloads(models: Models, handle: str, owner: str = "traffic-police") -> None:
     r = models.city.client.patch(
-        f"/api/v1/products/{handle}", json={"downloadable": True}, headers=models.city.headers(owner)
+        f"/api/v1/products/{handle}",
+        json={"downloadable": True},
+        headers=models.city.headers(owner),
     )
     assert r.status_code == 200 and r.json()["downloadable"] is True, r.text
 
