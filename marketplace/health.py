@@ -6,8 +6,10 @@ are up, and 503 naming those that are down. Each component:
 - ``database``: a statement that must reach the database (``SELECT 1``; on SQLite a read of
   the schema, which a missing, unreadable or corrupt file fails);
 - ``usage_spool``: the spool takes writes (its last append succeeded, and a probe file can be
-  created, written and removed in its directory), its flusher thread is alive, and its last
-  flush to the database did not fail;
+  created, written and removed in its directory) and its flusher thread is alive. A flush
+  that fails (the usage store away) is reported as a note, not as down: calls are still
+  metered durably into the spool, and their events arrive once the store is back
+  (docs/metering.md) — taking the process out of service would stop the calls for nothing;
 - ``triton``, when it is meant to run (``triton.enabled``, an external ``triton.url``, or a
   managed server already started by a Triton model): its ``/v2/health/ready`` answers 200. A
   managed Triton that no model has needed yet is ``idle`` (it starts on first use);
@@ -50,15 +52,19 @@ _KSERVE_PROBE = "citybrain-readiness-probe"
 
 @dataclass(frozen=True, slots=True)
 class Component:
-    """One component's state: ``up``, ``down`` (with a short reason) or ``idle``."""
+    """One component's state: ``up``, ``down`` (with a short reason) or ``idle``; a ``note``
+    says what is worth knowing about a component that is not down."""
 
     status: str
     reason: str | None = None
+    note: str | None = None
 
     def document(self) -> dict[str, str]:
         doc = {"status": self.status}
         if self.reason:
             doc["reason"] = self.reason
+        if self.note:
+            doc["note"] = self.note
         return doc
 
 
@@ -206,7 +212,11 @@ class HealthChecker:
         if not status["flusher_running"]:
             return self._failed("usage_spool", "flusher stopped", None)
         if status["last_error"]:
-            return self._failed("usage_spool", "flush failing", status["last_error"])
+            if self._last.get("usage_spool.flush") != DOWN:
+                log.warning("readiness: usage flushes fail: %s", status["last_error"])
+            self._last["usage_spool.flush"] = DOWN
+            return Component(UP, note="flushes to the database fail; events wait in the spool")
+        self._last["usage_spool.flush"] = UP
         return Component(UP)
 
     async def _check_triton(self) -> Component | None:

@@ -3,20 +3,24 @@
 Each test breaks one component for real (a database file that cannot be opened, a spool
 directory replaced by a file — which fails for root too, unlike ``chmod`` —, a stopped
 flusher, a Kubernetes API or a Triton that does not answer) and reads both readiness routes,
-then mends it where it can and reads them again. Liveness never looks at any of it.
+then mends it where it can and reads them again. Liveness never looks at any of it. A usage
+store that refuses flushes is noted, not down: the spool still meters every call.
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from billing import UsageEvent
 from marketplace.api.app import create_app
 from marketplace.config import BillingSettings, KServeSettings, Settings, TritonSettings
 from tests.unit.model_store.test_kserve_client import FakeKubeAPI
@@ -115,6 +119,36 @@ def test_a_stopped_flusher_is_down(tmp_path: Path, db_dir: Path) -> None:
         gateway = client.app.state.gateway  # type: ignore[attr-defined]
         gateway.usage.flusher.stop(flush=False)
         _down(client, "usage_spool", "flusher stopped")
+
+
+def test_failing_flushes_are_noted_but_calls_can_still_be_metered(
+    tmp_path: Path, db_dir: Path
+) -> None:
+    """The usage store refuses the flush (its table is gone): events wait in the spool, which
+    still takes them, so the process stays ready, and says what is wrong."""
+    with _app(tmp_path, db_dir) as client:
+        meter = client.app.state.gateway.usage  # type: ignore[attr-defined]
+        with client.app.state.engine.begin() as conn:  # type: ignore[attr-defined]
+            conn.exec_driver_sql("DROP TABLE usage_event")
+        meter.record_sync(
+            UsageEvent(
+                id="waits-in-the-spool",
+                tenant_id=1,
+                key_id=None,
+                product="traffic-police.anything",
+                product_id=1,
+                version=1,
+                unit="call",
+                quantity=1.0,
+                at=datetime.now(UTC),
+                latency_ms=1.0,
+                request_id="r",
+            )
+        )
+        with pytest.raises(sqlite3.OperationalError):
+            meter.flusher.flush_once()
+        spool = _up(client)["usage_spool"]
+        assert spool["status"] == "up" and "flushes to the database fail" in spool["note"]
 
 
 @pytest.fixture
