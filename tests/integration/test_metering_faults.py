@@ -34,7 +34,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
-from marketplace.cli_usage import spool_status
+from marketplace.cli.usage import spool_status
 from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
 from marketplace.seed import seed_demo_city
