@@ -9,7 +9,11 @@ TorchScript models go to the Triton serving runtime (``modelFormat: triton``,
 :func:`~model_store.triton.repository.export_model` writes, and the runtime's image has
 ``model_store`` installed, see ``k8s/serving/``). Python-format models, which run arbitrary
 publisher code with its own dependencies, get a custom-container predictor on the platform
-image running KServe's Python model server, so that code runs in its own pod.
+image, :mod:`model_store.kserve.predictor` (KServe's own ``ModelServer`` around the platform's
+format loaders), so that code runs in its own pod; any model can be sent there with
+``predictor="python"``. Its ``storageUri`` holds a bundle (:mod:`model_store.kserve.storage`),
+which KServe's storage initializer copies to ``/mnt/models`` because the container names it
+in ``STORAGE_URI``.
 
 Example:
     >>> obj = render_inference_service("traffic-police.flow-smoother:1", manifest,
@@ -32,9 +36,11 @@ from model_store.triton.repository import triton_model_name
 __all__ = [
     "GROUP",
     "KIND",
+    "MODEL_DIR",
     "MODEL_KEY_ANNOTATION",
     "PLATFORM_IMAGE",
     "PLURAL",
+    "PREDICTOR_PORT",
     "PYTHON_PREDICTOR_COMMAND",
     "TRITON_RUNTIME",
     "VERSION",
@@ -42,6 +48,7 @@ __all__ = [
     "inference_service_name",
     "render_inference_service",
     "triton_can_serve",
+    "uses_triton",
 ]
 
 GROUP: Final = "serving.kserve.io"
@@ -51,11 +58,16 @@ KIND: Final = "InferenceService"
 TRITON_RUNTIME: Final = "kserve-tritonserver"
 """The ServingRuntime of Triton models (``k8s/serving/triton-runtime.yaml``)."""
 PLATFORM_IMAGE: Final = "citybrain:latest"
-PYTHON_PREDICTOR_COMMAND: Final = ("python", "-m", "citybrain_kserve_predictor")
+PYTHON_PREDICTOR_COMMAND: Final = ("python", "-m", "model_store.kserve.predictor")
 """The custom predictor's entry point: KServe's ModelServer around ``model_store`` loaders.
 
-It lives outside ``model_store`` (it imports ``kserve``) and is shipped in the platform image.
+The only module of the platform that imports ``kserve``; it runs in its own pod on the
+platform image, never in the platform's server process.
 """
+PREDICTOR_PORT: Final = 8080
+"""The port KServe routes to in a custom predictor container."""
+MODEL_DIR: Final = "/mnt/models"
+"""Where KServe's storage initializer puts what ``STORAGE_URI`` names."""
 MODEL_KEY_ANNOTATION: Final = "citybrain.io/model-key"
 _NAME_LIMIT: Final = 45  # KServe derives longer names (…-predictor-00001-deployment)
 
@@ -120,6 +132,19 @@ def triton_can_serve(manifest: ModelManifest) -> bool:
     return manifest.format == "torchscript"
 
 
+def uses_triton(manifest: ModelManifest, predictor: Literal["auto", "triton", "python"]) -> bool:
+    """Tell which predictor serves a model, and so which layout its export takes.
+
+    Args:
+        manifest: The model's manifest.
+        predictor: ``"auto"`` (:func:`triton_can_serve` decides), ``"triton"`` or ``"python"``.
+
+    Returns:
+        True for the Triton serving runtime, False for the platform's predictor.
+    """
+    return triton_can_serve(manifest) if predictor == "auto" else predictor == "triton"
+
+
 def render_inference_service(
     key: str,
     manifest: ModelManifest,
@@ -141,17 +166,18 @@ def render_inference_service(
         key: The runtime key, e.g. ``"traffic-police.flow-smoother:1"``.
         manifest: The model's manifest.
         storage_uri: Where the predictor downloads the model from (``s3://``, ``pvc://``…):
-            a Triton repository holding the exported model for Triton, the artifact folder
-            (artifact + ``manifest.json``) for the Python runtime.
+            a Triton repository holding the exported model for Triton, a bundle (see
+            :mod:`model_store.kserve.storage`) for the platform's predictor.
         namespace: The Kubernetes namespace.
         resources: Pod requests and limits (default :class:`Resources`).
         min_replicas: The fewest replicas (0 allows scale to zero).
         max_replicas: The most replicas.
         canary_traffic_percent: Traffic share of this revision during a canary rollout, or
             None for all traffic.
-        predictor: ``"auto"`` (:func:`triton_can_serve` decides), ``"triton"`` or ``"python"``.
+        predictor: ``"auto"`` (:func:`triton_can_serve` decides), ``"triton"`` or ``"python"``
+            (the platform's predictor, for any format).
         triton_runtime: The ServingRuntime name for Triton models.
-        python_image: The image of the Python predictor.
+        python_image: The image of the platform's predictor (the platform image).
         labels: Extra metadata labels.
 
     Returns:
@@ -167,7 +193,7 @@ def render_inference_service(
     name = inference_service_name(key)
     model_name = triton_model_name(key)
     res = (resources or Resources()).as_dict()
-    use_triton = triton_can_serve(manifest) if predictor == "auto" else predictor == "triton"
+    use_triton = uses_triton(manifest, predictor)
     spec: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
     if canary_traffic_percent is not None:
         spec["canaryTrafficPercent"] = canary_traffic_percent
@@ -187,14 +213,13 @@ def render_inference_service(
                 "command": list(PYTHON_PREDICTOR_COMMAND),
                 "args": [
                     f"--model_name={model_name}",
-                    "--model_dir=/mnt/models",
-                    "--http_port=8080",
+                    f"--model_dir={MODEL_DIR}",
+                    f"--http_port={PREDICTOR_PORT}",
+                    # The gateway calls predictors over HTTP only: no gRPC port to open.
+                    "--enable_grpc=false",
                 ],
-                "env": [
-                    {"name": "STORAGE_URI", "value": storage_uri},
-                    {"name": "PROTOCOL", "value": "v2"},
-                ],
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "env": [{"name": "STORAGE_URI", "value": storage_uri}],
+                "ports": [{"containerPort": PREDICTOR_PORT, "protocol": "TCP"}],
                 "resources": res,
             }
         ]

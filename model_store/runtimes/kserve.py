@@ -1,10 +1,11 @@
 """The KServe runtime: each model version is an ``InferenceService`` on Kubernetes.
 
-:class:`KServeRuntime` implements :class:`~model_store.runtimes.base.Runtime` on top of the two
-parts in :mod:`model_store.kserve`: ``load`` renders the model's InferenceService
-(:mod:`~model_store.kserve.render`), applies it and waits until KServe reports it ready
-(:mod:`~model_store.kserve.client`); ``infer`` forwards v2 requests over HTTP (httpx) to the
-service's URL, encoded and decoded by :mod:`model_store.v2.client`.
+:class:`KServeRuntime` implements :class:`~model_store.runtimes.base.Runtime` on top of the
+parts in :mod:`model_store.kserve`: ``load`` exports the model version to its ``storageUri``
+in the layout its predictor reads (:mod:`~model_store.kserve.storage`), renders its
+InferenceService (:mod:`~model_store.kserve.render`), applies it and waits until KServe
+reports it ready (:mod:`~model_store.kserve.client`); ``infer`` forwards v2 requests over HTTP
+(httpx) to the service's URL, encoded and decoded by :mod:`model_store.v2.client`.
 
 The manifests' and the client's public names are re-exported here, where callers have always
 imported them from.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ from model_store.kserve.render import (
     inference_service_name,
     render_inference_service,
     triton_can_serve,
+    uses_triton,
 )
+from model_store.kserve.storage import export_version
 from model_store.manifest import ModelManifest
 from model_store.runtimes.base import ModelStats, Runtime, RuntimeStats
 from model_store.triton.repository import triton_model_name
@@ -78,7 +81,7 @@ class _Entry:
     base_url: str | None = None
     failed: bool = False
     lock: asyncio.Lock | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    exported: bool = False
 
 
 class KServeRuntime(Runtime):
@@ -86,11 +89,13 @@ class KServeRuntime(Runtime):
 
     Args:
         client: The Kubernetes client.
-        storage_uri: Gives the ``storageUri`` of a model version from its key and manifest
-            (the platform uploads exports to object storage; see
-            :func:`render_inference_service`).
+        storage_uri: Gives the ``storageUri`` of a model version from its key and manifest.
         render_options: More :func:`render_inference_service` keyword arguments (resources,
-            replicas, canary percentage, images).
+            replicas, canary percentage, images, ``predictor``).
+        export: Write each version to its ``storageUri`` before applying it (False: the
+            operator puts it there, e.g. on a ``pvc://`` volume).
+        storage_options: Extra fsspec options for the export (default: the environment's,
+            e.g. ``AWS_ENDPOINT_URL``).
         ready_timeout_s: How long :meth:`load` waits for the service to be ready.
         poll_s: Seconds between readiness polls.
         infer_timeout_s: The most one inference request may take.
@@ -104,6 +109,8 @@ class KServeRuntime(Runtime):
         *,
         storage_uri: Callable[[str, ModelManifest], str],
         render_options: Mapping[str, Any] | None = None,
+        export: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
         ready_timeout_s: float = 600.0,
         poll_s: float = 2.0,
         infer_timeout_s: float = 30.0,
@@ -113,6 +120,8 @@ class KServeRuntime(Runtime):
         self._client = client
         self._storage_uri = storage_uri
         self._render_options = dict(render_options or {})
+        self._export = export
+        self._storage_options = dict(storage_options or {})
         self._ready_timeout = ready_timeout_s
         self._poll = poll_s
         self._prefer_local = prefer_cluster_local
@@ -170,7 +179,7 @@ class KServeRuntime(Runtime):
         )
 
     async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Apply the model's InferenceService and wait until KServe reports it ready.
+        """Export the model, apply its InferenceService and wait until KServe reports it ready.
 
         Args:
             key: The runtime key, unique per model version.
@@ -178,7 +187,8 @@ class KServeRuntime(Runtime):
             artifact_path: A local file holding the artifact.
 
         Raises:
-            ModelUnavailableError: The API refused it or it was not ready in time.
+            ModelUnavailableError: The export failed, the API refused the service, or it was
+                not ready in time.
         """
         self.register(key, manifest, artifact_path)
         await self._ensure_ready(self._models[key])
@@ -284,6 +294,19 @@ class KServeRuntime(Runtime):
             self._own_http = True
         return self._http
 
+    def _export_entry(self, entry: _Entry) -> None:
+        uri = self._storage_uri(entry.key, entry.manifest)
+        triton = uses_triton(entry.manifest, self._render_options.get("predictor", "auto"))
+        written = export_version(
+            uri,
+            entry.key,
+            entry.manifest,
+            entry.artifact_path,
+            triton=triton,
+            storage_options=self._storage_options,
+        )
+        logger.info("model %s %s %s", entry.key, "exported to" if written else "already at", uri)
+
     async def _ensure_ready(self, entry: _Entry) -> str:
         if entry.lock is None:
             entry.lock = asyncio.Lock()
@@ -291,14 +314,18 @@ class KServeRuntime(Runtime):
             if entry.base_url is not None:
                 return entry.base_url
             try:
-                await asyncio.to_thread(self._client.apply, self.render(entry.key))
+                obj = self.render(entry.key)
+                if self._export and not entry.exported:
+                    await asyncio.to_thread(self._export_entry, entry)
+                    entry.exported = True
+                await asyncio.to_thread(self._client.apply, obj)
                 status = await asyncio.to_thread(
                     self._client.wait_ready,
                     entry.name,
                     timeout_s=self._ready_timeout,
                     poll_s=self._poll,
                 )
-            except KServeError:
+            except ModelUnavailableError:  # KServeError, or ExportError from the store
                 entry.failed = True
                 raise
             base = status.base_url(prefer_cluster_local=self._prefer_local)
