@@ -81,6 +81,7 @@ class RetryEvent:
         method: The request's method.
         url: The request's URL.
         status: The status that caused the retry, or None after a connection error.
+        retry_after_s: The server's ``Retry-After`` in seconds, when it sent one.
         error: The connection error that caused the retry, or None.
         idempotency_key: The key every attempt of this call carries, or None.
     """
@@ -90,6 +91,7 @@ class RetryEvent:
     method: str
     url: str
     status: int | None
+    retry_after_s: float | None
     error: Exception | None
     idempotency_key: str | None
 
@@ -248,7 +250,7 @@ class _Core:
         attempt: int,
         delay: float,
         url: str,
-        status: int | None,
+        response: httpx.Response | None,
         error: Exception | None,
     ) -> None:
         if self.retry.on_retry is not None:
@@ -258,7 +260,10 @@ class _Core:
                     delay_s=delay,
                     method=call.method,
                     url=url,
-                    status=status,
+                    status=response.status_code if response is not None else None,
+                    retry_after_s=retry_after_seconds(response.headers)
+                    if response is not None
+                    else None,
                     error=error,
                     idempotency_key=call.idempotency_key,
                 )
@@ -318,7 +323,7 @@ class SyncHTTP(_Core):
                 if delay is None:
                     raise_for_status(response)
                     return response  # pragma: no cover - raise_for_status raised
-                self._notify(call, attempt, delay, str(request.url), response.status_code, None)
+                self._notify(call, attempt, delay, str(request.url), response, None)
             time.sleep(delay)
             attempt += 1
 
@@ -403,7 +408,7 @@ class AsyncHTTP(_Core):
                 if delay is None:
                     raise_for_status(response)
                     return response  # pragma: no cover - raise_for_status raised
-                self._notify(call, attempt, delay, str(request.url), response.status_code, None)
+                self._notify(call, attempt, delay, str(request.url), response, None)
             await asyncio.sleep(delay)
             attempt += 1
 

@@ -16,11 +16,14 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, new_idempotency_key, segment
 from citybrain_sdk.resources import _files
 from citybrain_sdk.resources.query import (
     ACCEPT,
     Aggregate,
+    GroupKey,
     Order,
     QueryResult,
     Where,
@@ -41,6 +44,7 @@ _UPLOAD_TYPES = {
     ".ndjson": "application/x-ndjson",
     ".json": "application/x-ndjson",
 }
+_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 def _path(handle: str, *rest: str) -> str:
@@ -70,9 +74,21 @@ def _data_call(handle: str, version: int, format: str, idempotency_key: str | No
     )
 
 
-def _push_call(handle: str, data: Path, schema: Any, progress: Progress | None) -> Call:
+def _push_call(
+    handle: str,
+    data: Path,
+    schema: Any,
+    format: str | None,
+    notes: str,
+    progress: Progress | None,
+) -> Call:
     doc = _files.json_or_path(schema)
-    content_type = _UPLOAD_TYPES.get(data.suffix.lower(), "application/octet-stream")
+    suffix = data.suffix.lower()
+    content_type = _UPLOAD_TYPES.get(suffix, "application/octet-stream")
+    fields = {"schema": json.dumps(doc)}
+    declared = format or _FORMATS.get(suffix)
+    if declared is not None:
+        fields["format"] = declared
 
     def files() -> dict[str, Any]:
         return {"file": (data.name, _files.ProgressReader(data, progress), content_type)}
@@ -80,8 +96,18 @@ def _push_call(handle: str, data: Path, schema: Any, progress: Progress | None) 
     return Call(
         "POST",
         _path(handle, "versions", "data"),
+        params={"notes": notes or None},
         files=files,
-        data={"schema": json.dumps(doc)},
+        data=fields,
+    )
+
+
+def _result(call: Call, response: httpx.Response) -> QueryResult:
+    return QueryResult.from_json(
+        response.json(),
+        response.headers.get("x-request-id"),
+        call.idempotency_key,
+        replayed=response.headers.get("idempotent-replayed") == "true",
     )
 
 
@@ -104,7 +130,7 @@ class Datasets:
         *,
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -120,9 +146,9 @@ class Datasets:
             where: Filters, each ``(column, op, value)`` or a dict ``{"column", "op",
                 "value"}``; ops ``eq ne lt le gt ge in not_in between is_null not_null prefix
                 contains`` (``is_null``/``not_null`` take no value).
-            group_by: Columns to group by.
+            group_by: Columns to group by, or ``{"column", "time_bucket", "as"}`` keys.
             aggregates: Each ``(fn, column, as)`` or a dict; fns ``count count_distinct sum avg
-                min max``, and ``time_bucket`` with ``{"bucket": "hour"}``.
+                min max``, and ``time_bucket`` with ``"unit": "minute" | "hour" | "day"``.
             order_by: Column names, ``"-name"`` for descending, or dicts.
             limit: The most rows to return.
             cursor: ``next_cursor`` of the previous page.
@@ -151,9 +177,7 @@ class Datasets:
         body = query_body(select, where, group_by, aggregates, order_by, limit, cursor, version)
         call = _query_call(handle, body, ACCEPT["json"], idempotency_key)
         response = self._http.send(call)
-        return QueryResult.from_json(
-            response.json(), response.headers.get("x-request-id"), call.idempotency_key
-        )
+        return _result(call, response)
 
     def pages(
         self,
@@ -161,7 +185,7 @@ class Datasets:
         *,
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -197,7 +221,7 @@ class Datasets:
         *,
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -223,7 +247,7 @@ class Datasets:
         format: str = "csv",
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -291,6 +315,8 @@ class Datasets:
         data: str | os.PathLike[str],
         *,
         schema: Mapping[str, Any] | str | os.PathLike[str],
+        format: str | None = None,
+        notes: str = "",
         progress: Progress | None = None,
     ) -> Version:
         """Upload CSV, Parquet or JSON Lines as a new version of a dataset (``catalog:write``).
@@ -301,8 +327,10 @@ class Datasets:
         Args:
             handle: The dataset product.
             data: The file (``.csv``, ``.parquet``, ``.jsonl``).
-            schema: ``{"columns": [{"name", "type", "semantic", "sensitivity", …}]}``, or a
-                path to that JSON.
+            schema: ``{"columns": [{"name", "type", "semantic", "sensitivity", …}],
+                "quality": [rules]}``, or a path to that JSON.
+            format: ``"csv"``, ``"parquet"`` or ``"jsonl"`` (None: from the file's suffix).
+            notes: Release notes.
             progress: Called as ``progress(bytes_sent, total)``.
 
         Returns:
@@ -317,7 +345,7 @@ class Datasets:
             ...                      schema="schema.json")
             >>> v.rows, v.quality["score"]
         """
-        call = _push_call(handle, Path(data), schema, progress)
+        call = _push_call(handle, Path(data), schema, format, notes, progress)
         return Version.from_json(self._http.json(call))
 
 
@@ -333,7 +361,7 @@ class AsyncDatasets:
         *,
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -349,9 +377,7 @@ class AsyncDatasets:
         body = query_body(select, where, group_by, aggregates, order_by, limit, cursor, version)
         call = _query_call(handle, body, ACCEPT["json"], idempotency_key)
         response = await self._http.send(call)
-        return QueryResult.from_json(
-            response.json(), response.headers.get("x-request-id"), call.idempotency_key
-        )
+        return _result(call, response)
 
     async def pages(
         self,
@@ -359,7 +385,7 @@ class AsyncDatasets:
         *,
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -395,7 +421,7 @@ class AsyncDatasets:
         *,
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -419,7 +445,7 @@ class AsyncDatasets:
         format: str = "csv",
         select: Sequence[str] | None = None,
         where: Sequence[Where] | None = None,
-        group_by: Sequence[str] | None = None,
+        group_by: Sequence[GroupKey] | None = None,
         aggregates: Sequence[Aggregate] | None = None,
         order_by: Sequence[Order] | None = None,
         limit: int | None = None,
@@ -467,6 +493,8 @@ class AsyncDatasets:
         data: str | os.PathLike[str],
         *,
         schema: Mapping[str, Any] | str | os.PathLike[str],
+        format: str | None = None,
+        notes: str = "",
         progress: Progress | None = None,
     ) -> Version:
         """Upload data as a new version; see :meth:`Datasets.push`.
@@ -475,5 +503,5 @@ class AsyncDatasets:
             >>> await cb.datasets.push("parkeasy.parking-availability", "spaces.csv",
             ...                        schema=schema)
         """
-        call = _push_call(handle, Path(data), schema, progress)
+        call = _push_call(handle, Path(data), schema, format, notes, progress)
         return Version.from_json(await self._http.json(call))

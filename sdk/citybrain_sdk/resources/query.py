@@ -15,13 +15,26 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow
 
-__all__ = ["ACCEPT", "Aggregate", "Column", "Order", "QueryResult", "Where", "query_body"]
+__all__ = [
+    "ACCEPT",
+    "Aggregate",
+    "Column",
+    "GroupKey",
+    "Order",
+    "QueryResult",
+    "Where",
+    "query_body",
+]
 
 Where = Mapping[str, Any] | tuple[str, str] | tuple[str, str, Any]
 """A filter: ``("count", "gt", 10)``, ``("plate", "is_null")`` or the dict the API takes."""
 
 Aggregate = Mapping[str, Any] | tuple[str, str] | tuple[str, str, str]
-"""An aggregate: ``("avg", "count", "mean_flow")``, ``("count", "*")`` or a dict."""
+"""An aggregate: ``("avg", "count", "mean_flow")``, ``("count", "*")`` (rows) or a dict such as
+``{"fn": "time_bucket", "column": "minute", "unit": "hour", "as": "hour"}``."""
+
+GroupKey = str | Mapping[str, Any]
+"""A group-by key: a column, or ``{"column": "minute", "time_bucket": "hour", "as": "hour"}``."""
 
 Order = str | Mapping[str, Any] | tuple[str, bool]
 """An ordering: ``"minute"``, ``"-mean_flow"`` (descending), ``("minute", True)`` or a dict."""
@@ -46,7 +59,9 @@ def _where(item: Where) -> dict[str, Any]:
 def _aggregate(item: Aggregate) -> dict[str, Any]:
     if isinstance(item, Mapping):
         return dict(item)
-    out = {"fn": item[0], "column": item[1]}
+    out: dict[str, Any] = {"fn": item[0]}
+    if item[1] not in ("*", ""):  # count(*) counts rows: no column
+        out["column"] = item[1]
     if len(item) == 3:
         out["as"] = item[2]
     return out
@@ -65,7 +80,7 @@ def _order(item: Order) -> dict[str, Any]:
 def query_body(
     select: Sequence[str] | None,
     where: Sequence[Where] | None,
-    group_by: Sequence[str] | None,
+    group_by: Sequence[GroupKey] | None,
     aggregates: Sequence[Aggregate] | None,
     order_by: Sequence[Order] | None,
     limit: int | None,
@@ -88,7 +103,7 @@ def query_body(
     if where:
         body["where"] = [_where(w) for w in where]
     if group_by:
-        body["group_by"] = list(group_by)
+        body["group_by"] = [g if isinstance(g, str) else dict(g) for g in group_by]
     if aggregates:
         body["aggregates"] = [_aggregate(a) for a in aggregates]
     if order_by:
@@ -121,6 +136,7 @@ class QueryResult:
         version: The dataset version read.
         request_id: The call's request id.
         idempotency_key: The key the call was billed under.
+        replayed: True when the platform had already billed this key (a retry).
 
     Example:
         >>> page = cb.datasets.query("environment.air-quality", limit=3)
@@ -136,10 +152,15 @@ class QueryResult:
     version: int | None = None
     request_id: str | None = None
     idempotency_key: str | None = None
+    replayed: bool = False
 
     @classmethod
     def from_json(
-        cls, doc: Mapping[str, Any], request_id: str | None, idempotency_key: str | None
+        cls,
+        doc: Mapping[str, Any],
+        request_id: str | None,
+        idempotency_key: str | None,
+        replayed: bool = False,
     ) -> QueryResult:
         """Read the query API's JSON answer."""
         columns = [Column(str(c["name"]), str(c.get("type", ""))) for c in doc.get("columns", ())]
@@ -153,6 +174,7 @@ class QueryResult:
             version=doc.get("version"),
             request_id=request_id,
             idempotency_key=idempotency_key,
+            replayed=replayed,
         )
 
     @property
