@@ -1,7 +1,7 @@
 """The developer CLI, ``citybrain-dev`` (needs the ``cli`` extra: typer and rich).
 
-:func:`main` is the console script; ``app`` the typer application (tests drive it with
-``typer.testing.CliRunner``).
+:func:`main` is the console script; :func:`get_app` the typer application with every command
+(tests drive it with ``typer.testing.CliRunner``).
 """
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["get_app", "main"]
 
 
-def _app() -> Any:
+def get_app() -> Any:
+    """The typer application, every command registered (needs typer and rich)."""
     try:
         from citybrain_sdk.cli import data  # noqa: F401  (registers query, infer, models, datasets)
         from citybrain_sdk.cli.app import app
     except ImportError as e:
-        if e.name in ("typer", "rich", "click"):
+        if (e.name or "").split(".")[0] in ("typer", "rich", "click"):
             sys.stderr.write(
                 "citybrain-dev needs the CLI extra: pip install 'citybrain-sdk[cli]'\n"
             )
@@ -28,11 +29,4 @@ def _app() -> Any:
 
 def main() -> None:
     """Run ``citybrain-dev`` with the process's arguments."""
-    _app()(prog_name="citybrain-dev")
-
-
-def __getattr__(name: str) -> Any:
-    # ``from citybrain_sdk.cli import app`` works without importing typer for ``main`` alone.
-    if name == "app":
-        return _app()
-    raise AttributeError(name)
+    get_app()(prog_name="citybrain-dev")

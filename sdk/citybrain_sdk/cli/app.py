@@ -220,6 +220,62 @@ def show(
     )
 
 
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The product's name: its handle is <you>.<name>.")],
+    kind: Annotated[str, typer.Option(help="dataset or model.")],
+    title: Annotated[str, typer.Option(help="A short title.")],
+    domain: Annotated[str, typer.Option(help="e.g. traffic, tourism.")],
+    tier: Annotated[str, typer.Option(help="public, restricted, confidential, secret.")] = "public",
+    description: Annotated[str, typer.Option(help="What it is.")] = "",
+    tags: Annotated[str | None, typer.Option(help="Comma-separated.")] = None,
+    license_: Annotated[str, typer.Option("--license", help="e.g. CC-BY-4.0.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a product (a draft); then push a version and publish (or submit) it."""
+    with state(ctx).client() as cb, handled(url=cb.base_url):
+        product = cb.catalog.create(
+            name,
+            kind=kind,
+            title=title,
+            domain=domain,
+            tier=tier,
+            description=description,
+            tags=[t.strip() for t in (tags or "").split(",") if t.strip()],
+            license=license_,
+        )
+    if as_json:
+        print_json(product)
+        return
+    out.print(f"created {product.handle} ({product.kind}, {product.tier}, draft)", markup=False)
+    step = "publish" if product.tier in ("public", "secret") else "submit"
+    err.print(
+        f"next: push a version (`citybrain-dev {product.kind}s push {product.handle} …`), then "
+        f"`citybrain-dev {step} {product.handle}`"
+    )
+
+
+@app.command()
+def publish(
+    ctx: typer.Context, handle: Annotated[str, typer.Argument(help="Your product.")]
+) -> None:
+    """Publish a public (or secret) product of yours."""
+    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
+        product = cb.catalog.publish(handle)
+    out.print(f"{product.handle}: {product.state}", markup=False)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context, handle: Annotated[str, typer.Argument(help="Your product.")]
+) -> None:
+    """Send a restricted or confidential product to the operator's review."""
+    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
+        product = cb.catalog.submit(handle)
+    out.print(f"{product.handle}: {product.state}", markup=False)
+
+
 # --------------------------------------------------------------------------- access
 
 

@@ -26,12 +26,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from citybrain_sdk.errors import (
     APIError,
     CityBrainError,
     ConnectionFailed,
     Forbidden,
+    MethodNotAllowed,
     NotFound,
     QuotaExceeded,
     Unauthorized,
@@ -82,14 +84,15 @@ def print_json(value: Any) -> None:
     typer.echo(json.dumps(to_jsonable(value), ensure_ascii=False, indent=2))
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    # Text, not a markup string: a description's "[rows, minutes]" is data, not a style.
     if value is None:
-        return "-"
+        return Text("-")
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
+        return Text(value.strftime("%Y-%m-%d %H:%M"))
     if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        return Text(", ".join(str(v) for v in value))
+    return Text(str(value))
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -98,7 +101,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     Example:
         >>> table("Keys", ["id", "status"], [("k1", "active")])
     """
-    t = Table(title=title, title_justify="left", show_lines=False)
+    t = Table(title=Text(title) if title else None, title_justify="left", show_lines=False)
     for name in columns:
         t.add_column(name, overflow="fold")
     for row in rows:
@@ -155,6 +158,12 @@ def _hint(error: CityBrainError, handle: str | None, url: str) -> str | None:
                 "`citybrain-dev keys create --scopes <scopes>`, then `citybrain-dev login` with it"
             )
         return None
+    no_route = isinstance(error, NotFound) and error.server_message.startswith("no route")
+    if no_route or isinstance(error, MethodNotAllowed):
+        return (
+            "this platform does not offer that yet (an older release): ask its operator, "
+            "or use the commands it does offer (`citybrain-dev --help`)"
+        )
     if isinstance(error, NotFound):
         if handle:
             return (
