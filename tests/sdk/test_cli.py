@@ -4,6 +4,7 @@ and JSON, model and dataset transfers, and errors that name the next command."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import stat
@@ -283,9 +284,19 @@ def test_query_and_dataset_transfers(signed_in: Any, tmp_path: Path) -> None:
     assert result["rows"] == [["A", 10], ["B", 5]]
     filtered = signed_in("query", handle, "--where", "free gt 4", "--order-by", "-free")
     assert filtered.exit_code == 0 and "2 rows" in filtered.stderr
-    written = signed_in("query", handle, "--select", "lot,free", "-o", str(tmp_path / "q.csv"))
+    written = signed_in(
+        "query",
+        handle,
+        "--select",
+        "lot,free",
+        "--order-by",
+        "lot,free",
+        "-o",
+        str(tmp_path / "q.csv"),
+    )
     assert written.exit_code == 0, written.output
-    assert (tmp_path / "q.csv").read_text().splitlines()[0] == "lot,free"
+    with (tmp_path / "q.csv").open(newline="", encoding="utf-8") as f:
+        assert list(csv.reader(f)) == [["lot", "free"], ["A", "3"], ["A", "7"], ["B", "5"]]
     downloaded = signed_in("datasets", "download", handle, str(tmp_path / "all.parquet"))
     assert downloaded.exit_code == 0 and (tmp_path / "all.parquet").stat().st_size > 0
 
