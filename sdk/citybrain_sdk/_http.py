@@ -204,6 +204,12 @@ class Call:
 
     @property
     def resend_safe(self) -> bool:
+        """Whether sending it twice is harmless: a read, or a call with an idempotency key.
+
+        Example:
+            >>> Call("POST", "/v2/models/m/infer", idempotency_key="k").resend_safe
+            True
+        """
         return self.method in ("GET", "HEAD") or self.idempotency_key is not None
 
 

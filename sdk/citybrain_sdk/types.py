@@ -89,7 +89,12 @@ class Page(Generic[T]):
 
     @classmethod
     def parse(cls, doc: Mapping[str, Any], item: Callable[[Mapping[str, Any]], T]) -> Page[T]:
-        """A page of ``item(row)`` for each row of ``doc["data"]``."""
+        """A page of ``item(row)`` for each row of ``doc["data"]``.
+
+        Example:
+            >>> Page.parse(cb.request("GET", "/api/v1/invoices"), Document.from_json).count
+            0
+        """
         data = [item(row) for row in doc.get("data", ())]
         return Page(
             data=data,
@@ -129,7 +134,11 @@ class Product:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a product as the API returns it."""
+        """Read a product as the API returns it.
+
+        Example:
+            >>> Product.from_json(cb.request("GET", "/api/v1/products/environment.air-quality"))
+        """
         return cls(
             handle=str(d["handle"]),
             name=str(d.get("name", "")),
@@ -165,7 +174,13 @@ class SearchResult(Page[Product]):
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SearchResult:
-        """Read a search answer."""
+        """Read a search answer.
+
+        Example:
+            >>> SearchResult.from_json(
+            ...     cb.request("GET", "/api/v1/catalog/search", params={"q": "air"})
+            ... )
+        """
         page = Page.parse(d, Product.from_json)
         facets = {
             str(k): {str(v): int(n) for v, n in counts.items()}
@@ -206,7 +221,11 @@ class Version:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a version as the API returns it."""
+        """Read a version as the API returns it.
+
+        Example:
+            >>> Version.from_json(cb.request("GET", "/api/v1/products/x.y/versions/1"))
+        """
         return cls(
             product=str(d.get("product", "")),
             version=int(d["version"]),
@@ -235,7 +254,11 @@ class Tenant:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a tenant."""
+        """Read a tenant.
+
+        Example:
+            >>> Tenant.from_json(cb.request("GET", "/api/v1/tenants")["data"][0])
+        """
         return cls(
             slug=str(d["slug"]),
             name=str(d.get("name", "")),
@@ -255,7 +278,11 @@ class Me:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read ``GET /api/v1/me``."""
+        """Read ``GET /api/v1/me``.
+
+        Example:
+            >>> Me.from_json(cb.request("GET", "/api/v1/me")).tenant.slug
+        """
         return cls(
             tenant=Tenant.from_json(d["tenant"]),
             key_id=d.get("key_id"),
@@ -281,7 +308,11 @@ class ApiKey:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a key."""
+        """Read a key.
+
+        Example:
+            >>> ApiKey.from_json(cb.request("GET", "/api/v1/keys")["data"][0])
+        """
         return cls(
             id=str(d["id"]),
             prefix=str(d.get("prefix", "")),
@@ -306,7 +337,11 @@ class IssuedKey:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a create or rotate answer."""
+        """Read a create or rotate answer.
+
+        Example:
+            >>> IssuedKey.from_json(cb.request("POST", "/api/v1/keys", json={"scopes": ["infer"]}))
+        """
         return cls(key=ApiKey.from_json(d), token=str(d["token"]))
 
 
@@ -331,7 +366,11 @@ class AccessRequest:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read an access request."""
+        """Read an access request.
+
+        Example:
+            >>> AccessRequest.from_json(cb.request("GET", "/api/v1/access-requests")["data"][0])
+        """
         return cls(
             id=str(d["id"]),
             tenant=str(d.get("tenant", "")),
@@ -367,7 +406,11 @@ class Grant:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a grant."""
+        """Read a grant.
+
+        Example:
+            >>> Grant.from_json(cb.request("GET", "/api/v1/grants")["data"][0])
+        """
         return cls(
             id=str(d["id"]),
             tenant=str(d.get("tenant", "")),
@@ -394,7 +437,11 @@ class UsageRow:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a usage row."""
+        """Read a usage row.
+
+        Example:
+            >>> UsageRow.from_json(cb.request("GET", "/api/v1/usage")["data"][0])
+        """
         day = d.get("day")
         return cls(
             product=str(d["product"]),
@@ -421,7 +468,11 @@ class Quota:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a quota."""
+        """Read a quota.
+
+        Example:
+            >>> Quota.from_json(cb.request("GET", "/api/v1/quotas")["data"][0])
+        """
         return cls(
             id=str(d["id"]),
             tenant=d.get("tenant"),
@@ -452,7 +503,11 @@ class Document:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read an invoice or statement as listed."""
+        """Read an invoice or statement as listed.
+
+        Example:
+            >>> Document.from_json(cb.request("GET", "/api/v1/invoices")["data"][0])
+        """
         return cls(
             id=int(d["id"]),
             number=str(d.get("number", "")),
@@ -483,7 +538,11 @@ class DocumentLine:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read a line."""
+        """Read a line.
+
+        Example:
+            >>> DocumentLine.from_json(cb.request("GET", "/api/v1/invoices/3")["lines"][0])
+        """
         return cls(
             product=str(d.get("product", "")),
             domain=str(d.get("domain", "")),
@@ -508,7 +567,11 @@ class DocumentDetail:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
-        """Read an invoice or statement in detail."""
+        """Read an invoice or statement in detail.
+
+        Example:
+            >>> DocumentDetail.from_json(cb.request("GET", "/api/v1/invoices/3"))
+        """
         return cls(
             document=Document.from_json(d),
             lines=tuple(DocumentLine.from_json(line) for line in d.get("lines", ())),
@@ -522,7 +585,12 @@ class DocumentDetail:
 
 
 def as_list(values: str | Sequence[str] | None) -> list[str] | None:
-    """A comma-separated string or a sequence as a list (None stays None)."""
+    """A comma-separated string or a sequence as a list (None stays None).
+
+    Example:
+        >>> as_list("catalog:read, infer")
+        ['catalog:read', 'infer']
+    """
     if values is None:
         return None
     if isinstance(values, str):

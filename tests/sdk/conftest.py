@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from citybrain_sdk import APIError, Client, MethodNotAllowed, NotFound, UsageRow
 
-from tests.sdk.platform import Platform, running_platform
+from tests.sdk.server import Platform, running_platform
 
 # Usage reaches the database within a fifth of a second, and a new quota applies at once.
 SERVER_ENV = {

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from citybrain_sdk import AsyncClient, Client, NotFound, QuotaExceeded, Retry, RetryEvent
 
-from tests.sdk.platform import Platform
+from tests.sdk.server import Platform
 
 SMOOTHER = "traffic-police.flow-smoother"
 RESOURCES = ("catalog", "datasets", "models", "access", "keys", "usage", "invoices", "quotas")

@@ -19,7 +19,7 @@ from citybrain_sdk import (
 )
 
 from tests.sdk.conftest import await_usage, client_for, skip_unless_route
-from tests.sdk.platform import Platform, close_month
+from tests.sdk.server import Platform, close_month
 
 SMOOTHER = "traffic-police.flow-smoother"
 

@@ -19,7 +19,7 @@ import pytest
 from citybrain_sdk import Client, MethodNotAllowed, NotFound
 
 from tests.sdk.conftest import await_usage, client_for, skip_unless_route
-from tests.sdk.platform import Platform
+from tests.sdk.server import Platform
 
 LOTS = ("L-01", "L-02", "L-03")
 START = datetime(2026, 11, 2, 8, 0)

@@ -12,7 +12,7 @@ import pytest
 from citybrain_sdk import BadRequest, Client, Forbidden, NotFound
 
 from tests.sdk.conftest import client_for, publish_model
-from tests.sdk.platform import Platform
+from tests.sdk.server import Platform
 
 SMOOTHER = "traffic-police.flow-smoother"
 

@@ -3,11 +3,15 @@ exceptions, the retry decisions, query plans, the config file, and what importin
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -246,3 +250,53 @@ def test_importing_the_sdk_pulls_in_nothing_of_the_server() -> None:
     numpy_loaded, server_modules = json.loads(out)
     assert numpy_loaded is False  # tensors import numpy when first used
     assert server_modules == []
+
+
+# --------------------------------------------------------------------------- docstrings
+
+
+def _public_callables() -> Iterator[tuple[str, object]]:
+    """Public functions and methods of the SDK's public modules, and of what the package
+    exports from its private ones (the CLI's commands are documented by ``--help``)."""
+    import citybrain_sdk
+
+    names = [m.name for m in pkgutil.walk_packages(citybrain_sdk.__path__, "citybrain_sdk.")]
+    modules = [
+        importlib.import_module(n)
+        for n in names
+        if not any(p.startswith("_") for p in n.split(".")[1:])
+        and n not in ("citybrain_sdk.cli.app", "citybrain_sdk.cli.data")
+    ]
+    exported = [getattr(citybrain_sdk, n) for n in citybrain_sdk.__all__ if n != "__version__"]
+    objects = [
+        (f"{m.__name__}.{k}", v)
+        for m in modules
+        for k, v in vars(m).items()
+        if getattr(v, "__module__", None) == m.__name__  # defined there, not imported
+    ]
+    objects += [(f"citybrain_sdk.{getattr(o, '__name__', o)}", o) for o in exported]
+    for name, obj in objects:
+        if name.rsplit(".", 1)[-1].startswith("_") or not (
+            inspect.isclass(obj) or inspect.isfunction(obj)
+        ):
+            continue
+        if inspect.isfunction(obj):
+            yield name, obj
+            continue
+        for member_name, member in vars(obj).items():
+            if member_name.startswith("_"):
+                continue
+            if isinstance(member, classmethod | staticmethod):
+                yield f"{name}.{member_name}", member.__func__
+            elif isinstance(member, property):
+                yield f"{name}.{member_name}", member.fget
+            elif inspect.isfunction(member):
+                yield f"{name}.{member_name}", member
+
+
+def test_every_public_method_has_a_docstring_with_an_example() -> None:
+    found = dict(_public_callables())
+    assert "citybrain_sdk.resources.datasets.Datasets.query" in found  # the walk finds them
+    assert "citybrain_sdk.Retry.delay_after_status" in found
+    lacking = sorted(n for n, f in found.items() if "Example" not in (inspect.getdoc(f) or ""))
+    assert lacking == []

@@ -12,7 +12,7 @@ import pytest
 from citybrain_sdk import Client, ConnectionFailed, QuotaExceeded, Retry, RetryEvent
 
 from tests.sdk.conftest import await_usage, client_for, publish_model
-from tests.sdk.platform import Platform
+from tests.sdk.server import Platform
 
 SMOOTHER = "traffic-police.flow-smoother"
 FLOW = np.arange(24, dtype=np.float32).reshape(2, 12)

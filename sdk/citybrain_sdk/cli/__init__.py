@@ -13,7 +13,11 @@ __all__ = ["get_app", "main"]
 
 
 def get_app() -> Any:
-    """The typer application, every command registered (needs typer and rich)."""
+    """The typer application, every command registered (needs typer and rich).
+
+    Example:
+        >>> CliRunner().invoke(get_app(), ["search", "air", "--json"]).stdout
+    """
     try:
         from citybrain_sdk.cli import data  # noqa: F401  (registers query, infer, models, datasets)
         from citybrain_sdk.cli.app import app
@@ -28,5 +32,9 @@ def get_app() -> Any:
 
 
 def main() -> None:
-    """Run ``citybrain-dev`` with the process's arguments."""
+    """Run ``citybrain-dev`` with the process's arguments (the console script).
+
+    Example:
+        $ citybrain-dev search air --domain environment
+    """
     get_app()(prog_name="citybrain-dev")

@@ -80,7 +80,11 @@ def to_jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
-    """Print a result as indented JSON on stdout (plain text: no markup, no wrapping)."""
+    """Print a result as indented JSON on stdout (plain text: no markup, no wrapping).
+
+    Example:
+        >>> print_json(cb.keys.list())
+    """
     typer.echo(json.dumps(to_jsonable(value), ensure_ascii=False, indent=2))
 
 

@@ -162,7 +162,13 @@ class QueryResult:
         idempotency_key: str | None,
         replayed: bool = False,
     ) -> QueryResult:
-        """Read the query API's JSON answer."""
+        """Read the query API's JSON answer.
+
+        Example:
+            >>> QueryResult.from_json(
+            ...     cb.request("POST", "/api/v1/products/x.y/query", json={"limit": 5}), None, None
+            ... ).rows
+        """
         columns = [Column(str(c["name"]), str(c.get("type", ""))) for c in doc.get("columns", ())]
         rows = [list(r) for r in doc.get("rows", ())]
         return cls(
