@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -235,9 +236,6 @@ class _Core:
         if call.idempotency_key is not None:
             headers[IDEMPOTENCY_KEY_HEADER] = call.idempotency_key
         params = {k: v for k, v in (call.params or {}).items() if v is not None}
-        extensions = {}
-        if call.timeout is not None:
-            extensions["timeout"] = httpx.Timeout(call.timeout).as_dict()
         return client.build_request(
             call.method,
             call.path,
@@ -247,7 +245,7 @@ class _Core:
             files=call.files() if call.files is not None else None,
             data=call.data,
             headers=headers,
-            extensions=extensions,
+            timeout=httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout,
         )
 
     def _notify(
@@ -295,7 +293,7 @@ class SyncHTTP(_Core):
         timeout: float,
         headers: Mapping[str, str] | None,
         transport: httpx.BaseTransport | None,
-        verify: bool | str,
+        verify: bool | ssl.SSLContext,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry
@@ -307,12 +305,19 @@ class SyncHTTP(_Core):
             verify=verify,
         )
 
-    def _open(self, call: Call) -> httpx.Response:
+    def _open(self, call: Call, *, read: bool) -> httpx.Response:
+        """The call's final answer: read and closed when ``read`` (or an error), else open.
+        A body that breaks off while being read is a connection error like any other."""
         attempt = 0
         while True:
             request = self._request(self.client, call)
             try:
                 response = self.client.send(request, stream=True)
+                if read or response.status_code >= 400:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
             except httpx.TransportError as e:
                 delay = self.retry.delay_after_error(attempt, e, call.resend_safe)
                 if delay is None:
@@ -321,10 +326,6 @@ class SyncHTTP(_Core):
             else:
                 if response.status_code < 400:
                     return response
-                try:
-                    response.read()
-                finally:
-                    response.close()
                 delay = self.retry.delay_after_status(attempt, response)
                 if delay is None:
                     raise_for_status(response)
@@ -340,14 +341,7 @@ class SyncHTTP(_Core):
             APIError: The final answer was an error.
             ConnectionFailed: The platform could not be reached.
         """
-        response = self._open(call)
-        try:
-            response.read()
-        except httpx.TransportError as e:
-            raise self._unreachable(call, e) from e
-        finally:
-            response.close()
-        return response
+        return self._open(call, read=True)
 
     def json(self, call: Call) -> Any:
         """Send a call and decode its JSON answer (None for an empty body)."""
@@ -357,7 +351,7 @@ class SyncHTTP(_Core):
     @contextmanager
     def stream(self, call: Call) -> Iterator[httpx.Response]:
         """Send a call and yield the successful response unread (a download)."""
-        response = self._open(call)
+        response = self._open(call, read=False)
         try:
             yield response
         finally:
@@ -380,7 +374,7 @@ class AsyncHTTP(_Core):
         timeout: float,
         headers: Mapping[str, str] | None,
         transport: httpx.AsyncBaseTransport | None,
-        verify: bool | str,
+        verify: bool | ssl.SSLContext,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry
@@ -392,12 +386,18 @@ class AsyncHTTP(_Core):
             verify=verify,
         )
 
-    async def _open(self, call: Call) -> httpx.Response:
+    async def _open(self, call: Call, *, read: bool) -> httpx.Response:
+        """The call's final answer; see :meth:`SyncHTTP._open`."""
         attempt = 0
         while True:
             request = self._request(self.client, call)
             try:
                 response = await self.client.send(request, stream=True)
+                if read or response.status_code >= 400:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except httpx.TransportError as e:
                 delay = self.retry.delay_after_error(attempt, e, call.resend_safe)
                 if delay is None:
@@ -406,10 +406,6 @@ class AsyncHTTP(_Core):
             else:
                 if response.status_code < 400:
                     return response
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
                 delay = self.retry.delay_after_status(attempt, response)
                 if delay is None:
                     raise_for_status(response)
@@ -420,14 +416,7 @@ class AsyncHTTP(_Core):
 
     async def send(self, call: Call) -> httpx.Response:
         """Send a call (retrying as :class:`Retry` allows); return the read response."""
-        response = await self._open(call)
-        try:
-            await response.aread()
-        except httpx.TransportError as e:
-            raise self._unreachable(call, e) from e
-        finally:
-            await response.aclose()
-        return response
+        return await self._open(call, read=True)
 
     async def json(self, call: Call) -> Any:
         """Send a call and decode its JSON answer (None for an empty body)."""
@@ -437,7 +426,7 @@ class AsyncHTTP(_Core):
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
         """Send a call and yield the successful response unread (a download)."""
-        response = await self._open(call)
+        response = await self._open(call, read=False)
         try:
             yield response
         finally:

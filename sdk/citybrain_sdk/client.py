@@ -8,6 +8,7 @@ the resource methods.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -42,7 +43,8 @@ class Client:
         timeout: Seconds per request, unless a call says otherwise.
         headers: Extra headers sent with every request.
         transport: An httpx transport (a proxy, a test double, a custom TLS setup).
-        verify: TLS verification: True, False, or a CA bundle path.
+        verify: TLS verification: True, False, or an ``ssl.SSLContext`` (e.g.
+            ``ssl.create_default_context(cafile="city-ca.pem")`` for a private CA).
 
     Attributes:
         catalog: Search and read products, manage one's own listings.
@@ -75,7 +77,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         self._http = SyncHTTP(
             base_url,
@@ -175,7 +177,7 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         self._http = AsyncHTTP(
             base_url,

@@ -84,8 +84,12 @@ class ProgressReader:
 
     def read(self, size: int = -1) -> bytes:
         chunk = self._file.read(size)
+        if not chunk:
+            # The multipart encoder reads to the end and never closes what it was given.
+            self._file.close()
+            return chunk
         self._done += len(chunk)
-        if self._progress is not None and chunk:
+        if self._progress is not None:
             self._progress(self._done, self._total)
         return chunk
 
