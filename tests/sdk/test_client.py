@@ -13,6 +13,7 @@ from citybrain_sdk import (
     Conflict,
     Forbidden,
     NotFound,
+    PayloadTooLarge,
     Retry,
     Unauthorized,
     ValidationError,
@@ -109,6 +110,11 @@ def test_errors_are_typed_and_carry_the_request_id(platform: Platform, cb: Clien
     with pytest.raises(ValidationError) as invalid:
         cb.catalog.create("bad", kind="model", title="", domain="traffic")
     assert invalid.value.status == 422 and invalid.value.code == "ValidationError"
+
+    big = {"name": "big", "kind": "dataset", "title": "t", "domain": "traffic"}
+    with pytest.raises(PayloadTooLarge) as too_large:  # the JSON API takes 1 MiB by default
+        cb.request("POST", "/api/v1/products", json={**big, "description": "x" * 2_000_000})
+    assert too_large.value.status == 413 and too_large.value.request_id
 
     name = "sdk-conflict"
     cb.catalog.create(name, kind="dataset", title="Conflict probe", domain="traffic")
