@@ -2,7 +2,8 @@
 
 Each class reads the JSON the REST API returns (``from_json``) and keeps only what it names;
 fields a newer server adds are ignored, fields an older one lacks take their defaults. Times
-are timezone-aware :class:`~datetime.datetime` values; money is :class:`~decimal.Decimal`.
+are :class:`~datetime.datetime` values as the server sent them (UTC; without a zone from a
+platform on SQLite); money is :class:`~decimal.Decimal`.
 """
 
 from __future__ import annotations
