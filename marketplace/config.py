@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -173,9 +173,18 @@ class KServeSettings(BaseModel):
     # The gateway runs in the cluster: use the pod's service account.
     in_cluster: bool = False
     namespace: str = "citybrain"
-    # Where predictors download a version from; {name} is the InferenceService name and
-    # {model} the model name (the exported Triton repository or the artifact folder lives there).
-    storage_uri: str = "pvc://citybrain-models/{name}"
+    # Where each version is exported and its predictor downloads it from; {name} is the
+    # InferenceService name and {model} the model name. Any fsspec URL the platform can write
+    # (s3:// through s3fs and the usual AWS_* variables, AWS_ENDPOINT_URL for MinIO and the
+    # like); with export off, any URL KServe reads (pvc://…) that the operator fills.
+    storage_uri: str = "s3://citybrain-models/{name}"
+    # Write each version to storage_uri before applying its InferenceService.
+    export: bool = True
+    # "auto": TorchScript on the Triton ServingRuntime, other formats on the platform's own
+    # predictor (python -m model_store.kserve.predictor); "triton" or "python" for all.
+    predictor: Literal["auto", "triton", "python"] = "auto"
+    # The image the platform's predictor runs on (the platform image).
+    predictor_image: str = "citybrain:latest"
     # How long the first request (or readiness check) waits for a new InferenceService.
     ready_timeout_s: float = 300.0
     poll_s: float = 2.0

@@ -136,6 +136,8 @@ def _kserve_runtime(settings: Settings) -> Runtime:
     return KServeRuntime(
         client,
         storage_uri=storage_uri,
+        render_options={"predictor": cfg.predictor, "python_image": cfg.predictor_image},
+        export=cfg.export,
         ready_timeout_s=cfg.ready_timeout_s,
         poll_s=cfg.poll_s,
         infer_timeout_s=cfg.infer_timeout_s,

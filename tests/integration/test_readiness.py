@@ -7,7 +7,6 @@ The SQLite, spool, flusher and KServe cases are in tests/unit/marketplace/test_h
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import time
@@ -22,7 +21,7 @@ from marketplace.api.app import create_app
 from marketplace.config import Settings, TritonSettings
 from marketplace.migrate import upgrade
 from model_store.triton.server import ManagedTritonServer
-from tests.integration.conftest import PG_ADMIN_DSN, _admin
+from tests.utils.postgres import ScratchDatabase, admin_connection, scratch_database
 
 ROUTES = ("/v2/health/ready", "/api/v1/health")
 
@@ -36,28 +35,21 @@ def _component(client: TestClient, name: str) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-def own_database() -> Iterator[str]:
+def own_database() -> Iterator[ScratchDatabase]:
     """A database of this test's own (it is dropped while the server runs)."""
-    name = f"citybrain_ready_{secrets.token_hex(4)}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("citybrain_ready") as db:
+        upgrade(db.url)
+        yield db
 
 
-def test_a_dropped_postgresql_database_is_down(own_database: str, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "var", database_url=own_database)
+def test_a_dropped_postgresql_database_is_down(
+    own_database: ScratchDatabase, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "var", database_url=own_database.url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert _component(client, "database") == [(200, "up"), (200, "up")]
-        name = own_database.rsplit("/", 1)[1]
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # ends every session too
+        with admin_connection() as conn:  # ends every session too
+            conn.execute(f'DROP DATABASE "{own_database.name}" WITH (FORCE)')
         for status, body in _read(client):
             assert status == 503 and body["code"] == "Unavailable"
             assert "database" in body["error"]

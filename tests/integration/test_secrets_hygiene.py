@@ -38,10 +38,10 @@ from marketplace.config import Settings
 from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.seed import seed_demo_city
 from model_store import BlobStore
-from tests.integration.conftest import PG_ADMIN_DSN, _admin
 from tests.integration.test_oidc import SECRET as OIDC_CLIENT_SECRET
 from tests.integration.test_oidc import provider, token  # noqa: F401 (the fixture)
 from tests.unit.billing.test_stripe_sync import FakeStripe, fake_stripe  # noqa: F401
+from tests.utils.postgres import admin_connection, scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "traffic-police.flow-smoother"
@@ -84,16 +84,9 @@ def _free_port() -> int:
 def secret_database() -> Iterator[str]:
     """A database of its own, reached by a URL with a password (trust auth ignores it, so
     the password travels everywhere the URL does and is refused nowhere)."""
-    name = f"citybrain_secrets_{secrets.token_hex(4)}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    password = f"pw-{secrets.token_urlsafe(18)}"
-    url = make_url(PG_ADMIN_DSN).set(password=password, database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("citybrain_secrets") as db:
+        password = f"pw-{secrets.token_urlsafe(18)}"
+        yield make_url(db.url).set(password=password).render_as_string(hide_password=False)
 
 
 def _environ(tmp_path: Path, url: str, **more: str) -> dict[str, str]:
@@ -283,7 +276,7 @@ def test_no_secret_appears_after_its_creation(
         _cli(env, "usage", "status", transcript=said)
         client.close()
         # Errors are where URLs and secrets slip out: the database goes away under the server.
-        with _admin() as conn:
+        with admin_connection() as conn:
             conn.execute(f'DROP DATABASE "{make_url(secret_database).database}" WITH (FORCE)')
         outage = [
             ("GET", "/api/v1/me", {"X-API-Key": operator}),

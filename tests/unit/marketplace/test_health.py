@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from billing import UsageEvent
 from marketplace.api.app import create_app
 from marketplace.config import BillingSettings, KServeSettings, Settings, TritonSettings
-from tests.unit.model_store.test_kserve_client import FakeKubeAPI
+from tests.utils.kube import FakeKubeAPI
 
 ROUTES = ("/v2/health/ready", "/api/v1/health")
 
@@ -153,11 +153,9 @@ def test_failing_flushes_are_noted_but_calls_can_still_be_metered(
 
 @pytest.fixture
 def kube() -> Iterator[FakeKubeAPI]:
-    api = FakeKubeAPI()
-    api.thread.start()
+    api = FakeKubeAPI().start()
     yield api
-    api.server.shutdown()
-    api.server.server_close()
+    api.stop()
 
 
 def test_kserve_when_configured(tmp_path: Path, db_dir: Path, kube: FakeKubeAPI) -> None:
@@ -169,8 +167,7 @@ def test_kserve_when_configured(tmp_path: Path, db_dir: Path, kube: FakeKubeAPI)
             path.endswith("/inferenceservices/citybrain-readiness-probe")
             for _, path, _ in kube.requests
         )
-        kube.server.shutdown()
-        kube.server.server_close()
+        kube.stop()
         _down(client, "kserve")
 
 
