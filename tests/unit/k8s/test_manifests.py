@@ -199,7 +199,7 @@ def test_every_citybrain_key_names_a_setting_and_sets_it(
                 f"{name} {where}: changing {key} does not change {'.'.join(path)}"
             )
             checked += 1
-    assert checked >= 3
+    assert checked >= 2
 
 
 @pytest.mark.parametrize(
