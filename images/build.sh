@@ -67,7 +67,7 @@ make_local_base() {
   work="$(mktemp -d /var/tmp/citybrain-base.XXXXXX)"
   mirror="$(apt_mirror)"
   started=$SECONDS
-  say "no registry: debootstrapping Debian bookworm from $mirror (about a minute)"
+  say "no registry: debootstrapping Debian bookworm from $mirror (2 min here)"
   debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
   # Nothing of the build machine goes in: apt's lists and caches are emptied.
