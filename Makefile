@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration bench clean serve system-deps
+.PHONY: demo test lint unit integration bench clean serve system-deps image image-tools
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,29 @@ $(STAMP): pyproject.toml sdk/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e "./sdk[all]"
 	@touch $(STAMP)
 
-# System packages the tests use: espeak-ng speaks the hotline test sentences.
+# System packages the tests use: espeak-ng speaks the hotline test sentences; kubectl renders
+# the Kustomize overlays in k8s/ (`kubectl kustomize`, offline) for tests/unit/k8s.
 system-deps:
 	@command -v espeak-ng >/dev/null 2>&1 || { \
 	  echo "installing espeak-ng (test audio)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  echo "installing kubectl (kubernetes-client: renders k8s/ for the tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
+
+# Container tools for `make image`: buildah/podman build and run daemonless; debootstrap makes
+# the base image where no registry answers (see images/build.sh). Installed once, if missing.
+image-tools:
+	@command -v buildah >/dev/null 2>&1 && command -v podman >/dev/null 2>&1 \
+	  && command -v debootstrap >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 || { \
+	  echo "installing buildah, podman, debootstrap, skopeo, runc"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    buildah podman debootstrap skopeo runc >/dev/null; }
+
+## The images: citybrain:latest (Dockerfile) and citybrain-tritonserver:latest (Dockerfile.triton).
+## EXTRAS=city-models adds the city's own models' packages; BASE=... another base; TAG=... a tag.
+image: image-tools
+	BASE="$(BASE)" EXTRAS="$(EXTRAS)" TAG="$(TAG)" images/build.sh all
 
 # The real OpenID provider the integration tests sign users in with (tests/oidc).
 OIDC_STAMP := tests/oidc/node_modules/.installed-stamp
