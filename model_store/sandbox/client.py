@@ -76,6 +76,11 @@ _LOG_TAIL = 2000
 _MESSAGE_CHARS = 500
 
 
+def _now() -> float:
+    """The clock of restart pauses (a seam for tests)."""
+    return time.monotonic()
+
+
 class ModelCodeError(Exception):
     """The model's own code raised an exception in its worker.
 
@@ -380,7 +385,7 @@ class SandboxedModel:
         return worker
 
     def _restart(self) -> _Worker:
-        wait = self._retry_at - time.monotonic()
+        wait = self._retry_at - _now()
         if wait > 0:
             raise ModelUnavailableError(
                 f"model '{self._name}' keeps failing; it is restarted in {math.ceil(wait)} s",
@@ -403,7 +408,7 @@ class SandboxedModel:
         self._failures += 1
         if self._failures > _RESTART_FREELY:
             backoff = min(2.0 ** (self._failures - _RESTART_FREELY - 1), _MAX_BACKOFF_S)
-            self._retry_at = time.monotonic() + backoff
+            self._retry_at = _now() + backoff
 
     def predict(self, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         """Run the model in its worker (starting a new one if the last one failed).

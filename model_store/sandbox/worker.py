@@ -24,6 +24,7 @@ holds), ``oom`` (``MemoryError``; the worker exits after saying so).
 from __future__ import annotations
 
 import contextlib
+import encodings.cp437  # noqa: F401  (zipfile decodes member names with it; see below)
 import json
 import os
 import shutil
@@ -34,6 +35,11 @@ from typing import Any
 from model_store.formats.python import PythonModel, load_python
 from model_store.manifest import ModelManifest
 from model_store.sandbox import confine, protocol
+
+# Everything the worker itself needs is imported above, before it confines itself: after
+# giving up root, a worker without a root file system of its own may not reach the
+# interpreter's files (a Python installed under /root, say), and inside one only what is
+# bound is there.
 
 __all__ = ["main"]
 
