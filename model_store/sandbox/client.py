@@ -162,6 +162,7 @@ class _Worker:
 
     def __init__(self, manifest: ModelManifest, artifact: Path, config: SandboxConfig, name: str):
         self.name = name
+        self.label = f"model '{name}'" if name else "the model"
         self.config = config
         base = config.work_dir or Path(tempfile.gettempdir())
         self.folder = Path(tempfile.mkdtemp(prefix="citybrain-sandbox-", dir=base))
@@ -208,7 +209,7 @@ class _Worker:
         except OSError as e:
             ours.close()
             shutil.rmtree(self.folder, ignore_errors=True)
-            raise ModelUnavailableError(f"model '{name}' could not be started") from e
+            raise ModelUnavailableError(f"{self.label} could not be started") from e
         finally:
             theirs.close()
         self.sock = ours
@@ -221,7 +222,7 @@ class _Worker:
         if hello.op == "error":
             self.kill()
             raise ModelUnavailableError(
-                f"model '{self.name}' cannot run isolated: {_text(hello.header.get('message'))}"
+                f"{self.label} cannot run isolated: {_text(hello.header.get('message'))}"
             )
         raw = hello.header.get("isolation")
         isolation = tuple(x for x in raw if isinstance(x, str)) if isinstance(raw, list) else ()
@@ -233,7 +234,7 @@ class _Worker:
             without=_text(hello.header.get("without")),
         )
         self._send("load", {"manifest": manifest.model_dump(mode="json")}, deadline)
-        ready = self._receive(deadline, "while loading the model", self.config.load_timeout_s)
+        ready = self._receive(deadline, "while loading", self.config.load_timeout_s)
         if ready.op == "ready":
             return info
         self.kill()
@@ -243,7 +244,7 @@ class _Worker:
                 _text(ready.header.get("message")),
                 phase="load",
             )
-        raise ModelUnavailableError(f"model '{self.name}' failed to start")
+        raise ModelUnavailableError(f"{self.label} failed to start")
 
     def _send(
         self, op: str, fields: dict[str, Any], deadline: float, tensors: Arrays | None = None
@@ -300,7 +301,7 @@ class _Worker:
         self._finalizer()
         ended = "killed" if was_running else _describe_exit(self.proc.returncode)
         if tail:
-            log.warning("model %s worker %s; its last output: %r", self.name, ended, tail)
+            log.warning("%s: worker %s; its last output: %r", self.label, ended, tail)
         return ended
 
     def _log_tail(self) -> str:
@@ -332,7 +333,7 @@ class SandboxedModel:
         manifest: The artifact's manifest.
         artifact_path: The artifact (copied into the worker's own file system).
         config: The limits (default :class:`SandboxConfig`).
-        name: How messages and logs name the model (its runtime key).
+        name: How messages and logs name the model (its runtime key; "": "the model").
 
     Raises:
         ModelCodeError: Importing or loading the model raised (the worker is gone).
@@ -351,12 +352,13 @@ class SandboxedModel:
         artifact_path: Path,
         config: SandboxConfig | None = None,
         *,
-        name: str = "model",
+        name: str = "",
     ) -> None:
         self._manifest = manifest
         self._artifact = Path(artifact_path)
         self._config = config or SandboxConfig()
         self._name = name
+        self._label = f"model '{name}'" if name else "the model"
         self._lock = threading.Lock()
         self._closed = False
         self._failures = 0
@@ -373,10 +375,10 @@ class SandboxedModel:
         try:
             worker = _Worker(self._manifest, self._artifact, self._config, self._name)
         except _WorkerLost as lost:
-            raise ModelUnavailableError(f"model '{self._name}' {lost}") from None
+            raise ModelUnavailableError(f"{self._label} {lost}") from None
         log.info(
-            "model %s runs in sandbox worker %d as uid %d (%s)%s",
-            self._name,
+            "%s runs in sandbox worker %d as uid %d (%s)%s",
+            self._label,
             worker.info.pid,
             worker.info.uid,
             ", ".join(worker.info.isolation),
@@ -388,14 +390,14 @@ class SandboxedModel:
         wait = self._retry_at - _now()
         if wait > 0:
             raise ModelUnavailableError(
-                f"model '{self._name}' keeps failing; it is restarted in {math.ceil(wait)} s",
+                f"{self._label} keeps failing; it is restarted in {math.ceil(wait)} s",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
         try:
             worker = self._start()
         except ModelCodeError as e:
             self._failed()
-            raise ModelUnavailableError(f"model '{self._name}' could not be restarted") from e
+            raise ModelUnavailableError(f"{self._label} could not be restarted") from e
         except ModelUnavailableError:
             self._failed()
             raise
@@ -427,14 +429,14 @@ class SandboxedModel:
         """
         with self._lock:
             if self._closed:
-                raise ModelUnavailableError(f"model '{self._name}' was unloaded")
+                raise ModelUnavailableError(f"{self._label} was unloaded")
             worker = self._worker or self._restart()
             try:
                 reply = worker.call(inputs)
             except _WorkerLost as lost:
                 self._failed()
                 raise ModelUnavailableError(
-                    f"model '{self._name}' {lost}; it is restarted on the next call"
+                    f"{self._label} {lost}; it is restarted on the next call"
                 ) from None
             if reply.op == "result":
                 self._failures = 0
@@ -458,12 +460,12 @@ class SandboxedModel:
         if reply.op == "error" and kind == "oom":
             limit = self._config.memory_bytes / (1 << 20)
             raise ModelUnavailableError(
-                f"model '{self._name}' ran out of memory (limit {limit:g} MiB); it is "
+                f"{self._label} ran out of memory (limit {limit:g} MiB); it is "
                 "restarted on the next call"
             )
-        log.warning("model %s worker sent %r (%s)", self._name, reply.op, ended)
+        log.warning("%s: worker sent %r (%s)", self._label, reply.op, ended)
         raise ModelUnavailableError(
-            f"model '{self._name}' sent a malformed reply; it is restarted on the next call"
+            f"{self._label} sent a malformed reply; it is restarted on the next call"
         )
 
     def close(self) -> None:

@@ -86,12 +86,12 @@ class Isolation:
         return SandboxedModel(manifest, artifact_path, self.config, name=key)
 
 
-def isolated_loader(config: SandboxConfig | None = None, *, name: str = "upload") -> Loader:
+def isolated_loader(config: SandboxConfig | None = None, *, name: str = "") -> Loader:
     """A loader that runs every tenant-code format in a sandbox worker, trusting no one.
 
     Args:
         config: The sandbox's limits.
-        name: How messages name the model.
+        name: How messages name the model ("": "the model").
 
     Returns:
         A :class:`~model_store.formats.Loader`.

@@ -25,6 +25,7 @@ __all__ = [
     "make_hostile_model",
     "make_python_model",
     "make_torchscript_model",
+    "sandbox_confines",
 ]
 
 DOUBLER_SOURCE = '''
@@ -202,3 +203,15 @@ def make_hostile_model(tmp_path: Path, targets: dict[str, str]) -> tuple[Path, M
         {"hostile.py": HOSTILE_SOURCE, "targets.json": json.dumps(targets)},
     )
     return path, hostile_manifest()
+
+
+def sandbox_confines(tmp_path: Path) -> bool:
+    """Whether sandbox workers get namespaces and a user of their own here (root on Linux)."""
+    from model_store.sandbox import SandboxedModel
+
+    path, manifest = make_python_model(tmp_path)
+    model = SandboxedModel(manifest, path, name="probe")
+    try:
+        return {"filesystem", "network", "processes", "user"} <= set(model.info.isolation)
+    finally:
+        model.close()

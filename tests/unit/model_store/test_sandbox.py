@@ -44,6 +44,7 @@ from tests.unit.model_store.factories import (
     make_hostile_model,
     make_python_model,
     make_torchscript_model,
+    sandbox_confines,
     write_python_zip,
 )
 
@@ -80,12 +81,7 @@ def _processes_of(uid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def confined(tmp_path_factory: pytest.TempPathFactory) -> bool:
     """Whether workers get namespaces here (root on Linux with CAP_SYS_ADMIN)."""
-    path, manifest = make_python_model(tmp_path_factory.mktemp("probe"))
-    model = SandboxedModel(manifest, path, CONFIG, name="probe")
-    try:
-        return {"filesystem", "network", "processes", "user"} <= set(model.info.isolation)
-    finally:
-        model.close()
+    return sandbox_confines(tmp_path_factory.mktemp("probe"))
 
 
 @pytest.fixture
