@@ -149,7 +149,7 @@ def _describe_exit(code: int | None) -> str:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
-    if code > 128 and code - 128 < 65:  # the outer process reports its child's signal so
+    if code > 128 and code - 128 < 65:  # the outer process exits 128 + its child's signal
         try:
             return f"killed by {signal.Signals(code - 128).name}"
         except ValueError:
