@@ -131,9 +131,32 @@ def _text(value: object, limit: int = _MESSAGE_CHARS) -> str:
     return str(value)[:limit] if isinstance(value, str) else ""
 
 
+def _exited(pid: int) -> bool:
+    """Whether a worker has exited, without reaping it.
+
+    Until it is reaped its pid, which is its process group's id, cannot be reused, so killing
+    that group afterwards reaches what the worker forked (a worker without a PID namespace
+    leaves its children behind when it exits) and nothing else.
+    """
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_exit(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not _exited(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _reap(proc: subprocess.Popen[bytes], sock: socket.socket, folder: Path) -> None:
-    """Kill a worker with its process group, close its socket, remove its folder."""
-    if proc.poll() is None:
+    """Kill a worker's process group (the worker, whatever it forked), reap the worker, close
+    its socket, remove its folder."""
+    if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -293,10 +316,7 @@ class _Worker:
         """
         if not self._finalizer.alive:
             return ""
-        if exiting:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=_CLOSE_WAIT_S)
-        was_running = self.proc.poll() is None
+        was_running = not _wait_exit(self.proc.pid, _CLOSE_WAIT_S if exiting else 0.0)
         tail = self._log_tail()
         self._finalizer()
         ended = "killed" if was_running else _describe_exit(self.proc.returncode)
@@ -317,12 +337,10 @@ class _Worker:
         """Ask the worker to close its model and exit; kill it if it does not in time."""
         if not self._finalizer.alive:
             return
-        try:
+        with contextlib.suppress(OSError):
             self.sock.settimeout(_CLOSE_WAIT_S)
             protocol.send(self.sock, "close")
-            self.proc.wait(timeout=_CLOSE_WAIT_S)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+            _wait_exit(self.proc.pid, _CLOSE_WAIT_S)
         self._finalizer()
 
 

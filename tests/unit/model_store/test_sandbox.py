@@ -15,6 +15,7 @@ import os
 import socket
 import sqlite3
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,13 @@ def test_without_namespaces_the_environment_and_descriptors_stay_clean(
     st = db_path.stat()
     assert [st.st_dev, st.st_ino] not in report["open_files"]
     assert "network" not in info.isolation and info.without == "disabled by configuration"
+    assert report["children"] > 0
+    if info.uid != os.getuid():  # root: a user of its own, so its processes can be counted
+        # What it forked was killed with its process group (SIGKILL lands a moment later).
+        deadline = time.monotonic() + 30.0
+        while _processes_of(info.uid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_of(info.uid) == []
 
 
 def test_a_sandbox_that_must_have_namespaces_refuses_without_them(tmp_path: Path) -> None:
