@@ -384,12 +384,12 @@ def _trust(url: str, handle: str) -> None:
     """The operator trusts the (government) no-op model to run in process, before its first
     call loads it."""
     from marketplace.catalog.trust import set_trusted_code
-    from marketplace.cli_access import _operator
+    from marketplace.cli._common import operator_principal
     from marketplace.db import make_engine, make_session_factory, transaction
 
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as session:
-        set_trusted_code(session, _operator(session), handle, True)
+        set_trusted_code(session, operator_principal(session), handle, True)
     engine.dispose()
 
 
