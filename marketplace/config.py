@@ -32,6 +32,27 @@ def _redacted(args: Iterator[tuple[str | None, Any]]) -> Iterator[tuple[str | No
         yield name, redact_url(value) if name == "database_url" and value else value
 
 
+class SandboxSettings(BaseModel):
+    """Where tenants' model code runs (``CITYBRAIN_MODEL_STORE__SANDBOX__*``; see
+    ``model_store.sandbox.SandboxConfig`` for each field's meaning)."""
+
+    memory_bytes: int = Field(default=4 * 1024**3, gt=0)
+    cpu_seconds: int = Field(default=3600, gt=0)
+    call_timeout_s: float = Field(default=30.0, gt=0)
+    load_timeout_s: float = Field(default=120.0, gt=0)
+    max_processes: int = Field(default=64, gt=0)
+    max_open_files: int = Field(default=256, gt=0)
+    max_file_bytes: int = Field(default=64 * 1024**2, gt=0)
+    scratch_bytes: int = Field(default=256 * 1024**2, gt=0)
+    max_message_bytes: int = Field(default=256 * 1024**2, gt=0)
+    # Confine workers with namespaces, a minimal root and a user of their own (needs root).
+    namespaces: bool = True
+    # Refuse to run tenant code where that confinement is unavailable (not root).
+    require_namespaces: bool = False
+    # Where each worker's folder is made (default: the system's temp dir).
+    work_dir: Path | None = None
+
+
 class ModelStoreSettings(BaseModel):
     # Where artifacts live: a local directory (default: <data_dir>/artifacts) or any fsspec URL.
     artifact_url: str | None = None
@@ -42,6 +63,7 @@ class ModelStoreSettings(BaseModel):
     # Models whose predict is measured faster than this run on the event loop rather than a
     # worker thread (the thread hop would cost more than the model); 0 turns it off.
     inline_predict_below_ms: float = 0.1
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
 
 class GatewaySettings(BaseModel):
@@ -147,6 +169,11 @@ class TritonSettings(BaseModel):
     probe_interval_s: float = 0.5
     infer_timeout_s: float = 30.0
     load_timeout_s: float = 120.0
+    # Triton's python backend runs a model in a stub process with the server's user,
+    # environment, files and network: no sandbox. So untrusted python-format models get 503
+    # there unless this says the Triton in use confines them itself (an external one in a
+    # container of its own, holding none of the platform's secrets).
+    run_untrusted_code: bool = False
 
     @model_validator(mode="after")
     def _external_needs_repository(self) -> TritonSettings:

@@ -88,6 +88,10 @@ class Product(Base):
     downloadable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     state: Mapped[str] = mapped_column(String(20))
     review_note: Mapped[str | None] = mapped_column(Text)
+    # The operator trusts this (government) model's code to run in the platform's process;
+    # otherwise python-format models run in sandbox workers. Set only by the operator
+    # (marketplace.catalog.trust); database triggers refuse it for other tenants' products.
+    trusted_code: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

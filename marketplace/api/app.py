@@ -31,6 +31,7 @@ from marketplace.api.routes import (
     usage,
     v2,
 )
+from marketplace.catalog.trust import trust_policy
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER, API_PREFIX
 from marketplace.context import current_request_id
@@ -50,15 +51,28 @@ from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writ
 from marketplace.health import HealthChecker, readiness_of
 from marketplace.keys.reader import key_reader_for
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
+from model_store.sandbox import Isolation, SandboxConfig, TrustPolicy
 
 log = logging.getLogger("citybrain")
 
 _UPLOAD_PATH = re.compile(rf"^{re.escape(API_PREFIX)}/products/[^/]+/versions/model$")
 
 
-def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    """The sandbox limits for tenant code (serving and upload validation alike)."""
+    return SandboxConfig(**settings.model_store.sandbox.model_dump())
+
+
+def serving_runtimes(
+    settings: Settings, metrics: GatewayMetrics, trusted: TrustPolicy | None = None
+) -> Runtimes:
     """The runtimes the gateway serves with, by manifest ``runtime``: embedded always; Triton
     when managed or given a URL; KServe when a kubeconfig (or in-cluster) is configured.
+
+    Tenant code (python-format models) runs in sandbox workers unless ``trusted`` says yes
+    for its key; Triton, which cannot confine it, refuses it unless trusted (or
+    ``triton.run_untrusted_code``). KServe runs each model in a pod of its own, which holds
+    none of the platform's secrets.
 
     Triton and KServe are made on the first model that needs them (a managed tritonserver
     starts then, or at startup with ``triton.enabled``); ``Runtimes.close`` stops them.
@@ -66,22 +80,41 @@ def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
     embedded = EmbeddedRuntime(
         memory_budget_bytes=settings.model_store.memory_budget_bytes,
         max_loaded_models=settings.model_store.max_loaded_models,
+        isolation=Isolation(sandbox_config(settings), trusted),
         observer=metrics,
         inline_below_s=settings.model_store.inline_predict_below_ms / 1000.0,
     )
     backends: dict[str, Runtime | RuntimeFactory] = {}
     if settings.triton.configured:
-        backends["triton"] = lambda: _triton_runtime(settings)
+        gate = _anything if settings.triton.run_untrusted_code else trusted or _nothing
+        backends["triton"] = lambda: _gated(_triton_runtime(settings), gate)
     if settings.kserve.configured:
         backends["kserve"] = lambda: _kserve_runtime(settings)
     return Runtimes(embedded, backends)
 
 
+def _anything(_key: str) -> bool:
+    return True
+
+
+def _nothing(_key: str) -> bool:
+    return False
+
+
+def _gated(runtime: Runtime, trusted: TrustPolicy) -> Runtime:
+    from model_store.sandbox.gate import TenantCodeGate
+
+    return TenantCodeGate(runtime, trusted, name="triton")
+
+
 async def start_triton(runtimes: Runtimes) -> None:
     """Start (managed) or connect to (external) Triton now rather than on first use."""
     from model_store.runtimes.triton import TritonRuntime
+    from model_store.sandbox.gate import TenantCodeGate
 
     backend = runtimes.get("triton")
+    if isinstance(backend, TenantCodeGate):
+        backend = backend.inner
     assert isinstance(backend, TritonRuntime)
     await backend.start()
     log.info("Triton runtime started at %s", backend.repository)
@@ -180,7 +213,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             group_commit_wait_s=settings.billing.group_commit_wait_ms / 1000.0,
         )
         # Embedded always; Triton and KServe as configured (made on first use of such a model).
-        runtime = serving_runtimes(settings, metrics)
+        runtime = serving_runtimes(settings, metrics, trust_policy(session_factory))
         if settings.triton.enabled:
             await start_triton(runtime)
         usage.start()
@@ -235,6 +268,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.blobs = blobs
+    app.state.sandbox = sandbox_config(settings)
     app.state.resolve_cache = cache
     app.state.metrics_registry = registry
     app.state.gateway = None

@@ -2,9 +2,10 @@
 
 An upload is accepted only whole: the artifact streams into the content-addressed blob store
 (hashed on the way, refused past the size limit or on a digest mismatch), then is loaded and run
-once against its manifest (``model_store.validate_model``), and only then does the version row
-appear. Any failure leaves no version, and the blob is removed unless another version already
-references the same bytes.
+once against its manifest (``model_store.validate_model``; a python-format upload is tenant
+code, so that happens in a sandbox worker, never in this process), and only then does the
+version row appear. Any failure leaves no version, and the blob is removed unless another
+version already references the same bytes.
 
 A download is allowed by the rule of ``gateway.downloads`` (the owner; else those who may run
 the model, when its owner allows downloads), and is billed and audited before its first byte.
@@ -38,6 +39,7 @@ from marketplace.gateway.downloads import (
 from marketplace.gateway.metering import check_idempotency_key
 from marketplace.tables import ProductVersion
 from model_store import BlobStore, ModelManifest, validate_model
+from model_store.sandbox import SandboxConfig
 
 __all__ = [
     "ArtifactDownload",
@@ -157,8 +159,11 @@ async def upload_model_version(
     max_bytes: int,
     expected_digest: str | None = None,
     notes: str = "",
+    sandbox: SandboxConfig | None = None,
 ) -> ProductVersion:
     """Store, validate and register one model version; all or nothing.
+
+    ``sandbox``: the limits of the worker that validates tenant code (default limits if None).
 
     Raises:
         NotFoundError, ForbiddenError, ConflictError: Not the caller's model product.
@@ -177,7 +182,7 @@ async def upload_model_version(
         async with lock:
             try:
                 path = await asyncio.to_thread(blobs.local_path, info.digest)
-                await asyncio.to_thread(validate_model, manifest, path)
+                await asyncio.to_thread(validate_model, manifest, path, sandbox=sandbox)
                 return await asyncio.to_thread(
                     _create_version,
                     factory,

@@ -96,6 +96,7 @@ async def upload_model_version_(
         max_bytes=_settings(request).model_store.max_upload_bytes,
         expected_digest=request.headers.get(ARTIFACT_DIGEST_HEADER),
         notes=notes,
+        sandbox=request.app.state.sandbox,
     )
     return version_public(handle, version)
 
