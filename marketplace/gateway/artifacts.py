@@ -51,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = {"torchscript": "pt", "python": "zip"}
+_EXTENSIONS = {"torchscript": "pt", "python": "zip", "onnx": "onnx"}
 
 
 def parse_manifest(text: str | None) -> ModelManifest:
@@ -134,6 +134,7 @@ def _create_version(
     digest: str,
     size: int,
     notes: str,
+    extra_meta: dict[str, Any] | None = None,
 ) -> ProductVersion:
     with transaction(factory) as session:
         check_model_product(session, caller, handle)
@@ -142,7 +143,7 @@ def _create_version(
             caller,
             handle,
             notes=notes,
-            meta={"artifact_size": size, "format": manifest.format},
+            meta={**(extra_meta or {}), "artifact_size": size, "format": manifest.format},
             artifact_digest=digest,
             manifest=manifest.model_dump(mode="json"),
         )
@@ -160,10 +161,12 @@ async def upload_model_version(
     expected_digest: str | None = None,
     notes: str = "",
     sandbox: SandboxConfig | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> ProductVersion:
     """Store, validate and register one model version; all or nothing.
 
     ``sandbox``: the limits of the worker that validates tenant code (default limits if None).
+    ``extra_meta``: more version metadata (an importer's card and provenance).
 
     Raises:
         NotFoundError, ForbiddenError, ConflictError: Not the caller's model product.
@@ -192,6 +195,7 @@ async def upload_model_version(
                     info.digest,
                     info.size,
                     notes,
+                    extra_meta,
                 )
             except BaseException:
                 await asyncio.shield(

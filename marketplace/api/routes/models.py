@@ -142,3 +142,42 @@ async def download_artifact_(handle: str, version: int, request: Request) -> Str
     if download.replayed:
         sent[IDEMPOTENT_REPLAYED_HEADER] = "true"
     return StreamingResponse(chunks(), media_type="application/octet-stream", headers=sent)
+
+
+@router.post(
+    "/products/{handle}/versions/bentoml",
+    response_model=VersionPublic,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+    },
+)
+async def import_bentoml_version_(
+    handle: str,
+    request: Request,
+    manifest: Annotated[
+        str | None,
+        Query(description="Manifest fields that override what the archive says (JSON)"),
+    ] = None,
+    notes: Annotated[str, Query(max_length=2000)] = "",
+) -> VersionPublic:
+    """Import a BentoML model (a `bentoml models export` .bentomodel archive, as the raw body)
+    as a model version: bentoml.torchscript and bentoml.onnx models; a README.md in the model
+    folder becomes the card. Optional manifest fields in X-Model-Manifest or `manifest`."""
+    from marketplace.gateway.importers import import_bentomodel, parse_overrides
+
+    caller = await _caller(request, Scope.CATALOG_WRITE.value, required=True)
+    overrides = parse_overrides(request.headers.get(MODEL_MANIFEST_HEADER) or manifest)
+    assert isinstance(caller, Principal)
+    version = await import_bentomodel(
+        factory=request.app.state.session_factory,
+        blobs=request.app.state.blobs,
+        caller=caller,
+        handle=handle,
+        chunks=request.stream(),
+        max_bytes=_settings(request).model_store.max_upload_bytes,
+        overrides=overrides,
+        notes=notes,
+        sandbox=request.app.state.sandbox,
+    )
+    return version_public(handle, version)
