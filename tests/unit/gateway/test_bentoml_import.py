@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from marketplace.cli import app as cli
+from marketplace.cli import models as cli_models
 from tests.unit.gateway.conftest import Models
 from tests.utils.bentoml_models import ONNX_B, ONNX_W, build_bentomodels
 from tests.utils.city import City
@@ -174,3 +178,26 @@ def test_another_tenants_model_is_not_found(models: Models, archives: dict[str, 
     )
     assert r.status_code in (403, 404)
     assert r.status_code == missing.status_code
+
+
+def test_cli_pushes_a_bentomodel(
+    models: Models, archives: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    city = models.city
+
+    def client(url: str, api_key: str | None) -> object:
+        city.client.headers["Authorization"] = f"Bearer {api_key}"
+        return contextlib.nullcontext(city.client)
+
+    monkeypatch.setattr(cli_models, "_http_client", client)
+    handle = city.product("traffic-police", tier="public", kind="model", publish=False)
+    key = city.keys["traffic-police"]
+    archive = archives["affine"]
+    r = CliRunner().invoke(cli, ["models", "push", handle, str(archive), "--api-key", key])
+    assert r.exit_code == 0, r.output
+    assert f"{handle} version 1 stored: sha256:" in r.output
+    r = CliRunner().invoke(
+        cli, ["models", "push", handle, str(archives["pickled"]), "--api-key", key]
+    )
+    assert r.exit_code == 1
+    assert "bentoml.picklable_model" in " ".join(r.output.split())
