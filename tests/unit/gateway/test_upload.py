@@ -130,7 +130,7 @@ def test_upload_errors_name_the_problem(models: Models) -> None:
     r = c.post(
         UPLOAD.format(models.public),
         content=body,
-        headers={**h("traffic-police"), "X-Model-Manifest": '{"format": "onnx"}'},
+        headers={**h("traffic-police"), "X-Model-Manifest": '{"format": "savedmodel"}'},
     )
     assert r.status_code == 422 and "format" in r.json()["error"]
     r = c.post(UPLOAD.format(dataset), content=body, headers={**h("traffic-police"), **hdr})
