@@ -22,7 +22,6 @@ The server launcher here is minimal and local (tests/utils/server.py was not in 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import socket
@@ -48,6 +47,9 @@ from marketplace.migrate import upgrade
 from marketplace.seed import seed_demo_city
 from model_store import BlobStore
 from model_store.builtin import flow_smoother
+from tests.utils.load import FLOW_BODY as BODY
+from tests.utils.load import FLOW_MODEL as MODEL
+from tests.utils.load import load
 from tests.utils.postgres import scratch_database
 from tests.utils.s3 import moto_s3
 
@@ -56,10 +58,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BUCKET = "citybrain-scale-out"
-MODEL = "traffic-police.flow-smoother"
-BODY = {
-    "inputs": [{"name": "flow", "datatype": "FP32", "shape": [1, 6], "data": [1, 2, 3, 4, 5, 6]}]
-}
 _DEADLINE_S = 120.0  # a bound on waiting for "eventually", never asserted as a duration
 
 
@@ -166,87 +164,6 @@ def wait_flushed(spools: Sequence[Path]) -> None:
     while any(inspect_spool(d).pending_events for d in spools):
         assert time.monotonic() < deadline, {str(d): inspect_spool(d) for d in spools}
         time.sleep(0.1)
-
-
-# ---- client processes ---------------------------------------------------------------------
-
-
-def _client(
-    urls: list[str],
-    token: str,
-    calls: int,
-    offset: int,
-    retry: bool,
-    prefix: str | None,
-    served: Any,
-    results: Any,
-) -> None:
-    """Make ``calls`` infer calls round-robin over ``urls``; put ``[(key, status)]`` on
-    ``results``. With ``retry``, a call that found its process gone (or answered 5xx) is
-    retried with the same Idempotency-Key against the next process until one answers."""
-    out: list[tuple[str | None, int]] = []
-    clients = [httpx.Client(base_url=u, timeout=30) for u in urls]
-    try:
-        for i in range(calls):
-            key = f"{prefix}-{offset}-{i}" if prefix else None
-            headers = {"Authorization": f"Bearer {token}"}
-            if key:
-                headers["Idempotency-Key"] = key
-            status = 0
-            for attempt in range(100 if retry else 1):
-                client = clients[(offset + i + attempt) % len(clients)]
-                try:
-                    status = client.post(
-                        f"/v2/models/{MODEL}/infer", json=BODY, headers=headers
-                    ).status_code
-                except httpx.TransportError:
-                    status = 0
-                if status and status < 500:
-                    break
-                time.sleep(0.05)
-            if status == 200:
-                with served.get_lock():
-                    served.value += 1
-            out.append((key, status))
-    finally:
-        for c in clients:
-            c.close()
-    results.put(out)
-
-
-def load(
-    urls: list[str],
-    token: str,
-    *,
-    clients: int,
-    calls: int,
-    retry: bool = False,
-    prefix: str | None = None,
-    while_running: Any = None,
-) -> list[tuple[str | None, int]]:
-    """Run ``clients`` client processes of ``calls`` calls each; ``while_running(served)`` is
-    called meanwhile with the shared count of 200s. Returns every call's ``(key, status)``."""
-    ctx = multiprocessing.get_context("spawn")
-    served = ctx.Value("i", 0)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_client, args=(urls, token, calls, n, retry, prefix, served, results))
-        for n in range(clients)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        if while_running is not None:
-            while_running(served)
-        out: list[tuple[str | None, int]] = []
-        for _ in procs:
-            out += results.get(timeout=_DEADLINE_S * 3)
-    finally:
-        for p in procs:
-            p.join(30)
-            if p.is_alive():
-                p.kill()
-    return out
 
 
 # ---- the platform --------------------------------------------------------------------------
