@@ -15,7 +15,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +26,8 @@ from marketplace.cli._common import (
     redact,
     run_in_transaction,
     settings,
+    worker_spool,
+    worker_spools,
 )
 from marketplace.config import Settings
 
@@ -38,7 +39,6 @@ _GC_GEN0_THRESHOLD = 10_000
 # How the supervisor hands its resolved Settings to the workers it spawns (not a CITYBRAIN_*
 # setting: no one sets it by hand).
 _WORKER_SETTINGS_ENV = "_CITYBRAIN_SERVE_SETTINGS"
-WORKER_SPOOL_RE = re.compile(r"^worker-(\d+)$")
 # The claim of a worker spool lives as long as the worker: a lock the kernel drops with it.
 _claim_fd: int | None = None
 
@@ -161,11 +161,6 @@ def _serve(cfg: Settings, *, migrate: bool, workers: int = 1) -> None:
     )
 
 
-def worker_spool(base: Path, k: int) -> Path:
-    """The spool directory of worker ``k`` under the configured spool directory."""
-    return base / f"worker-{k}"
-
-
 def claim_worker_spool(base: Path) -> Path:
     """Claim the lowest-numbered worker spool under ``base`` that no live process holds.
 
@@ -190,16 +185,6 @@ def claim_worker_spool(base: Path) -> Path:
             os.close(_claim_fd)
         _claim_fd = fd
         return worker_spool(base, k)
-
-
-def worker_spools(base: Path) -> list[Path]:
-    """The worker spool directories under ``base``, by number."""
-    try:
-        names = os.listdir(base)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    found = sorted((int(m.group(1)), name) for name in names if (m := WORKER_SPOOL_RE.match(name)))
-    return [base / name for _, name in found if (base / name).is_dir()]
 
 
 def drain_unclaimed_spools(cfg: Settings, base: Path, *, workers: int) -> None:

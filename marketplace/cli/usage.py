@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from marketplace.cli._common import fail, settings
+from marketplace.cli._common import fail, settings, worker_spools
 
 app = typer.Typer(no_args_is_help=True, help="Usage metering: the local spool's state.")
 
@@ -110,8 +110,6 @@ def status(
         spool_dir = settings(ctx).billing.spool_dir
     assert spool_dir is not None
     # `serve --workers N` keeps one spool per worker under the configured directory.
-    from marketplace.cli.server import worker_spools
-
     workers = worker_spools(spool_dir)
     base = spool_status(spool_dir)
     if workers:
