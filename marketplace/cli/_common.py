@@ -14,8 +14,11 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
@@ -140,3 +143,21 @@ def operator_principal(session: Session) -> Principal:
         scopes=frozenset(ALL_SCOPES),
         actor=CLI_ACTOR,
     )
+
+
+WORKER_SPOOL_RE = re.compile(r"^worker-(\d+)$")
+
+
+def worker_spool(base: Path, k: int) -> Path:
+    """The usage spool of ``serve --workers N``'s worker ``k`` under the configured one."""
+    return base / f"worker-{k}"
+
+
+def worker_spools(base: Path) -> list[Path]:
+    """The worker spool directories under ``base``, by number (``serve`` and ``usage``)."""
+    try:
+        names = os.listdir(base)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = sorted((int(m.group(1)), name) for name in names if (m := WORKER_SPOOL_RE.match(name)))
+    return [base / name for _, name in found if (base / name).is_dir()]

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from marketplace.cli._common import fail, settings
+from marketplace.cli._common import fail, settings, worker_spools
 
 app = typer.Typer(no_args_is_help=True, help="Usage metering: the local spool's state.")
 
@@ -104,19 +104,40 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
 ) -> None:
-    """Show the usage spool: backlog, last flush, last error, deliveries and failures."""
+    """Show the usage spool: backlog, last flush, last error, deliveries and failures (each
+    worker's, under ``serve --workers N``; ``--json`` then prints ``{"spools": [...]}``)."""
     if spool_dir is None:
         spool_dir = settings(ctx).billing.spool_dir
     assert spool_dir is not None
-    state = spool_status(spool_dir)
-    if not state["exists"]:
+    # `serve --workers N` keeps one spool per worker under the configured directory.
+    workers = worker_spools(spool_dir)
+    base = spool_status(spool_dir)
+    if workers:
+        states = [spool_status(d) for d in workers]
+        if base["segments"]:
+            states.insert(0, base)  # a single-process run's spool, not yet flushed
+        if as_json:
+            print(json.dumps({"spools": states}, indent=2))
+            return
+        for i, state in enumerate(states):
+            if i:
+                print()
+            _print_state(state)
+        backlog = sum(int(state["backlog"]) for state in states)
+        print(f"\n{len(states)} spools, {backlog} events pending in all")
+        return
+    if not base["exists"]:
         fail(
             f"no usage spool at {spool_dir}",
             "pass the server's --data-dir (or CITYBRAIN_BILLING__SPOOL_DIR / --spool-dir)",
         )
     if as_json:
-        print(json.dumps(state, indent=2))
+        print(json.dumps(base, indent=2))
         return
+    _print_state(base)
+
+
+def _print_state(state: dict[str, Any]) -> None:
     server = f"running (pid {state['server_pid']})" if state["server_running"] else "not running"
     rows = [
         ("spool dir", state["spool_dir"]),
