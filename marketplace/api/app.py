@@ -7,7 +7,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,18 +37,15 @@ from marketplace.db import make_engine, make_session_factory
 from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.gateway.constants import V2_PREFIX
 from marketplace.gateway.metrics import GatewayMetrics
-from marketplace.gateway.pipeline import (
-    Gateway,
-    RuntimeFactory,
-    Runtimes,
-    authenticate,
-    presented_token,
-)
+from marketplace.gateway.pipeline import Gateway, presented_token
 from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
+from marketplace.gateway.serving import RUNTIME_SETTINGS, ServingState
 from marketplace.health import HealthChecker, readiness_of
 from marketplace.keys.reader import key_reader_for
+from marketplace.keys.service import authenticate_token
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
+from model_store.runtimes.registry import RuntimeFactory, Runtimes
 
 log = logging.getLogger("citybrain")
 
@@ -74,7 +70,7 @@ def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
         backends["triton"] = lambda: _triton_runtime(settings)
     if settings.kserve.configured:
         backends["kserve"] = lambda: _kserve_runtime(settings)
-    return Runtimes(embedded, backends)
+    return Runtimes(embedded, backends, hints=RUNTIME_SETTINGS)
 
 
 async def start_triton(runtimes: Runtimes) -> None:
@@ -185,24 +181,14 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             await start_triton(runtime)
         usage.start()
         app.state.gateway = Gateway(
-            session_factory=read_mostly,
-            write_factory=session_factory,
-            inline_lookup=settings.is_sqlite,
+            settings,
+            sessions=read_mostly,
+            writes=session_factory,
             keys=key_reader_for(engine),
             cache=cache,
-            runtime=runtime,
-            blobs=blobs,
+            serving=ServingState(runtime, blobs, metrics),
             usage=usage,
-            metrics=metrics,
-            quota=LimitQuota(
-                read_mostly,
-                redis_url=settings.gateway.quota_redis_url,
-                cache_s=settings.gateway.quota_cache_s,
-                default_key_rps=settings.gateway.default_key_rps,
-            ),
-            last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
-            version=__version__,
-            metering=settings.billing.metering,
+            quota=LimitQuota.from_settings(settings.gateway, read_mostly),
         )
         app.state.health = HealthChecker(
             engine=engine,
@@ -269,7 +255,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
 
             def who() -> object:
                 with session_factory() as session:
-                    return authenticate(session, token)
+                    return authenticate_token(session, token)
 
             principal = await asyncio.to_thread(who)
             request.state.principal = principal

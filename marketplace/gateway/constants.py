@@ -16,6 +16,3 @@ ARTIFACT_DIGEST_HEADER = "X-Artifact-Digest"
 
 #: Platform names reported in v2 model metadata, by manifest format.
 PLATFORMS = {"torchscript": "pytorch_torchscript", "python": "python"}
-
-#: The usage unit and quantity of one inference call.
-CALL_UNIT = "call"

@@ -31,7 +31,8 @@ from marketplace.gateway.constants import (
     MODEL_MANIFEST_HEADER,
 )
 from marketplace.gateway.downloads import DownloadMeter
-from marketplace.gateway.pipeline import Gateway, authenticate, presented_token
+from marketplace.gateway.pipeline import Gateway, presented_token
+from marketplace.keys.service import authenticate_token
 
 router = APIRouter(tags=["models"])
 
@@ -60,7 +61,7 @@ async def _caller(request: Request, scope: str | None, *, required: bool) -> Cal
     def go() -> Caller:
         session = factory()
         try:
-            return authenticate(session, token)
+            return authenticate_token(session, token)
         finally:
             session.rollback()
             session.close()
