@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from billing import Meter
 from marketplace import __version__
+from marketplace.api.deps import authenticate_principal
 from marketplace.api.errors import install_error_handlers
 from marketplace.api.fastpath import PlatformApp
 from marketplace.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -30,20 +31,19 @@ from marketplace.api.routes import (
     usage,
     v2,
 )
+from marketplace.auth.authenticate import Authenticator
 from marketplace.config import Settings
-from marketplace.constants import API_KEY_HEADER, API_PREFIX
+from marketplace.constants import API_PREFIX
 from marketplace.context import current_request_id
 from marketplace.db import make_engine, make_session_factory
-from marketplace.errors import ForbiddenError, UnauthenticatedError
+from marketplace.errors import ForbiddenError
 from marketplace.gateway.constants import V2_PREFIX
 from marketplace.gateway.metrics import GatewayMetrics
-from marketplace.gateway.pipeline import Gateway, presented_token
+from marketplace.gateway.pipeline import Gateway
 from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
 from marketplace.gateway.serving import RUNTIME_SETTINGS, ServingState
 from marketplace.health import HealthChecker, readiness_of
-from marketplace.keys.reader import key_reader_for
-from marketplace.keys.service import authenticate_token
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
 from model_store.runtimes.registry import RuntimeFactory, Runtimes
 
@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     invalidate_on_catalog_writes(session_factory, cache)
     assert settings.model_store.artifact_url is not None
     blobs = BlobStore(settings.model_store.artifact_url)
+    authenticator = Authenticator.from_settings(settings, reads=read_mostly, writes=session_factory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -180,11 +181,11 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         if settings.triton.enabled:
             await start_triton(runtime)
         usage.start()
+        authenticator.open_key_reader()  # API keys read on the event loop from now on
         app.state.gateway = Gateway(
             settings,
+            authenticator=authenticator,
             sessions=read_mostly,
-            writes=session_factory,
-            keys=key_reader_for(engine),
             cache=cache,
             serving=ServingState(runtime, blobs, metrics),
             usage=usage,
@@ -203,8 +204,8 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         finally:
             health, app.state.health = app.state.health, None
             health.close()
-            gateway, app.state.gateway = app.state.gateway, None
-            await gateway.close()
+            app.state.gateway = None
+            await authenticator.close()
             await runtime.close()
             await asyncio.to_thread(usage.stop)
             usage_engine.dispose()
@@ -221,6 +222,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.blobs = blobs
+    app.state.authenticator = authenticator
     app.state.resolve_cache = cache
     app.state.metrics_registry = registry
     app.state.gateway = None
@@ -247,19 +249,8 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     async def prometheus_metrics(request: Request) -> Response:
         """Prometheus metrics (the operator's keys only, unless gateway.metrics_public)."""
         if not settings.gateway.metrics_public:
-            token = presented_token(
-                request.headers.get("authorization"), request.headers.get(API_KEY_HEADER)
-            )
-            if token is None:
-                raise UnauthenticatedError("an operator API key is required for /metrics")
-
-            def who() -> object:
-                with session_factory() as session:
-                    return authenticate_token(session, token)
-
-            principal = await asyncio.to_thread(who)
-            request.state.principal = principal
-            if not getattr(principal, "is_operator", False):
+            principal = await authenticate_principal(request)
+            if not principal.is_operator:
                 raise ForbiddenError("/metrics is for the platform operator")
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

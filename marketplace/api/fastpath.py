@@ -34,11 +34,12 @@ from marketplace.api.middleware import (
     reject_too_large,
 )
 from marketplace.api.routes.v2_openapi import document_infer_routes
+from marketplace.auth.authenticate import presented_credential
 from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER
 from marketplace.context import new_request_id, request_id_var
 from marketplace.errors import UnavailableError
 from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
-from marketplace.gateway.pipeline import Gateway, InferCall, presented_token
+from marketplace.gateway.pipeline import Gateway, InferCall
 
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
@@ -172,7 +173,7 @@ class PlatformApp(FastAPI):
             call = InferCall(
                 name=name,
                 version=version,
-                token=presented_token(authorization, api_key),
+                credential=presented_credential(authorization, api_key),
                 body=body,
                 header_length=header_length,
                 idempotency_key=idempotency_key,

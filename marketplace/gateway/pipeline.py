@@ -3,8 +3,9 @@
 Every ``POST /v2/models/{name}[/versions/{v}]/infer`` goes through these steps, in order, in
 :meth:`Gateway.infer`:
 
-1. authenticate — the API key (``Authorization: Bearer`` or ``X-API-Key``) against the
-   database, every call, so a revoked key fails on its very next request;
+1. authenticate — the platform's one authentication (:mod:`marketplace.auth.authenticate`):
+   an API key against the database on every call, so a revoked key fails on its very next
+   request, or a portal user's OIDC bearer token; either is one tenant's principal, billed alike;
 2. resolve — the handle and version to a model version (:mod:`marketplace.gateway.resolve`,
    cached briefly), and whether an access grant is in force;
 3. authorize — the tier policy (:mod:`marketplace.gateway.policy`); what the caller may not see
@@ -32,18 +33,17 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import Meter
 from marketplace import __version__
+from marketplace.auth.authenticate import Authenticator
 from marketplace.config import Settings
 from marketplace.context import Caller, Principal
-from marketplace.errors import UnauthenticatedError, UnavailableError
+from marketplace.errors import UnavailableError
 from marketplace.gateway.constants import (
     EXTENSIONS,
     IDEMPOTENT_REPLAYED_HEADER,
@@ -57,13 +57,10 @@ from marketplace.gateway.policy import authorize, find_grant, needs_grant, visib
 from marketplace.gateway.quota import NoQuota, Quota
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
 from marketplace.gateway.serving import ServingState, decode, run
-from marketplace.keys.reader import KeyReader
-from marketplace.keys.service import authenticate_token, check_key, parse_token, touch_key
-from marketplace.tables import utcnow
 from model_store.errors import ModelUnavailableError
 from model_store.v2 import encode_response, model_metadata
 
-__all__ = ["Gateway", "InferCall", "Reply", "presented_token"]
+__all__ = ["Gateway", "InferCall", "Reply"]
 
 # Bodies larger than this are decoded in a worker thread, so big JSON never stalls the loop.
 _DECODE_INLINE_BYTES = 64 * 1024
@@ -76,7 +73,8 @@ class InferCall:
     Attributes:
         name: The model name from the path (a product handle).
         version: The version from the path, or None for the latest.
-        token: The presented API key, or None.
+        credential: The presented API key or bearer token
+            (``marketplace.auth.authenticate.presented_credential``), or None.
         body: The raw request body.
         header_length: ``Inference-Header-Content-Length`` (binary tensors), or None for JSON.
         idempotency_key: The client's ``Idempotency-Key``, if any.
@@ -87,7 +85,7 @@ class InferCall:
 
     name: str
     version: str | None
-    token: str | None
+    credential: str | None
     body: bytes
     header_length: str | None
     idempotency_key: str | None
@@ -104,25 +102,14 @@ class Reply:
     principal: Principal | None = None
 
 
-def presented_token(authorization: str | None, api_key: str | None) -> str | None:
-    """The API key from ``Authorization: Bearer <key>`` or ``X-API-Key``, or None."""
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise UnauthenticatedError("Authorization header must be 'Bearer <API key>'")
-        return value.strip()
-    return api_key.strip() if api_key else None
-
-
 class Gateway:
     """The v2 data plane of the platform: the steps above, plus metadata and readiness.
 
     Args:
         settings: The process's settings (``billing.metering``: False skips step 6, for
-            benchmarks and internal deployments; ``key_last_used_resolution_s``).
-        sessions: Read-mostly sessions for steps 1 and 2 (their engine is the one read).
-        writes: Sessions for the gateway's one write, a key's last-used stamp.
-        keys: Step 1 on a raw driver connection (None: on the ``sessions`` engine).
+            benchmarks and internal deployments).
+        authenticator: Step 1, the platform's one authentication.
+        sessions: Read-mostly sessions for step 2 (their engine is the one read).
         cache: The resolution cache (cleared by catalog writes).
         serving: The runtimes and what is registered on them.
         usage: The usage meter.
@@ -133,9 +120,8 @@ class Gateway:
         self,
         settings: Settings,
         *,
+        authenticator: Authenticator,
         sessions: sessionmaker[Session],
-        writes: sessionmaker[Session],
-        keys: KeyReader | None,
         cache: ResolveCache,
         serving: ServingState,
         usage: Meter,
@@ -143,13 +129,9 @@ class Gateway:
     ) -> None:
         self._read_bind: Engine = sessions.kw["bind"]
         # On SQLite (a local file, sub-millisecond reads) a thread hop would cost more than
-        # the queries: steps 1 and 2 run on the event loop there.
+        # the queries: step 2 runs on the event loop there.
         self.inline_lookup = self._read_bind.dialect.name == "sqlite"
-        self.write_factory = writes
-        self.keys = keys
-        self.last_used_resolution = timedelta(seconds=settings.key_last_used_resolution_s)
-        self._stamped: dict[str, float] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self.authenticator = authenticator
         self.cache = cache
         self.serving = serving
         self.metrics = serving.metrics
@@ -167,8 +149,10 @@ class Gateway:
         self.in_flight += 1
         try:
             check_idempotency_key(call.idempotency_key)
-            # 1 + 2
-            caller, model, granted = await self.lookup(call.token, call.name, call.version)
+            # 1
+            caller = await self.authenticator.authenticate(call.credential)
+            # 2
+            model, granted = await self.lookup(caller, call.name, call.version)
             # 3
             principal = authorize(caller, model, call.name, call.version, granted=granted)
             assert model is not None and model.version is not None
@@ -213,84 +197,40 @@ class Gateway:
         self.metrics.observe(label, 200, time.perf_counter() - started)
         return Reply(body, headers, principal)
 
-    # ----------------------------------------------------------------------- steps 1 and 2
+    # ----------------------------------------------------------------------- step 2
 
     def _lookup_sync(
-        self, token: str | None, name: str, version: str | None, caller: Caller = None
-    ) -> tuple[Caller, ResolvedModel | None, bool]:
+        self, caller: Caller, name: str, version: str | None
+    ) -> tuple[ResolvedModel | None, bool]:
         # A plain Core connection: the ORM's session machinery would cost more than the queries.
         with self._read_bind.connect() as conn:
-            if caller is None and token is not None:
-                caller = authenticate_token(conn, token)
             model = resolve_model(conn, self.cache, name, version)
-            granted = find_grant(conn, caller, model)
-        return caller, model, granted
+            return model, find_grant(conn, caller, model)
 
     async def lookup(
-        self, token: str | None, name: str, version: str | None
-    ) -> tuple[Caller, ResolvedModel | None, bool]:
-        """Steps 1 and 2 (and whether a grant is in force), in one short read-only connection
-        when the resolution cache and the key reader cannot answer them alone."""
-        caller: Caller = None
-        if token is None:  # anonymous: resolution alone, often from the cache
-            hit = self.cache.get((name, version))
-            if hit is not MISSING:
-                return None, hit, False
-        elif self.keys is not None:
-            # The common call: the key read on the loop, the model from the cache, no grant.
-            key_id, secret = parse_token(token)
-            caller = check_key(await self.keys.read(key_id), key_id, secret, utcnow())
-            hit = self.cache.get((name, version))
-            if hit is not MISSING and not needs_grant(caller, hit):
-                self._stamp_last_used(caller)
-                return caller, hit, False
+        self, caller: Caller, name: str, version: str | None
+    ) -> tuple[ResolvedModel | None, bool]:
+        """The model ``name`` and ``version`` resolve to, and whether a grant is in force for
+        ``caller``: from the resolution cache when no grant is needed (the common call), else
+        in one short read-only connection."""
+        hit = self.cache.get((name, version))
+        if hit is not MISSING and not needs_grant(caller, hit):
+            return hit, False
         if self.inline_lookup:
-            result = self._lookup_sync(token, name, version, caller)
-        else:
-            result = await asyncio.to_thread(self._lookup_sync, token, name, version, caller)
-        if result[0] is not None:
-            self._stamp_last_used(result[0])
-        return result
-
-    def _stamp_last_used(self, principal: Principal) -> None:
-        """Record when a key was last used, at most once per resolution period per process,
-        in the background: the write never holds up a call (nor waits on SQLite's lock)."""
-        if principal.key_id is None:
-            return
-        now = time.monotonic()
-        last = self._stamped.get(principal.key_id)
-        if last is not None and now - last < self.last_used_resolution.total_seconds():
-            return
-        self._stamped[principal.key_id] = now
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._stamp_sync, principal.key_id)
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _stamp_sync(self, key_id: str) -> None:
-        try:
-            with self.write_factory() as session, session.begin():
-                touch_key(session, key_id)
-        except OperationalError:  # busy: the next period's call stamps it
-            self._stamped.pop(key_id, None)
-
-    async def close(self) -> None:
-        """Release the key reader's connections."""
-        if self.keys is not None:
-            await self.keys.close()
+            return self._lookup_sync(caller, name, version)
+        return await asyncio.to_thread(self._lookup_sync, caller, name, version)
 
     # ----------------------------------------------------------------------- metadata, ready
 
-    async def visible(self, token: str | None, name: str, version: str | None) -> ResolvedModel:
-        caller, model, _ = await self.lookup(token, name, version)
+    async def visible(self, caller: Caller, name: str, version: str | None) -> ResolvedModel:
+        model, _ = await self.lookup(caller, name, version)
         return visible_version(caller, model, name, version)
 
     async def model_metadata(
-        self, token: str | None, name: str, version: str | None
+        self, caller: Caller, name: str, version: str | None
     ) -> Mapping[str, Any]:
         """``GET /v2/models/{name}[/versions/{v}]``: what the caller may see of the model."""
-        model = await self.visible(token, name, version)
+        model = await self.visible(caller, name, version)
         manifest = model.manifest
         assert manifest is not None
         return model_metadata(
@@ -301,9 +241,9 @@ class Gateway:
             manifest.outputs,
         )
 
-    async def model_ready(self, token: str | None, name: str, version: str | None) -> bool:
+    async def model_ready(self, caller: Caller, name: str, version: str | None) -> bool:
         """Whether a visible model version can serve now (registers it; loading stays lazy)."""
-        model = await self.visible(token, name, version)
+        model = await self.visible(caller, name, version)
         try:
             key = await self.serving.ensure_registered(model)
         except ModelUnavailableError:

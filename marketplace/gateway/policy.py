@@ -19,11 +19,12 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from marketplace.access.service import grant_in_force
+from marketplace.auth.authenticate import check_scope, require_principal
 from marketplace.catalog import policy
 from marketplace.catalog.policy import can_see
 from marketplace.constants import Scope
 from marketplace.context import Caller, Principal
-from marketplace.errors import ForbiddenError, NotFoundError, UnauthenticatedError
+from marketplace.errors import ForbiddenError, NotFoundError
 from marketplace.gateway.resolve import ResolvedModel
 
 __all__ = ["authorize", "find_grant", "needs_grant", "not_found", "visible_version"]
@@ -83,14 +84,12 @@ def authorize(
         NotFoundError: Missing, or invisible to the caller (indistinguishable).
         ForbiddenError: Visible, but the caller lacks ``infer`` or holds no grant.
     """
-    if caller is None:
-        raise UnauthenticatedError(
-            "an API key is required (Authorization: Bearer <key> or X-API-Key)"
-        )
-    served = visible_version(caller, model, name, version)
-    verdict = policy.use_verdict(caller, served.listing, scope=Scope.INFER.value, granted=granted)
-    if verdict is policy.Use.NO_SCOPE:
-        raise ForbiddenError("this API key lacks the 'infer' scope", scope=Scope.INFER.value)
+    principal = require_principal(caller)
+    served = visible_version(principal, model, name, version)
+    check_scope(principal, Scope.INFER.value)
+    verdict = policy.use_verdict(
+        principal, served.listing, scope=Scope.INFER.value, granted=granted
+    )
     if verdict is policy.Use.HIDDEN:
         raise not_found(name)
     if verdict is policy.Use.NO_GRANT:
@@ -99,4 +98,4 @@ def authorize(
             "(POST /api/v1/access-requests)",
             reason="no-grant",
         )
-    return caller
+    return principal

@@ -20,7 +20,7 @@ def test_keys_are_read_through_the_pool_and_survive_dropped_connections(models: 
     from marketplace.keys.reader import PostgresKeyReader
 
     gateway = models.city.client.app.state.gateway  # type: ignore[attr-defined]
-    assert isinstance(gateway.keys, PostgresKeyReader)
+    assert isinstance(gateway.authenticator.keys, PostgresKeyReader)
     call = lambda: models.city.client.post(  # noqa: E731
         f"/v2/models/{models.public}/infer",
         content=json.dumps(BODY),

@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from marketplace.constants import API_KEY_HEADER
+from marketplace.api.deps import authenticate_request
 from marketplace.context import current_request_id
 from marketplace.errors import UnavailableError
-from marketplace.gateway.pipeline import Gateway, presented_token
+from marketplace.gateway.pipeline import Gateway
 from marketplace.health import readiness_of
 
 router = APIRouter(tags=["inference (v2)"])
@@ -34,11 +34,6 @@ def _gateway(request: Request) -> Gateway:
     if gateway is None:
         raise UnavailableError("the inference gateway is starting")
     return gateway
-
-
-def _token(request: Request) -> str | None:
-    headers = request.headers
-    return presented_token(headers.get("authorization"), headers.get(API_KEY_HEADER))
 
 
 @router.get("/v2/health/live", response_class=Response)
@@ -62,12 +57,14 @@ async def server_metadata(request: Request) -> Response:
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
-    doc = await _gateway(request).model_metadata(_token(request), name, version)
+    gateway = _gateway(request)
+    doc = await gateway.model_metadata(await authenticate_request(request), name, version)
     return _json(doc)
 
 
 async def _ready(request: Request, name: str, version: str | None) -> Response:
-    ready = await _gateway(request).model_ready(_token(request), name, version)
+    gateway = _gateway(request)
+    ready = await gateway.model_ready(await authenticate_request(request), name, version)
     if not ready:
         raise UnavailableError(f"model '{name}' is not ready")
     return _json({"name": name, "ready": True})
