@@ -24,15 +24,12 @@ from typing import Any
 from billing.errors import InvalidUsageEventError
 
 __all__ = [
-    "KNOWN_UNITS",
     "MAX_ID_LENGTH",
     "CorruptRecordError",
     "UsageEvent",
     "decode_record",
 ]
 
-#: Units the platform meters today; others matching ``[a-z][a-z0-9-]*`` are accepted too.
-KNOWN_UNITS = frozenset({"call", "audio-second", "row", "byte", "download"})
 #: The longest idempotency key (event id) accepted; the column is ``VARCHAR(255)``.
 MAX_ID_LENGTH = 255
 MAX_REQUEST_ID_LENGTH = 64

@@ -19,7 +19,6 @@ products is never billed.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -322,11 +321,3 @@ def usage_by_day(
         )
         for r in conn.execute(stmt)
     ]
-
-
-def totals_by_key(lines: list[RatedLine]) -> dict[int, Decimal]:
-    """tenant id → total of its lines (a convenience for callers and tests)."""
-    out: dict[int, Decimal] = defaultdict(Decimal)
-    for line in lines:
-        out[line.tenant_id] += line.amount
-    return dict(out)

@@ -38,7 +38,7 @@ from sqlalchemy import Engine
 from billing import Meter
 from marketplace.config import KServeSettings, TritonSettings
 from marketplace.db import READ_MOSTLY
-from marketplace.gateway.pipeline import Runtimes
+from model_store.runtimes.registry import Runtimes
 
 __all__ = ["DOWN", "IDLE", "UP", "Component", "HealthChecker", "Readiness", "readiness_of"]
 

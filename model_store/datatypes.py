@@ -18,7 +18,6 @@ __all__ = [
     "DATATYPES",
     "element_count",
     "from_numpy_dtype",
-    "is_fixed_size",
     "itemsize",
     "to_numpy_dtype",
 ]
@@ -92,18 +91,6 @@ def from_numpy_dtype(dtype: npt.DTypeLike) -> str:
         return _FROM_NUMPY[(dt.kind, dt.itemsize)]
     except KeyError:
         raise ValueError(f"numpy dtype {dt} has no v2 datatype") from None
-
-
-def is_fixed_size(datatype: str) -> bool:
-    """Tell whether elements of a datatype have a fixed size (every datatype but ``BYTES``).
-
-    Args:
-        datatype: A v2 datatype name.
-
-    Returns:
-        True unless the datatype is ``BYTES``.
-    """
-    return datatype != BYTES
 
 
 def itemsize(datatype: str) -> int:

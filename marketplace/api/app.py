@@ -7,7 +7,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from billing import Meter
 from marketplace import __version__
+from marketplace.api.deps import authenticate_principal
 from marketplace.api.errors import install_error_handlers
 from marketplace.api.fastpath import PlatformApp
 from marketplace.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -31,26 +31,22 @@ from marketplace.api.routes import (
     usage,
     v2,
 )
+from marketplace.auth.authenticate import Authenticator
 from marketplace.catalog.trust import trust_policy
 from marketplace.config import Settings
-from marketplace.constants import API_KEY_HEADER, API_PREFIX
+from marketplace.constants import API_PREFIX
 from marketplace.context import current_request_id
 from marketplace.db import make_engine, make_session_factory
-from marketplace.errors import ForbiddenError, UnauthenticatedError
+from marketplace.errors import ForbiddenError
 from marketplace.gateway.constants import V2_PREFIX
 from marketplace.gateway.metrics import GatewayMetrics
-from marketplace.gateway.pipeline import (
-    Gateway,
-    RuntimeFactory,
-    Runtimes,
-    authenticate,
-    presented_token,
-)
+from marketplace.gateway.pipeline import Gateway
 from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
+from marketplace.gateway.serving import RUNTIME_SETTINGS, ServingState
 from marketplace.health import HealthChecker, readiness_of
-from marketplace.keys.reader import key_reader_for
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
+from model_store.runtimes.registry import RuntimeFactory, Runtimes
 from model_store.sandbox import Isolation, SandboxConfig, TrustPolicy
 
 log = logging.getLogger("citybrain")
@@ -90,7 +86,7 @@ def serving_runtimes(
         backends["triton"] = lambda: _gated(_triton_runtime(settings), gate)
     if settings.kserve.configured:
         backends["kserve"] = lambda: _kserve_runtime(settings)
-    return Runtimes(embedded, backends)
+    return Runtimes(embedded, backends, hints=RUNTIME_SETTINGS)
 
 
 def _anything(_key: str) -> bool:
@@ -190,6 +186,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     invalidate_on_catalog_writes(session_factory, cache)
     assert settings.model_store.artifact_url is not None
     blobs = BlobStore(settings.model_store.artifact_url)
+    authenticator = Authenticator.from_settings(settings, reads=read_mostly, writes=session_factory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -217,25 +214,15 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         if settings.triton.enabled:
             await start_triton(runtime)
         usage.start()
+        authenticator.open_key_reader()  # API keys read on the event loop from now on
         app.state.gateway = Gateway(
-            session_factory=read_mostly,
-            write_factory=session_factory,
-            inline_lookup=settings.is_sqlite,
-            keys=key_reader_for(engine),
+            settings,
+            authenticator=authenticator,
+            sessions=read_mostly,
             cache=cache,
-            runtime=runtime,
-            blobs=blobs,
+            serving=ServingState(runtime, blobs, metrics),
             usage=usage,
-            metrics=metrics,
-            quota=LimitQuota(
-                read_mostly,
-                redis_url=settings.gateway.quota_redis_url,
-                cache_s=settings.gateway.quota_cache_s,
-                default_key_rps=settings.gateway.default_key_rps,
-            ),
-            last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
-            version=__version__,
-            metering=settings.billing.metering,
+            quota=LimitQuota.from_settings(settings.gateway, read_mostly),
         )
         app.state.health = HealthChecker(
             engine=engine,
@@ -250,8 +237,8 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         finally:
             health, app.state.health = app.state.health, None
             health.close()
-            gateway, app.state.gateway = app.state.gateway, None
-            await gateway.close()
+            app.state.gateway = None
+            await authenticator.close()
             await runtime.close()
             await asyncio.to_thread(usage.stop)
             usage_engine.dispose()
@@ -269,6 +256,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.session_factory = session_factory
     app.state.blobs = blobs
     app.state.sandbox = sandbox_config(settings)
+    app.state.authenticator = authenticator
     app.state.resolve_cache = cache
     app.state.metrics_registry = registry
     app.state.gateway = None
@@ -295,19 +283,8 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     async def prometheus_metrics(request: Request) -> Response:
         """Prometheus metrics (the operator's keys only, unless gateway.metrics_public)."""
         if not settings.gateway.metrics_public:
-            token = presented_token(
-                request.headers.get("authorization"), request.headers.get(API_KEY_HEADER)
-            )
-            if token is None:
-                raise UnauthenticatedError("an operator API key is required for /metrics")
-
-            def who() -> object:
-                with session_factory() as session:
-                    return authenticate(session, token)
-
-            principal = await asyncio.to_thread(who)
-            request.state.principal = principal
-            if not getattr(principal, "is_operator", False):
+            principal = await authenticate_principal(request)
+            if not principal.is_operator:
                 raise ForbiddenError("/metrics is for the platform operator")
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

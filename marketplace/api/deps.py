@@ -1,22 +1,30 @@
-"""FastAPI dependencies: settings, database session, caller, scope checks."""
+"""FastAPI dependencies: settings, database session, caller, scope checks.
+
+The caller comes from the platform's one authentication (``marketplace.auth.authenticate``),
+as on every other entry point (the v2 fast path, uploads, ``/metrics``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from marketplace.auth.oidc import OIDCVerifier, looks_like_jwt
+from marketplace.auth.authenticate import (
+    Authenticator,
+    check_scope,
+    presented_credential,
+    require_principal,
+)
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER
 from marketplace.context import Caller, Principal
 from marketplace.db import ANONYMOUS_TENANT, set_tenant_context
-from marketplace.errors import ForbiddenError, UnauthenticatedError
-from marketplace.keys.service import TOUCHED, authenticate_token
 
 
 def get_settings(request: Request) -> Settings:
@@ -64,120 +72,91 @@ def get_unbound_session(
 UnboundSessionDep = Annotated[Session, Depends(get_unbound_session)]
 
 
-def presented_token(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise UnauthenticatedError("Authorization header must be 'Bearer <token or API key>'")
-        return value.strip()
-    key = request.headers.get(API_KEY_HEADER)
-    return key.strip() if key else None
-
-
-def _oidc_verifier(request: Request, settings: Settings) -> OIDCVerifier | None:
-    """The app's verifier of portal users' tokens, made on first use when OIDC is configured."""
-    if not settings.oidc.server_url:
-        return None
-    verifier: OIDCVerifier | None = getattr(request.app.state, "oidc_verifier", None)
-    if verifier is None:
-        verifier = OIDCVerifier(settings.oidc)
-        request.app.state.oidc_verifier = verifier
-    return verifier
-
-
-def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> Caller:
-    """The authenticated principal, or None for an anonymous caller.
-
-    A bearer token is a portal user's realm JWT when OIDC is configured and it looks like one,
-    else an API key; API keys keep working beside tokens. Bad credentials get 401.
+async def authenticate_request(request: Request, *, scope: str | None = None) -> Caller:
+    """The request's caller, by the platform's one authentication
+    (:meth:`marketplace.auth.authenticate.Authenticator.authenticate`): an API key or a portal
+    user's bearer token, or None for an anonymous caller. A caller who presented a credential
+    must hold ``scope`` (anonymous callers pass: they see public listings). No database
+    session is held meanwhile.
     """
-    token = presented_token(request)
-    if token is None:
-        set_tenant_context(session, tenant_id=ANONYMOUS_TENANT)
-        return None
-    verifier = _oidc_verifier(request, settings)
-    if verifier is not None and looks_like_jwt(token):
-        principal = verifier.principal(session, token)
+    headers = request.headers
+    authenticator: Authenticator = request.app.state.authenticator
+    caller = await authenticator.authenticate(
+        presented_credential(headers.get("authorization"), headers.get(API_KEY_HEADER)),
+        stamp_now=True,
+    )
+    request.state.principal = caller  # the access log and the audit of denials name it
+    if caller is not None and scope is not None:
+        check_scope(caller, scope)
+    return caller
+
+
+async def authenticate_principal(request: Request, *, scope: str | None = None) -> Principal:
+    """Like :func:`authenticate_request`, for routes that anonymous callers may not use (401)."""
+    principal = require_principal(await authenticate_request(request))
+    return check_scope(principal, scope) if scope is not None else principal
+
+
+async def get_caller(request: Request, session: SessionDep) -> Caller:
+    """The authenticated principal, or None for an anonymous caller; the request's session
+    runs as the caller's tenant from here on (row-level security on PostgreSQL)."""
+    caller = await authenticate_request(request)
+    if caller is None:
+        context: dict[str, Any] = {"tenant_id": ANONYMOUS_TENANT}
     else:
-        principal = _key_principal(session, token, settings)
-    request.state.principal = principal
-    # From here on the database enforces the tenant too (row-level security on PostgreSQL).
-    set_tenant_context(
-        session,
-        tenant_id=principal.tenant_id,
-        government=principal.is_government,
-        operator=principal.is_operator,
-    )
-    return principal
-
-
-def _key_principal(session: Session, token: str, settings: Settings) -> Principal:
-    principal = authenticate_token(
-        session,
-        token,
-        last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
-    )
-    if session.info.pop(TOUCHED, False):
-        session.commit()
-    return principal
+        context = {
+            "tenant_id": caller.tenant_id,
+            "government": caller.is_government,
+            "operator": caller.is_operator,
+        }
+    if session.in_transaction():  # applying it then takes a statement: not on the loop
+        await run_in_threadpool(partial(set_tenant_context, session, **context))
+    else:
+        set_tenant_context(session, **context)  # recorded only; applied as it begins
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_principal(caller: CallerDep) -> Principal:
-    if caller is None:
-        raise UnauthenticatedError(
-            "an API key is required (Authorization: Bearer <key> or X-API-Key)"
-        )
-    return caller
+async def get_principal(caller: CallerDep) -> Principal:
+    return require_principal(caller)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(scope: str) -> Callable[[Principal], Principal]:
-    def check(principal: PrincipalDep) -> Principal:
-        if scope not in principal.scopes:
-            raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
-        return principal
+def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """An authenticated caller whose key or role grants ``scope``."""
+
+    async def check(principal: PrincipalDep) -> Principal:
+        return check_scope(principal, scope)
 
     return check
 
 
-def _check_optional_scope(caller: Caller, scope: str) -> Caller:
-    if caller is not None and scope not in caller.scopes:
-        raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
-    return caller
+def optional_scope(scope: str) -> Callable[[Caller], Awaitable[Caller]]:
+    """Anonymous callers pass (they see public listings); a credential must carry ``scope``."""
 
-
-def optional_scope(scope: str) -> Callable[[Caller], Caller]:
-    """Anonymous callers pass (they see public listings); a key must carry ``scope``."""
-
-    def check(caller: CallerDep) -> Caller:
-        return _check_optional_scope(caller, scope)
+    async def check(caller: CallerDep) -> Caller:
+        return check_scope(caller, scope) if caller is not None else None
 
     return check
 
 
 @contextmanager
-def catalog_reader(request: Request, scope: str) -> Iterator[tuple[Session, Caller]]:
-    """The session and the caller of the catalog's listing and search, in one call, for routes
-    that do all their blocking work in one trip to the worker threads (every sync dependency
-    is a trip there and back: at a few milliseconds a search, a large share of it).
+def catalog_reader(request: Request) -> Iterator[Session]:
+    """The session of the catalog's listing and search (the caller is authenticated before,
+    with ``authenticate_request``), for routes that do all their blocking work in one trip to
+    the worker threads (every sync dependency is a trip there and back: at a few milliseconds
+    a search, a large share of it).
 
     The session is ``get_unbound_session``'s: outside the tenant role, as those queries apply
     the tier table themselves; on PostgreSQL in autocommit besides (each search is one
-    statement, consistent in itself; there is no BEGIN or ROLLBACK to wait for). The caller
-    is ``optional_scope(scope)``'s, but for an API key checked on that same session: no
-    tenant-bound transaction is opened, as nothing would run in it. Portal tokens go the way
-    of ``get_caller``.
+    statement, consistent in itself; there is no BEGIN or ROLLBACK to wait for).
     """
     settings: Settings = request.app.state.settings
-    factory = request.app.state.session_factory
-    session: Session = factory()
-    bound: Session | None = None
+    session: Session = request.app.state.session_factory()
     driver: Any = None
     try:
         if not settings.is_sqlite:
@@ -187,24 +166,10 @@ def catalog_reader(request: Request, scope: str) -> Iterator[tuple[Session, Call
             driver = connection.connection.dbapi_connection
             threshold = driver.prepare_threshold
             driver.prepare_threshold = 0
-        caller: Caller = None
-        token = presented_token(request)
-        if token is not None:
-            verifier = _oidc_verifier(request, settings)
-            if verifier is not None and looks_like_jwt(token):
-                # SQLite: one session a request (a second would wait on the first's lock).
-                bound = session if settings.is_sqlite else factory()
-                caller = get_caller(request, bound, settings)
-            else:
-                caller = _key_principal(session, token, settings)
-                request.state.principal = caller
-        yield session, _check_optional_scope(caller, scope)
+        yield session
     finally:
         if driver is not None:
             driver.prepare_threshold = threshold
-        if bound is not None and bound is not session:
-            bound.rollback()
-            bound.close()
         session.rollback()
         session.close()
 

@@ -6,8 +6,9 @@ resolution and a ``Request`` object before the gateway saw the body — more tha
 own work for a small model. :class:`PlatformApp` answers it here instead, with what those layers
 did for it done inline: the request id (taken or made, echoed), the body limit (declared and
 streamed), the error body and status (the same handlers as every other route, audit of denials
-included), and the access-log line. Every other request, and every route's OpenAPI entry, is
-FastAPI's as before (``marketplace.api.routes.v2`` keeps the documented infer routes).
+included), and the access-log line. Every other request is FastAPI's; the infer routes' OpenAPI
+entries are added to FastAPI's document by :meth:`PlatformApp.openapi`
+(``marketplace.api.routes.v2_openapi``), as no FastAPI handler exists for them.
 """
 
 from __future__ import annotations
@@ -20,18 +21,25 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from marketplace.api.errors import SERVICE_ERRORS, service_error, unexpected_error
+from marketplace.api.errors import (
+    SERVICE_ERRORS,
+    error_response,
+    service_error,
+    unexpected_error,
+)
 from marketplace.api.middleware import (
     REQUEST_ID_HEADER_BYTES,
     client_request_id,
     log_access,
     reject_too_large,
 )
+from marketplace.api.routes.v2_openapi import document_infer_routes
+from marketplace.auth.authenticate import presented_credential
 from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER
 from marketplace.context import new_request_id, request_id_var
 from marketplace.errors import UnavailableError
 from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
-from marketplace.gateway.pipeline import Gateway, InferCall, presented_token
+from marketplace.gateway.pipeline import Gateway, InferCall
 
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
@@ -71,8 +79,14 @@ class PlatformApp(FastAPI):
     infer_limit_bytes: int = 64 * 1024 * 1024
     """The largest inference body (``gateway.max_infer_bytes``; 413 above it)."""
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document plus the infer routes, which have no FastAPI handler."""
+        if self.openapi_schema is None:
+            document_infer_routes(super().openapi())
+        return super().openapi()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"].endswith("/infer"):
             match = INFER_PATH.match(scope["path"])
             if match is not None:
                 await self._infer(scope, receive, send, match.group(1), match.group(2))
@@ -101,9 +115,16 @@ class PlatformApp(FastAPI):
             await send(message)
 
         try:
-            await self._answer(
-                scope, receive, send_with_id, name, version, rid, chosen is not None, state
-            )
+            if scope["method"] == "POST":
+                await self._answer(
+                    scope, receive, send_with_id, name, version, rid, chosen is not None, state
+                )
+            else:  # what routing would say of a POST-only route
+                method = scope["method"]
+                response = error_response(
+                    405, "MethodNotAllowed", f"{method} is not allowed here", {"Allow": "POST"}
+                )
+                await response(scope, receive, send_with_id)
         except _ClientGone:
             status = 499  # logged as nginx does; nothing is sent
         finally:
@@ -152,7 +173,7 @@ class PlatformApp(FastAPI):
             call = InferCall(
                 name=name,
                 version=version,
-                token=presented_token(authorization, api_key),
+                credential=presented_credential(authorization, api_key),
                 body=body,
                 header_length=header_length,
                 idempotency_key=idempotency_key,

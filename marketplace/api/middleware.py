@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from marketplace.constants import REQUEST_ID_HEADER
 from marketplace.context import new_request_id, request_id_var
+from marketplace.errors import PayloadTooLargeError
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -146,18 +147,16 @@ class BodyLimitMiddleware:
 
 
 async def reject_too_large(send: Send, limit: int) -> None:
-    """Answer 413 for a body over ``limit`` bytes."""
+    """Answer 413 for a body over ``limit`` bytes (the error is answered here, in the ASGI
+    layer, before any handler could raise it: the body is never read past the limit)."""
+    error = PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
     body = json.dumps(
-        {
-            "error": f"request body is over the limit of {limit} bytes",
-            "code": "PayloadTooLarge",
-            "request_id": request_id_var.get(),
-        }
+        {"error": error.message, "code": error.code, "request_id": request_id_var.get()}
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -36,7 +36,7 @@ from marketplace.gateway.downloads import (
     authorize_download,
     meter_download,
 )
-from marketplace.gateway.metering import check_idempotency_key
+from marketplace.gateway.idempotency import check_idempotency_key
 from marketplace.tables import ProductVersion
 from model_store import BlobStore, ModelManifest, validate_model
 from model_store.sandbox import SandboxConfig

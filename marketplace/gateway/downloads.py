@@ -30,10 +30,11 @@ from sqlalchemy.orm import Session
 from billing import Meter
 from marketplace.access.service import grant_in_force
 from marketplace.audit.service import record
+from marketplace.auth.authenticate import check_scope, require_principal
 from marketplace.catalog import policy
 from marketplace.constants import Scope
 from marketplace.context import Caller, Principal
-from marketplace.errors import ForbiddenError, NotFoundError, UnauthenticatedError
+from marketplace.errors import ForbiddenError, NotFoundError
 from marketplace.gateway.metering import Recorded, record_usage
 from marketplace.tables import Product
 
@@ -77,22 +78,17 @@ def authorize_download(
         ForbiddenError: The key lacks the scope, no grant is in force, or the owner does not
             allow downloads (403).
     """
-    if caller is None:
-        raise UnauthenticatedError(
-            "downloads need an API key (Authorization: Bearer <key> or X-API-Key)"
-        )
+    caller = require_principal(caller)
     if caller.tenant_id == product.tenant_id:
         if not OWNER_SCOPES & caller.scopes:
-            raise ForbiddenError(
-                "this API key lacks the 'catalog:read' scope", scope=Scope.CATALOG_READ.value
-            )
+            check_scope(caller, Scope.CATALOG_READ.value)  # 403 naming the key or the role
         return caller
     granted = policy.needs_grant(caller, product) and grant_in_force(
         session, caller.tenant_id, product.id, use_scope
     )
     verdict = policy.use_verdict(caller, product, scope=use_scope, granted=granted)
     if verdict is policy.Use.NO_SCOPE:
-        raise ForbiddenError(f"this API key lacks the {use_scope!r} scope", scope=use_scope)
+        check_scope(caller, use_scope)  # raises: 403 naming the key or the role
     if verdict is policy.Use.HIDDEN:
         raise NotFoundError(f"product {handle!r} not found")
     if verdict is policy.Use.NO_GRANT:

@@ -1,44 +1,42 @@
-"""One usage event per metered act — an inference call, a download — made durable through
-billing's :class:`~billing.Meter` before the response leaves.
+"""Step 6 of the request path, and downloads: one usage event per metered act, made durable
+through billing's :class:`~billing.Meter` before the response leaves.
 
-The gateway's step 6 (``pipeline.meter``) and every download (``gateway.downloads``) record
-through :func:`record_usage`, so both bill the same way: the event's id is the client's
-``Idempotency-Key`` when it sends one (a retry with the same key is billed once), else the
-platform's own request id — never an ``X-Request-Id`` the client chose, which it could repeat
-on distinct calls to have them billed once.
+The gateway's step 6 (``pipeline.Gateway.infer``) and every download (``gateway.downloads``)
+record through :func:`record_usage`, so both bill the same way: the event is named by
+:func:`marketplace.gateway.idempotency.usage_event_id`, and a retry with an ``Idempotency-Key``
+already recorded for the tenant is billed once. A call whose event cannot be made durable fails
+with 503, so nothing is served unbilled; failed calls are never metered. What an inference call
+counts is its manifest's metering spec (:func:`usage_quantity`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
 
 from billing import Meter, UsageEvent
-from marketplace.context import Principal, new_request_id
-from marketplace.errors import BadRequestError
+from marketplace.context import Principal
+from marketplace.gateway.idempotency import usage_event_id
+from marketplace.gateway.resolve import ResolvedModel
 
-__all__ = ["MAX_IDEMPOTENCY_KEY", "Recorded", "check_idempotency_key", "record_usage"]
-
-MAX_IDEMPOTENCY_KEY = 255
-
-
-def check_idempotency_key(value: str | None) -> None:
-    """400 unless ``value`` (an ``Idempotency-Key``) is absent or 1-255 printable characters."""
-    if value is None:
-        return
-    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY or not value.isprintable():
-        raise BadRequestError(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
-        )
+__all__ = ["Recorded", "record_usage", "usage_quantity"]
 
 
-def usage_event_id(idempotency_key: str | None, request_id: str, request_id_chosen: bool) -> str:
-    """The id of the act's usage event (see the module docstring)."""
-    if idempotency_key is not None:
-        return idempotency_key
-    if request_id_chosen:
-        return new_request_id()
-    return request_id
+def usage_quantity(
+    model: ResolvedModel, outputs: dict[str, np.ndarray[Any, Any]]
+) -> tuple[str, float]:
+    """An inference call's billing unit and quantity, as the manifest's metering spec says:
+    one call, or the sum of an output (e.g. the audio seconds a speech model transcribed)."""
+    assert model.manifest is not None
+    spec = model.manifest.metering
+    if spec.quantity_output is None:
+        return spec.unit, 1.0
+    values = outputs.get(spec.quantity_output)
+    quantity = float(np.sum(values)) if values is not None else 0.0
+    return spec.unit, max(quantity, 0.0)
 
 
 @dataclass(frozen=True, slots=True)

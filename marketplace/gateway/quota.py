@@ -12,21 +12,58 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.quotas import Decision, Limit, MemoryQuotaStore, QuotaStore, RedisQuotaStore
+from marketplace.config import GatewaySettings
 from marketplace.context import Principal
 from marketplace.errors import QuotaExceededError, UnavailableError
 from marketplace.gateway.resolve import ResolvedModel
 from marketplace.quotas.service import applicable_limits
 
+__all__ = ["LimitQuota", "NoQuota", "Quota"]
+
 T = TypeVar("T")
+
+
+class Quota(Protocol):
+    """Quotas and rate limits per key, tenant and product.
+
+    ``check`` raises ``QuotaExceededError`` (429 with ``Retry-After``) to refuse a call.
+    """
+
+    async def check(self, principal: Principal, model: ResolvedModel) -> None: ...
+
+    async def add_units(self, principal: Principal, model: ResolvedModel, units: float) -> None:
+        """Count a successful call's metered units against unit budgets."""
+
+
+class NoQuota:
+    """Every call is within quota."""
+
+    async def check(self, principal: Principal, model: ResolvedModel) -> None:
+        return None
+
+    async def add_units(self, principal: Principal, model: ResolvedModel, units: float) -> None:
+        return None
 
 
 class LimitQuota:
     """The gateway's quota step over configured limits."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: GatewaySettings, session_factory: sessionmaker[Session]
+    ) -> LimitQuota:
+        """The quota step ``settings`` describe, reading limits through ``session_factory``."""
+        return cls(
+            session_factory,
+            redis_url=settings.quota_redis_url,
+            cache_s=settings.quota_cache_s,
+            default_key_rps=settings.default_key_rps,
+        )
 
     def __init__(
         self,

@@ -1,13 +1,14 @@
-"""Reading an API key for the inference hot path: one statement on a raw driver connection.
+"""Reading an API key for authentication: one statement on a raw driver connection.
 
-The gateway authenticates every call against the database, so a revoked key fails on its very
-next request; nothing is kept past a change to the database. What it can shed is the machinery
-around that one read. Through a pooled SQLAlchemy connection a key read on PostgreSQL costs
-three round trips (pre-ping, the query, the rollback on return) plus a hop to a worker thread;
-on SQLite the execution machinery costs several times the read itself. A :class:`KeyReader`
-runs the very same statement (:data:`marketplace.keys.service.KEY_BY_ID`), compiled once for
-the database's dialect, on a raw driver connection, and converts the row with the dialect's
-own result processors:
+The platform's one authentication (``marketplace.auth.authenticate``) checks every API key
+against the database, on every entry point and above all the inference hot path, so a revoked
+key fails on its very next request; nothing is kept past a change to the database. What it can
+shed is the machinery around that one read. Through a pooled SQLAlchemy connection a key read
+on PostgreSQL costs three round trips (pre-ping, the query, the rollback on return) plus a hop
+to a worker thread; on SQLite the execution machinery costs several times the read itself. A
+:class:`KeyReader` runs the very same statement (:data:`marketplace.keys.service.KEY_BY_ID`),
+compiled once for the database's dialect, on a raw driver connection, and converts the row with
+the dialect's own result processors:
 
 * SQLite (a file): one connection of the process's own, used on the event loop (reads take
   microseconds, a thread hop would cost more); rows are kept until the next commit to the
@@ -16,7 +17,8 @@ own result processors:
   no transaction to open or roll back; after a broken connection the pool's idle connections
   are checked and the read is retried once.
 
-The row is then checked by :func:`marketplace.keys.service.check_key`, as everywhere else.
+The row is then checked by :func:`marketplace.keys.service.check_key`. Readers are opened at the
+app's startup and used on its event loop only.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from marketplace.audit.service import record
@@ -194,9 +194,6 @@ def touch_key(session: Session, key_id: str) -> None:
 KEY_BY_ID = _KEY_LOOKUP.where(ApiKey.id == bindparam("key_id"))
 """The key (and its tenant's slug and kind) that authentication reads, by ``key_id``."""
 
-TOUCHED = "citybrain_key_touched"
-"""``session.info`` flag: authentication stamped ``last_used_at``; commit to keep it."""
-
 
 def parse_token(token: str) -> tuple[str, str]:
     """A presented key's ``(key id, secret)``; 401 for anything not shaped like a key."""
@@ -238,25 +235,3 @@ def check_key(key: Any, key_id: str, secret: str, now: datetime) -> Principal:
         scopes=frozenset(key.scopes),
         key_id=key_id,
     )
-
-
-def authenticate_token(
-    session: Session | Connection, token: str, *, last_used_resolution: timedelta | None = None
-) -> Principal:
-    """Resolve a presented key to a principal, or raise UnauthenticatedError.
-
-    The error never says which part was wrong: unknown, malformed, expired and revoked keys
-    read the same to the caller (the audit log has the reason). When ``last_used_at`` is older
-    than ``last_used_resolution`` it is stamped in the session's transaction and
-    ``session.info[TOUCHED]`` is set, so the caller knows a commit keeps it.
-    """
-    key_id, secret = parse_token(token)
-    key = session.execute(KEY_BY_ID, {"key_id": key_id}).first()
-    now = utcnow()
-    principal = check_key(key, key_id, secret, now)
-    assert key is not None  # check_key raised otherwise
-    last = _as_aware(key.last_used_at)
-    if last_used_resolution is not None and (last is None or now - last >= last_used_resolution):
-        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
-        session.info[TOUCHED] = True
-    return principal

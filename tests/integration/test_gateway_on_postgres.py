@@ -7,11 +7,11 @@ import json
 
 import psycopg
 
-from tests.integration.conftest import PG_ADMIN_DSN
 from tests.unit.gateway.conftest import Models, models  # noqa: F401 (the fixture)
 from tests.unit.gateway.test_downloads import *  # noqa: F403
 from tests.unit.gateway.test_fastpath import *  # noqa: F403
 from tests.unit.gateway.test_infer import *  # noqa: F403
+from tests.utils.postgres import PG_ADMIN_DSN
 
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]}
 
@@ -20,7 +20,7 @@ def test_keys_are_read_through_the_pool_and_survive_dropped_connections(models: 
     from marketplace.keys.reader import PostgresKeyReader
 
     gateway = models.city.client.app.state.gateway  # type: ignore[attr-defined]
-    assert isinstance(gateway.keys, PostgresKeyReader)
+    assert isinstance(gateway.authenticator.keys, PostgresKeyReader)
     call = lambda: models.city.client.post(  # noqa: E731
         f"/v2/models/{models.public}/infer",
         content=json.dumps(BODY),

@@ -14,6 +14,7 @@ from marketplace.api.deps import (
     Page,
     PageDep,
     SessionDep,
+    authenticate_request,
     catalog_reader,
     optional_scope,
     require,
@@ -55,11 +56,11 @@ def _public(session: Session, product: Product) -> ProductPublic:
 
 
 def _search(
-    request: Request, q: str | None, flt: catalog.ProductFilter, page: Page
+    request: Request, caller: Caller, q: str | None, flt: catalog.ProductFilter, page: Page
 ) -> SearchResult:
-    """Listing and search: the key check and the query in one trip to the worker threads
-    (``catalog_reader``; the routes are async and do nothing else that blocks)."""
-    with catalog_reader(request, "catalog:read") as (session, caller):
+    """Listing and search: the query in one trip to the worker threads (``catalog_reader``;
+    the routes are async, and authenticate on the event loop)."""
+    with catalog_reader(request) as session:
         return search_products(session, caller, q, flt, offset=page.offset, limit=page.per_page)
 
 
@@ -79,7 +80,8 @@ async def list_products(
         kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, state=state
     )
     # The same path as search without a query: counts come from the facet table.
-    result = await run_in_threadpool(_search, request, None, flt, page)
+    caller = await authenticate_request(request, scope="catalog:read")
+    result = await run_in_threadpool(_search, request, caller, None, flt, page)
     return ListPublic(
         data=[listing_public(p) for p in result.products],
         count=result.count,
@@ -109,7 +111,8 @@ async def search(
 ) -> SearchPublic:
     """Full-text search over title, description and tags, with facet counts."""
     flt = catalog.ProductFilter(kind=kind, domain=domain, tier=tier, owner=owner, tag=tag)
-    result = await run_in_threadpool(_search, request, q, flt, page)
+    caller = await authenticate_request(request, scope="catalog:read")
+    result = await run_in_threadpool(_search, request, caller, q, flt, page)
     return SearchPublic(
         data=[listing_public(p) for p in result.products],
         count=result.count,

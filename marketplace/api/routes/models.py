@@ -7,19 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from marketplace.api.convert import version_public
+from marketplace.api.deps import authenticate_principal, authenticate_request
 from marketplace.api.schemas import VersionPublic
 from marketplace.config import Settings
-from marketplace.constants import (
-    API_KEY_HEADER,
-    IDEMPOTENCY_KEY_HEADER,
-    REQUEST_ID_HEADER,
-    Scope,
-)
-from marketplace.context import Caller, Principal, current_request_id
-from marketplace.errors import ForbiddenError, UnauthenticatedError, UnavailableError
+from marketplace.constants import IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, Scope
+from marketplace.context import current_request_id
+from marketplace.errors import UnavailableError
 from marketplace.gateway.artifacts import (
     download_artifact,
     parse_manifest,
@@ -31,7 +26,7 @@ from marketplace.gateway.constants import (
     MODEL_MANIFEST_HEADER,
 )
 from marketplace.gateway.downloads import DownloadMeter
-from marketplace.gateway.pipeline import Gateway, authenticate, presented_token
+from marketplace.gateway.pipeline import Gateway
 
 router = APIRouter(tags=["models"])
 
@@ -41,35 +36,6 @@ _CHUNK = 1 << 20
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-async def _caller(request: Request, scope: str | None, *, required: bool) -> Caller:
-    """Authenticate in a short session of its own (an upload may stream for minutes; holding a
-    database session that long would hold a connection, and on SQLite the write lock)."""
-    token = presented_token(
-        request.headers.get("authorization"), request.headers.get(API_KEY_HEADER)
-    )
-    if token is None:
-        if required:
-            raise UnauthenticatedError(
-                "an API key is required (Authorization: Bearer <key> or X-API-Key)"
-            )
-        return None
-    factory = request.app.state.session_factory
-
-    def go() -> Caller:
-        session = factory()
-        try:
-            return authenticate(session, token)
-        finally:
-            session.rollback()
-            session.close()
-
-    caller = await run_in_threadpool(go)
-    request.state.principal = caller
-    if caller is not None and scope is not None and scope not in caller.scopes:
-        raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
-    return caller
 
 
 @router.post("/products/{handle}/versions/model", response_model=VersionPublic, status_code=201)
@@ -83,9 +49,10 @@ async def upload_model_version_(
 ) -> VersionPublic:
     """Upload a model version: the artifact as the raw body (application/octet-stream), the
     manifest as JSON in X-Model-Manifest, optionally X-Artifact-Digest: sha256:<hex>."""
-    caller = await _caller(request, Scope.CATALOG_WRITE.value, required=True)
+    # No database session is held meanwhile: an upload may stream for minutes, and a session
+    # would hold a connection that long (on SQLite, the write lock).
+    caller = await authenticate_principal(request, scope=Scope.CATALOG_WRITE.value)
     model_manifest = parse_manifest(request.headers.get(MODEL_MANIFEST_HEADER) or manifest)
-    assert isinstance(caller, Principal)
     version = await upload_model_version(
         factory=request.app.state.session_factory,
         blobs=request.app.state.blobs,
@@ -109,7 +76,7 @@ async def upload_model_version_(
 async def download_artifact_(handle: str, version: int, request: Request) -> StreamingResponse:
     """Download a model version's artifact: its owner, or whoever may run the model when its
     owner allows downloads; one metered usage event (unit ``download``) per download."""
-    caller = await _caller(request, None, required=False)  # the scopes: gateway.downloads
+    caller = await authenticate_request(request)  # the scopes: gateway.downloads
     gateway: Gateway | None = getattr(request.app.state, "gateway", None)
     if gateway is None:
         raise UnavailableError("the platform is starting")
@@ -166,9 +133,8 @@ async def import_bentoml_version_(
     folder becomes the card. Optional manifest fields in X-Model-Manifest or `manifest`."""
     from marketplace.gateway.importers import import_bentomodel, parse_overrides
 
-    caller = await _caller(request, Scope.CATALOG_WRITE.value, required=True)
+    caller = await authenticate_principal(request, scope=Scope.CATALOG_WRITE.value)
     overrides = parse_overrides(request.headers.get(MODEL_MANIFEST_HEADER) or manifest)
-    assert isinstance(caller, Principal)
     version = await import_bentomodel(
         factory=request.app.state.session_factory,
         blobs=request.app.state.blobs,

@@ -1,7 +1,8 @@
-"""The Open Inference Protocol (v2): health, server and model metadata, readiness, inference.
+"""The Open Inference Protocol (v2): health, server and model metadata, readiness.
 
-The hot path: async handlers read the raw body and hand it to the gateway pipeline
-(``marketplace.gateway.pipeline``); responses are the bytes the v2 codec produced, sent as is.
+Inference itself is answered by the fast path (``marketplace.api.fastpath``) before FastAPI's
+routing; its OpenAPI entries come from ``marketplace.api.routes.v2_openapi``. The handlers here
+are async and hand their work to the gateway (``marketplace.gateway.pipeline``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER
+from marketplace.api.deps import authenticate_request
 from marketplace.context import current_request_id
 from marketplace.errors import UnavailableError
-from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
-from marketplace.gateway.pipeline import Gateway, InferCall, presented_token
+from marketplace.gateway.pipeline import Gateway
 from marketplace.health import readiness_of
 
 router = APIRouter(tags=["inference (v2)"])
@@ -34,11 +34,6 @@ def _gateway(request: Request) -> Gateway:
     if gateway is None:
         raise UnavailableError("the inference gateway is starting")
     return gateway
-
-
-def _token(request: Request) -> str | None:
-    headers = request.headers
-    return presented_token(headers.get("authorization"), headers.get(API_KEY_HEADER))
 
 
 @router.get("/v2/health/live", response_class=Response)
@@ -62,31 +57,17 @@ async def server_metadata(request: Request) -> Response:
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
-    doc = await _gateway(request).model_metadata(_token(request), name, version)
+    gateway = _gateway(request)
+    doc = await gateway.model_metadata(await authenticate_request(request), name, version)
     return _json(doc)
 
 
 async def _ready(request: Request, name: str, version: str | None) -> Response:
-    ready = await _gateway(request).model_ready(_token(request), name, version)
+    gateway = _gateway(request)
+    ready = await gateway.model_ready(await authenticate_request(request), name, version)
     if not ready:
         raise UnavailableError(f"model '{name}' is not ready")
     return _json({"name": name, "ready": True})
-
-
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    headers = request.headers
-    call = InferCall(
-        name=name,
-        version=version,
-        token=presented_token(headers.get("authorization"), headers.get(API_KEY_HEADER)),
-        body=await request.body(),
-        header_length=headers.get(INFERENCE_HEADER_CONTENT_LENGTH),
-        idempotency_key=headers.get(IDEMPOTENCY_KEY_HEADER),
-        request_id=current_request_id(),
-        request_id_chosen=headers.get(REQUEST_ID_HEADER) == current_request_id(),
-    )
-    reply = await _gateway(request).infer(call)
-    return Response(reply.body, headers=reply.headers)
 
 
 @router.get("/v2/models/{name}", response_class=Response)
@@ -111,15 +92,3 @@ async def model_ready(name: str, request: Request) -> Response:
 async def model_version_ready(name: str, version: str, request: Request) -> Response:
     """200 when the model version can serve, 503 when it cannot."""
     return await _ready(request, name, version)
-
-
-@router.post("/v2/models/{name}/infer", response_class=Response)
-async def model_infer(name: str, request: Request) -> Response:
-    """Run the latest version: JSON tensors or the binary tensor data extension."""
-    return await _infer(request, name, None)
-
-
-@router.post("/v2/models/{name}/versions/{version}/infer", response_class=Response)
-async def model_version_infer(name: str, version: str, request: Request) -> Response:
-    """Run one version: JSON tensors or the binary tensor data extension."""
-    return await _infer(request, name, version)

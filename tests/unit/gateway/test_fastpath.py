@@ -8,6 +8,9 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from jsonschema import Draft202012Validator, ValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 from sqlalchemy import select
 
 from marketplace.api.fastpath import INFER_PATH, PlatformApp
@@ -35,9 +38,55 @@ def test_the_infer_paths_are_the_fast_paths_and_nothing_else() -> None:
 def test_the_app_is_the_platform_app_and_documents_the_infer_routes(models: Models) -> None:
     app = models.city.client.app
     assert isinstance(app, PlatformApp)
-    paths = models.city.client.get("/openapi.json").json()["paths"]
-    assert "post" in paths["/v2/models/{name}/infer"]
-    assert "post" in paths["/v2/models/{name}/versions/{version}/infer"]
+    # The fast path is their only handler: FastAPI has no route of its own for them.
+    assert not [r for r in app.routes if getattr(r, "path", "").endswith("/infer")]
+    spec = models.city.client.get("/openapi.json").json()
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        op = spec["paths"][path]["post"]
+        content = op["requestBody"]["content"]
+        assert content["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/V2InferRequest"
+        }
+        assert "application/octet-stream" in content  # the binary tensor extension
+        assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/V2InferResponse"
+        }
+        for status in ("400", "401", "403", "404", "413", "429", "503"):
+            error = op["responses"][status]["content"]["application/json"]["schema"]
+            assert error == {"$ref": "#/components/schemas/ErrorPublic"}
+        assert {p["name"] for p in op["parameters"]} >= {"name", "Idempotency-Key"}
+    # What the fast path answers is what the document says, success and error alike.
+    registry = Registry().with_resource(
+        "urn:spec", Resource.from_contents(spec, default_specification=DRAFT202012)
+    )
+
+    def check(body: object, component: str) -> None:
+        schema = {"$ref": f"urn:spec#/components/schemas/{component}"}
+        Draft202012Validator(schema, registry=registry).validate(body)
+
+    check(BODY, "V2InferRequest")
+    r = _infer(models, models.public)
+    assert r.status_code == 200  # type: ignore[attr-defined]
+    check(r.json(), "V2InferResponse")  # type: ignore[attr-defined]
+    r = _infer(models, "traffic-police.nothing-here")
+    assert r.status_code == 404  # type: ignore[attr-defined]
+    check(r.json(), "ErrorPublic")  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):
+        check({"outputs": []}, "V2InferResponse")  # the schema can fail: no model_name
+
+
+def test_other_methods_on_an_infer_path_get_405_naming_post(models: Models) -> None:
+    r = models.city.client.get(
+        f"/v2/models/{models.public}/infer", headers={"X-Request-Id": "client-chosen-id-3"}
+    )
+    assert r.status_code == 405
+    assert r.headers["Allow"] == "POST"
+    assert r.json() == {
+        "error": "GET is not allowed here",
+        "code": "MethodNotAllowed",
+        "request_id": "client-chosen-id-3",
+    }
+    assert r.headers.get_list("X-Request-Id") == ["client-chosen-id-3"]
 
 
 def test_request_ids_are_taken_or_made_and_echoed_on_success_and_error(models: Models) -> None:

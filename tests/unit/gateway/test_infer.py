@@ -445,4 +445,4 @@ def test_inference_stamps_the_keys_last_use_off_the_request_path(models: Models)
         if stamped is None:
             time.sleep(0.05)
     assert stamped is not None
-    assert key_id in gateway._stamped  # once per resolution period per process
+    assert key_id in gateway.authenticator._stamped  # once per resolution period per process

@@ -12,7 +12,6 @@ tests/integration/test_gateway_triton.py.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +19,8 @@ import numpy as np
 import pytest
 
 from marketplace.config import KServeSettings, Settings, TritonSettings
-from marketplace.gateway.pipeline import Runtimes
-from model_store import EmbeddedRuntime
-from model_store.errors import ModelUnavailableError
 from model_store.runtimes.kserve import KServeRuntime
 from tests.unit.gateway.conftest import Models
-from tests.unit.model_store.factories import make_torchscript_model
 from tests.utils.kube import FakeKubeAPI
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
@@ -133,45 +128,6 @@ def test_a_runtime_that_is_not_configured_answers_503_naming_it(models: Models) 
     # Embedded models of the same deployment are unaffected.
     r = client.post(f"/v2/models/{models.public}/infer", json=BODY, headers=auth)
     assert r.status_code == 200, r.text
-
-
-def test_runtimes_route_each_key_to_the_runtime_it_was_registered_on(tmp_path: Path) -> None:
-    path, manifest = make_torchscript_model(tmp_path)
-    made: list[str] = []
-
-    def make_second() -> EmbeddedRuntime:
-        made.append("triton")
-        return EmbeddedRuntime()
-
-    async def scenario() -> None:
-        runtimes = Runtimes(EmbeddedRuntime(), {"triton": make_second})
-        try:
-            runtimes.register("a.local:1", manifest, path)
-            assert made == []  # the factory runs on the first model that needs it
-            await runtimes.load(
-                "a.remote:1", manifest.model_copy(update={"runtime": "triton"}), path
-            )
-            assert made == ["triton"]
-            second = runtimes.made("triton")
-            assert second is not None and second.is_ready("a.remote:1")
-            assert not runtimes.embedded.stats().models.get("a.remote:1")
-            out = await runtimes.infer("a.remote:1", {"x": X})
-            np.testing.assert_array_equal(out["y"], X * 2)
-            assert set(runtimes.stats().models) == {"a.local:1", "a.remote:1"}
-            with pytest.raises(ValueError, match="another runtime"):
-                runtimes.register(
-                    "a.local:1", manifest.model_copy(update={"runtime": "triton"}), path
-                )
-            with pytest.raises(ModelUnavailableError, match="kserve runtime is not configured"):
-                runtimes.register(
-                    "a.k8s:1", manifest.model_copy(update={"runtime": "kserve"}), path
-                )
-            await runtimes.unload("a.remote:1")
-            assert not runtimes.is_ready("a.remote:1")
-        finally:
-            await runtimes.close()
-
-    asyncio.run(scenario())
 
 
 def test_triton_and_kserve_settings_come_from_the_environment(

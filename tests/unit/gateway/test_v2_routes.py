@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from marketplace.gateway.metrics import GatewayMetrics
-from marketplace.gateway.pipeline import ServingState, run
 from marketplace.gateway.resolve import ResolvedModel
+from marketplace.gateway.serving import ServingState, run
 from marketplace.tables import Product
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, QueueFullError
 from model_store.v2 import decode_request
