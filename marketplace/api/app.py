@@ -24,6 +24,7 @@ from marketplace.api.routes import (
     audit,
     billing,
     catalog,
+    data,
     keys,
     models,
     quotas,
@@ -33,6 +34,8 @@ from marketplace.api.routes import (
 )
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER, API_PREFIX
+from marketplace.data.engine import make_engine as make_data_engine
+from marketplace.data.pipeline import DataPlane
 from marketplace.db import make_engine, make_session_factory
 from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.gateway.constants import V2_PREFIX
@@ -52,6 +55,7 @@ from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
 log = logging.getLogger("citybrain")
 
 _UPLOAD_PATH = re.compile(rf"^{re.escape(API_PREFIX)}/products/[^/]+/versions/model$")
+_DATA_UPLOAD_PATH = re.compile(rf"^{re.escape(API_PREFIX)}/products/[^/]+/versions/data$")
 
 
 def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
@@ -180,6 +184,22 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         if settings.triton.enabled:
             await start_triton(runtime)
         usage.start()
+        quota = LimitQuota(
+            read_mostly,
+            redis_url=settings.gateway.quota_redis_url,
+            cache_s=settings.gateway.quota_cache_s,
+            default_key_rps=settings.gateway.default_key_rps,
+        )
+        # Data reads share the meter and the quota buckets with inference.
+        app.state.data = DataPlane(
+            settings=settings.data,
+            session_factory=read_mostly,
+            write_factory=session_factory,
+            engine=make_data_engine(settings.data, blobs),
+            meter=usage,
+            quota=quota,
+            metering=settings.billing.metering,
+        )
         app.state.gateway = Gateway(
             session_factory=read_mostly,
             write_factory=session_factory,
@@ -190,12 +210,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             blobs=blobs,
             usage=usage,
             metrics=metrics,
-            quota=LimitQuota(
-                read_mostly,
-                redis_url=settings.gateway.quota_redis_url,
-                cache_s=settings.gateway.quota_cache_s,
-                default_key_rps=settings.gateway.default_key_rps,
-            ),
+            quota=quota,
             last_used_resolution=timedelta(seconds=settings.key_last_used_resolution_s),
             version=__version__,
             metering=settings.billing.metering,
@@ -204,7 +219,9 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             yield
         finally:
             gateway, app.state.gateway = app.state.gateway, None
+            plane, app.state.data = app.state.data, None
             await gateway.close()
+            await asyncio.to_thread(plane.close)
             await runtime.close()
             await asyncio.to_thread(usage.stop)
             usage_engine.dispose()
@@ -224,11 +241,12 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.resolve_cache = cache
     app.state.metrics_registry = registry
     app.state.gateway = None
+    app.state.data = None
 
     install_error_handlers(app)
     # The inference routes first: routing tries routes in order, and /v2 is the hot path.
     app.include_router(v2.router)
-    for module in (tenants, keys, catalog, models, audit, access, billing, usage, quotas):
+    for module in (tenants, keys, catalog, models, data, audit, access, billing, usage, quotas):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
@@ -262,6 +280,9 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             return settings.gateway.max_infer_bytes
         if _UPLOAD_PATH.match(path):
             return settings.model_store.max_upload_bytes
+        if _DATA_UPLOAD_PATH.match(path):
+            # The multipart envelope (schema, boundaries) rides on top of the file itself.
+            return settings.data.max_upload_bytes + settings.max_body_bytes
         return settings.max_body_bytes
 
     app.infer_limit_bytes = settings.gateway.max_infer_bytes  # the fast path's body limit

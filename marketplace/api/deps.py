@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from marketplace.auth.oidc import OIDCVerifier, looks_like_jwt
 from marketplace.config import Settings
@@ -124,6 +125,40 @@ def _key_principal(session: Session, token: str, settings: Settings) -> Principa
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def caller_in_own_session(request: Request, scope: str, *, required: bool) -> Caller:
+    """The caller, authenticated in a short session of its own, with ``scope`` checked.
+
+    For routes that stream for long (uploads, queries, downloads): holding the request's
+    session that long would hold a connection, and on SQLite the write lock.
+    """
+    token = presented_token(request)
+    if token is None:
+        if required:
+            raise UnauthenticatedError(
+                "an API key is required (Authorization: Bearer <key> or X-API-Key)"
+            )
+        return None
+    settings: Settings = request.app.state.settings
+    factory = request.app.state.session_factory
+
+    def go() -> Principal:
+        session: Session = factory()
+        try:
+            verifier = _oidc_verifier(request, settings)
+            if verifier is not None and looks_like_jwt(token):
+                return verifier.principal(session, token)
+            return _key_principal(session, token, settings)
+        finally:
+            session.rollback()
+            session.close()
+
+    caller = await run_in_threadpool(go)
+    request.state.principal = caller
+    if scope not in caller.scopes:
+        raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
+    return caller
 
 
 def get_principal(caller: CallerDep) -> Principal:

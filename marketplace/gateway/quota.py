@@ -12,17 +12,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.quotas import Decision, Limit, MemoryQuotaStore, QuotaStore, RedisQuotaStore
 from marketplace.context import Principal
 from marketplace.errors import QuotaExceededError, UnavailableError
-from marketplace.gateway.resolve import ResolvedModel
 from marketplace.quotas.service import applicable_limits
 
 T = TypeVar("T")
+
+
+class Metered(Protocol):
+    """What a limit is looked up by: a resolved model, or a dataset being read."""
+
+    @property
+    def product_id(self) -> int: ...
 
 
 class LimitQuota:
@@ -63,7 +69,7 @@ class LimitQuota:
             )
         return limits
 
-    async def limits(self, principal: Principal, model: ResolvedModel) -> list[Limit]:
+    async def limits(self, principal: Principal, model: Metered) -> list[Limit]:
         key = (principal.tenant_id, principal.key_id, model.product_id)
         hit = self._cache.get(key)
         now = time.monotonic()
@@ -85,7 +91,7 @@ class LimitQuota:
                 raise UnavailableError("the quota store is unreachable") from e
             raise
 
-    async def check(self, principal: Principal, model: ResolvedModel) -> None:
+    async def check(self, principal: Principal, model: Metered) -> None:
         limits = await self.limits(principal, model)
         if not limits:
             return
@@ -97,7 +103,7 @@ class LimitQuota:
                 headers={"Retry-After": decision.retry_after_header},
             )
 
-    async def add_units(self, principal: Principal, model: ResolvedModel, units: float) -> None:
+    async def add_units(self, principal: Principal, model: Metered, units: float) -> None:
         limits: Sequence[Limit] = [
             lim for lim in await self.limits(principal, model) if lim.metric == "units"
         ]

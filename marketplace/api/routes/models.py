@@ -10,11 +10,11 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from marketplace.api.convert import version_public
+from marketplace.api.deps import caller_in_own_session
 from marketplace.api.schemas import VersionPublic
 from marketplace.config import Settings
-from marketplace.constants import API_KEY_HEADER, Scope
-from marketplace.context import Caller, Principal
-from marketplace.errors import ForbiddenError, UnauthenticatedError
+from marketplace.constants import Scope
+from marketplace.context import Principal
 from marketplace.gateway.artifacts import (
     ArtifactDownload,
     open_artifact,
@@ -22,7 +22,6 @@ from marketplace.gateway.artifacts import (
     upload_model_version,
 )
 from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER, MODEL_MANIFEST_HEADER
-from marketplace.gateway.pipeline import authenticate, presented_token
 
 router = APIRouter(tags=["models"])
 
@@ -32,35 +31,6 @@ _CHUNK = 1 << 20
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-async def _caller(request: Request, scope: str, *, required: bool) -> Caller:
-    """Authenticate in a short session of its own (an upload may stream for minutes; holding a
-    database session that long would hold a connection, and on SQLite the write lock)."""
-    token = presented_token(
-        request.headers.get("authorization"), request.headers.get(API_KEY_HEADER)
-    )
-    if token is None:
-        if required:
-            raise UnauthenticatedError(
-                "an API key is required (Authorization: Bearer <key> or X-API-Key)"
-            )
-        return None
-    factory = request.app.state.session_factory
-
-    def go() -> Caller:
-        session = factory()
-        try:
-            return authenticate(session, token)
-        finally:
-            session.rollback()
-            session.close()
-
-    caller = await run_in_threadpool(go)
-    request.state.principal = caller
-    if caller is not None and scope not in caller.scopes:
-        raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
-    return caller
 
 
 @router.post("/products/{handle}/versions/model", response_model=VersionPublic, status_code=201)
@@ -74,7 +44,7 @@ async def upload_model_version_(
 ) -> VersionPublic:
     """Upload a model version: the artifact as the raw body (application/octet-stream), the
     manifest as JSON in X-Model-Manifest, optionally X-Artifact-Digest: sha256:<hex>."""
-    caller = await _caller(request, Scope.CATALOG_WRITE.value, required=True)
+    caller = await caller_in_own_session(request, Scope.CATALOG_WRITE.value, required=True)
     model_manifest = parse_manifest(request.headers.get(MODEL_MANIFEST_HEADER) or manifest)
     assert isinstance(caller, Principal)
     version = await upload_model_version(
@@ -98,7 +68,7 @@ async def upload_model_version_(
 )
 async def download_artifact(handle: str, version: int, request: Request) -> StreamingResponse:
     """Download a model version's artifact (same visibility rules as reading the version)."""
-    caller = await _caller(request, Scope.CATALOG_READ.value, required=False)
+    caller = await caller_in_own_session(request, Scope.CATALOG_READ.value, required=False)
     factory = request.app.state.session_factory
     blobs = request.app.state.blobs
 
