@@ -11,5 +11,5 @@ Read top to bottom:
 * ``engine`` (``duckdb_engine``) — runs it within time, memory and row limits;
 * ``pipeline`` — the request path: open, quota, compile, run, meter (``usage``);
 * ``formats`` — JSON, CSV, Arrow and Parquet answers, streamed downloads;
-* ``demo`` — the demo city's datasets, generated deterministically.
+* ``demo`` (``demo_tables``) — the demo city's datasets, generated deterministically.
 """

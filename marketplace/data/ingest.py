@@ -31,6 +31,7 @@ from marketplace.data.duckdb_engine import fenced_connection
 from marketplace.data.errors import InvalidDataError, UnsupportedFormatError
 from marketplace.data.quality import QualityReport, run_rules
 from marketplace.data.schema import ColumnSpec, DatasetSchema, normalize_type
+from model_store import BlobInfo
 
 __all__ = ["FORMATS", "IngestResult", "format_of", "ingest"]
 
@@ -239,3 +240,15 @@ def ingest(
 def describe(result: IngestResult) -> dict[str, Any]:
     """The schema part of a version record: columns with their stored types."""
     return {"columns": [c.model_dump(mode="json", exclude_none=True) for c in result.columns]}
+
+
+def version_fields(result: IngestResult, info: BlobInfo) -> dict[str, Any]:
+    """The version row's data columns for a snapshot stored as ``info``."""
+    return {
+        "data_digest": info.digest,
+        "data_rows": result.rows,
+        "data_bytes": info.size,
+        "data_schema": describe(result),
+        "quality": result.quality.public(),
+        "blocked": result.quality.blocked,
+    }

@@ -22,13 +22,12 @@ import uuid
 from collections.abc import AsyncIterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from marketplace.config import DataSettings
 from marketplace.context import Principal
-from marketplace.data.ingest import IngestResult, describe, format_of, ingest
+from marketplace.data.ingest import IngestResult, format_of, ingest, version_fields
 from marketplace.data.schema import parse_schema
 from marketplace.data.service import check_dataset_owner, create_data_version, delete_if_orphan
 from marketplace.db import transaction
@@ -66,14 +65,7 @@ def _record(
     filename: str | None,
     notes: str,
 ) -> ProductVersion:
-    data: dict[str, Any] = {
-        "data_digest": info.digest,
-        "data_rows": result.rows,
-        "data_bytes": info.size,
-        "data_schema": describe(result),
-        "quality": result.quality.public(),
-        "blocked": result.quality.blocked,
-    }
+    data = version_fields(result, info)
     meta = {"format": fmt, "source": (filename or "")[:200], "rows": result.rows}
     with transaction(factory) as session:
         return create_data_version(session, caller, handle, data=data, notes=notes, meta=meta)
