@@ -16,6 +16,7 @@ from rich.table import Table
 
 from marketplace.cli_access import access_app
 from marketplace.cli_billing import billing_app
+from marketplace.cli_datasets import datasets_app
 from marketplace.cli_usage import usage_app
 from marketplace.config import Settings
 
@@ -37,6 +38,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(access_app, name="access")
 app.add_typer(billing_app, name="billing")
 app.add_typer(usage_app, name="usage")
+app.add_typer(datasets_app, name="datasets")
 
 console = Console()
 err = Console(stderr=True)

@@ -124,12 +124,12 @@ class _Builder:
             target = "BOOLEAN"
         elif isinstance(value, int | float):
             if t not in NUMERIC_TYPES:
-                raise InvalidInputError(f"{what}: {col.name} is {t}; compare it with a string")
+                raise InvalidInputError(f"{what}: {col.name} is {t}; compare it with {_kind(t)}")
             # A fraction compared with an integer column stays a fraction (3 < 3.5).
             target = t if isinstance(value, int) or t not in INTEGER_TYPES else "DOUBLE"
         elif isinstance(value, str):
             if t in NUMERIC_TYPES or t == "BOOLEAN":
-                raise InvalidInputError(f"{what}: {col.name} is {t}; compare it with a {_kind(t)}")
+                raise InvalidInputError(f"{what}: {col.name} is {t}; compare it with {_kind(t)}")
             target = t
         else:  # pragma: no cover - the plan's model admits scalars only
             raise InvalidInputError(f"{what}: unsupported value")
@@ -141,7 +141,10 @@ class _Builder:
 
 
 def _kind(t: str) -> str:
-    return "boolean" if t == "BOOLEAN" else "number"
+    """What a JSON value compared with a ``t`` column must be."""
+    if t == "BOOLEAN":
+        return "true or false"
+    return "a number" if t in NUMERIC_TYPES else "a string"
 
 
 def _ident(name: str) -> exp.Identifier:

@@ -50,8 +50,10 @@ def fenced_connection(
     )
     try:
         listed = ", ".join("'" + p.replace("'", "''") + "'" for p in allowed)
-        # Timestamps with a time zone are read and shown in UTC, whatever the host's zone.
+        # Timestamps with a time zone are read and shown in UTC, whatever the host's zone; no
+        # progress bar on the server's terminal (cursors inherit both).
         conn.execute("SET TimeZone='UTC'")
+        conn.execute("SET enable_progress_bar=false")
         conn.execute(f"SET allowed_directories=[{listed}]")
         conn.execute("SET enable_external_access=false")
         conn.execute("SET lock_configuration=true")
