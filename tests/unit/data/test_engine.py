@@ -29,7 +29,9 @@ def _sql(text: str) -> sqlglot.exp.Expr:
 
 
 def test_the_snapshot_is_the_only_file_a_query_can_read(
-    engine: DuckDBEngine, snap, tmp_path: Path  # type: ignore[no-untyped-def]
+    engine: DuckDBEngine,
+    snap,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     assert engine.run(snap, _sql("SELECT sum(n) AS s FROM snapshot"), {}).to_pylist() == [{"s": 6}]
     outside = tmp_path / "outside.csv"
@@ -47,7 +49,8 @@ def test_the_snapshot_is_the_only_file_a_query_can_read(
 
 
 def test_a_query_past_the_time_limit_is_interrupted(
-    blobs: BlobStore, snap  # type: ignore[no-untyped-def]
+    blobs: BlobStore,
+    snap,  # type: ignore[no-untyped-def]
 ) -> None:
     engine = DuckDBEngine(DataSettings(query_timeout_s=0.2), blobs)
     try:
@@ -62,7 +65,8 @@ def test_a_query_past_the_time_limit_is_interrupted(
 
 
 def test_a_query_past_the_memory_limit_fails_cleanly(
-    blobs: BlobStore, snap  # type: ignore[no-untyped-def]
+    blobs: BlobStore,
+    snap,  # type: ignore[no-untyped-def]
 ) -> None:
     engine = DuckDBEngine(DataSettings(memory_limit="16MB", threads=1), blobs)
     try:

@@ -30,7 +30,9 @@ TABLE = pa.table(
         "name": ["张三丰", "张三丰", "李四", "王五"],
         "address": ["西湖区文三路100号", "西湖区文三路100号", "滨江区江南大道1号", "近"],
         "licence": ["L-001", "L-001", "L-002", "L-003"],
-        "seen_at": pa.array([1_772_438_400_000_000, 1_772_442_000_000_000, 0, None], pa.timestamp("us")),
+        "seen_at": pa.array(
+            [1_772_438_400_000_000, 1_772_442_000_000_000, 0, None], pa.timestamp("us")
+        ),
         "caller": ["甲", "乙", "丙", "丁"],
         "spot": ["30.274100,120.155100", "30.274200,120.155000", "oops", None],
         "fine": pa.array([200, 200, 150, None], pa.int32()),
@@ -46,7 +48,10 @@ COLUMNS = [
     ),
     ColumnSpec(name="licence", type="VARCHAR", sensitivity="personal"),
     ColumnSpec(
-        name="seen_at", type="TIMESTAMP", semantic="timestamp", sensitivity="personal",
+        name="seen_at",
+        type="TIMESTAMP",
+        semantic="timestamp",
+        sensitivity="personal",
         mask="partial",
     ),
     ColumnSpec(name="caller", type="VARCHAR", sensitivity="sensitive"),
@@ -87,7 +92,9 @@ def test_each_mask_by_semantic(engine: DuckDBEngine, snap: Snapshot) -> None:
     assert [r["name"] for r in rows] == ["张**", "张**", "李**", "王**"]
     assert rows[0]["address"] == "西湖区文三路***" and rows[3]["address"] == "***"
     # No semantic with a partial form: an HMAC-SHA256 pseudonym under the product's key.
-    assert [r["licence"] for r in rows] == [pseudonym(v) for v in ("L-001", "L-001", "L-002", "L-003")]
+    assert [r["licence"] for r in rows] == [
+        pseudonym(v) for v in ("L-001", "L-001", "L-002", "L-003")
+    ]
     assert rows[0]["seen_at"].hour == 0 and rows[0]["seen_at"].minute == 0  # the day only
     assert rows[3]["fine"] is None and rows[0]["fine"] == 200  # public: as stored
 
@@ -130,12 +137,19 @@ def test_filters_groups_orders_and_aggregates_see_masked_values_only(
 ) -> None:
     # Probing for a plate by its real number finds nothing, whether it exists or not.
     for value in ("浙A·12345", "浙Z·99999"):
-        assert query(engine, snap, {"where": [{"column": "plate", "op": "eq", "value": value}]}) == []
-        assert query(engine, snap, {"where": [{"column": "plate", "op": "in", "value": [value]}]}) == []
+        assert (
+            query(engine, snap, {"where": [{"column": "plate", "op": "eq", "value": value}]}) == []
+        )
+        assert (
+            query(engine, snap, {"where": [{"column": "plate", "op": "in", "value": [value]}]})
+            == []
+        )
     for probe in ("123", "12345", "A·1"):
         hits = {"where": [{"column": "plate", "op": "contains", "value": probe}]}
         assert query(engine, snap, hits) == []
-    assert query(engine, snap, {"where": [{"column": "phone", "op": "prefix", "value": "1381"}]}) == []
+    assert (
+        query(engine, snap, {"where": [{"column": "phone", "op": "prefix", "value": "1381"}]}) == []
+    )
     # The masked value itself matches.
     found = query(engine, snap, {"where": [{"column": "plate", "op": "eq", "value": "浙A·***45"}]})
     assert len(found) == 2

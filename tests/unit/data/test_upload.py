@@ -119,19 +119,52 @@ BAD_SCHEMA = {"columns": [{"name": "record_id"}, {"name": "n", "type": "bigint"}
 @pytest.mark.parametrize(
     ("data", "schema", "filename", "status", "message"),
     [
-        ("record_id,n\nA,1\nB,two\n", BAD_SCHEMA, "x.csv", 422, "column 'n': 1 values are not BIGINT"),
+        (
+            "record_id,n\nA,1\nB,two\n",
+            BAD_SCHEMA,
+            "x.csv",
+            422,
+            "column 'n': 1 values are not BIGINT",
+        ),
         ("record_id\nA\n", BAD_SCHEMA, "x.csv", 422, "schema column 'n' is missing from the file"),
-        ("record_id,n,extra\nA,1,z\n", BAD_SCHEMA, "x.csv", 422, "file column 'extra' is not in the schema"),
+        (
+            "record_id,n,extra\nA,1,z\n",
+            BAD_SCHEMA,
+            "x.csv",
+            422,
+            "file column 'extra' is not in the schema",
+        ),
         ('record_id,n\nA,1\n"B,2\nC', BAD_SCHEMA, "x.csv", 422, "could not be read as csv"),
         (b"PAR1 not really parquet", BAD_SCHEMA, "x.parquet", 422, "could not be read as parquet"),
-        ('{"record_id": "A", "n": 1}\n{"record_id": ', BAD_SCHEMA, "x.jsonl", 422, "could not be read as jsonl"),
+        (
+            '{"record_id": "A", "n": 1}\n{"record_id": ',
+            BAD_SCHEMA,
+            "x.jsonl",
+            422,
+            "could not be read as jsonl",
+        ),
         ("record_id,n\nA,1\n", BAD_SCHEMA, "x.xlsx", 415, "unsupported upload format 'xlsx'"),
         ("record_id,n\nA,1\n", "{not json", "x.csv", 422, "invalid schema"),
-        ("record_id,n\nA,1\n", {"columns": [{"name": "record id"}]}, "x.csv", 422, "invalid column name"),
-        ("record_id,n\nA,1\n", {"columns": [{"name": "n", "type": "money"}]}, "x.csv", 422, "unsupported type"),
         (
             "record_id,n\nA,1\n",
-            {"columns": [{"name": "record_id"}, {"name": "n"}], "quality": [{"rule": "pattern", "column": "n", "pattern": "x"}]},
+            {"columns": [{"name": "record id"}]},
+            "x.csv",
+            422,
+            "invalid column name",
+        ),
+        (
+            "record_id,n\nA,1\n",
+            {"columns": [{"name": "n", "type": "money"}]},
+            "x.csv",
+            422,
+            "unsupported type",
+        ),
+        (
+            "record_id,n\nA,1\n",
+            {
+                "columns": [{"name": "record_id"}, {"name": "n"}],
+                "quality": [{"rule": "pattern", "column": "n", "pattern": "x"}],
+            },
             "x.csv",
             422,
             "needs a text column",
@@ -224,7 +257,9 @@ def test_datasets_push_and_pull(datasets: Datasets, runner: CliRunner, tmp_path:
     data.write_text(VIOLATIONS_CSV, encoding="utf-8")
     schema.write_text(json.dumps(VIOLATIONS_SCHEMA), encoding="utf-8")
     key = city.keys["traffic-police"]
-    r = runner.invoke(cli, ["datasets", "push", handle, str(data), "--schema", str(schema), "--api-key", key])
+    r = runner.invoke(
+        cli, ["datasets", "push", handle, str(data), "--schema", str(schema), "--api-key", key]
+    )
     assert r.exit_code == 0, r.output
     assert f"{handle} version 1: 4 rows, sha256 " in r.output and "quality 0.875" in r.output
     out = tmp_path / "back.parquet"
@@ -232,5 +267,7 @@ def test_datasets_push_and_pull(datasets: Datasets, runner: CliRunner, tmp_path:
     assert r.exit_code == 0, r.output
     assert pq.read_table(out).column("record_id").to_pylist() == ROWS
     schema.write_text(json.dumps({"columns": [{"name": "record_id"}]}), encoding="utf-8")
-    r = runner.invoke(cli, ["datasets", "push", handle, str(data), "--schema", str(schema), "--api-key", key])
+    r = runner.invoke(
+        cli, ["datasets", "push", handle, str(data), "--schema", str(schema), "--api-key", key]
+    )
     assert r.exit_code == 1 and "422 InvalidData" in r.output and "not in the schema" in r.output
