@@ -285,10 +285,14 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
     probed = 0
     for method, path, op in _routes(city):
         params = re.findall(r"{(\w+)}", path)
-        body = None
+        sent: dict[str, Any] = {}
         if "requestBody" in op:
-            schema = op["requestBody"]["content"]["application/json"]["schema"]
-            body = _sample(schema, components)
+            content = op["requestBody"]["content"]
+            if "application/json" in content:
+                sent["json"] = _sample(content["application/json"]["schema"], components)
+            else:  # a data upload: a small file and its schema
+                sent["files"] = {"file": ("probe.csv", b"a\n1\n", "text/csv")}
+                sent["data"] = {"schema": '{"columns": [{"name": "a"}]}'}
         query = {"owner": owner, "tenant": owner, "q": "zebra", "per_page": 100}
         if not params:
             if method != "GET":
@@ -317,10 +321,10 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
         ]
         for subs, missing in targets:
             real = city.client.request(
-                method, path.format(**subs), json=body, params=query, headers=h
+                method, path.format(**subs), params=query, headers=h, **sent
             )
             fake = city.client.request(
-                method, path.format(**missing), json=body, params=query, headers=h
+                method, path.format(**missing), params=query, headers=h, **sent
             )
             got, expected = _strip(real), _strip(fake)
             if isinstance(got[1], dict) and "error" in got[1]:
