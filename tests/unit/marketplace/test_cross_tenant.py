@@ -320,9 +320,7 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
             for real, absent in resources[varying[0]]
         ]
         for subs, missing in targets:
-            real = city.client.request(
-                method, path.format(**subs), params=query, headers=h, **sent
-            )
+            real = city.client.request(method, path.format(**subs), params=query, headers=h, **sent)
             fake = city.client.request(
                 method, path.format(**missing), params=query, headers=h, **sent
             )
