@@ -30,6 +30,7 @@ from marketplace.gateway.constants import IDEMPOTENT_REPLAYED_HEADER
 router = APIRouter(tags=["data"])
 
 _CHUNK = 1 << 20
+_SCHEMA_MAX = 1 << 20
 #: Result pages larger than this are encoded in a worker thread, off the event loop.
 _ENCODE_INLINE_ROWS = 2000
 ROW_COUNT_HEADER = "X-Row-Count"
@@ -120,12 +121,16 @@ async def upload_data(
     factory = request.app.state.session_factory
     # The owner is checked before the body is read: others' uploads are never stored.
     await run_in_threadpool(check_upload_target, factory, caller, handle)
-    form = await request.form(max_files=1, max_fields=10)
+    form = await request.form(max_files=2, max_fields=10)
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInputError("a data version needs a 'file' part (multipart/form-data)")
         schema = form.get("schema")
+        if isinstance(schema, UploadFile):  # sent as a file part (curl -F schema=@schema.json)
+            schema = (await schema.read(_SCHEMA_MAX + 1)).decode("utf-8", "replace")
+            if len(schema) > _SCHEMA_MAX:
+                raise InvalidInputError(f"the schema is over {_SCHEMA_MAX} bytes")
         declared = form.get("format")
         version = await upload_data_version(
             factory=factory,

@@ -111,6 +111,16 @@ def test_parquet_and_json_lines_uploads(datasets: Datasets) -> None:
     # An explicit format wins over the name.
     r = datasets.upload("environment", handle, lines, declared, filename="air.txt", fmt="jsonl")
     assert r.status_code == 201, r.text
+    # The schema may come as a file part too (curl -F schema=@schema.json).
+    r = datasets.city.client.post(
+        f"/api/v1/products/{handle}/versions/data",
+        files={
+            "file": ("air.jsonl", lines.encode(), "application/x-ndjson"),
+            "schema": ("schema.json", json.dumps(declared).encode(), "application/json"),
+        },
+        headers=datasets.city.headers("environment"),
+    )
+    assert r.status_code == 201 and r.json()["version"] == 4, r.text
 
 
 BAD_SCHEMA = {"columns": [{"name": "record_id"}, {"name": "n", "type": "bigint"}]}
