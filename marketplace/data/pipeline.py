@@ -12,6 +12,9 @@ Every ``POST /api/v1/products/{handle}/query`` and ``GET .../versions/{n}/data``
 6. meter — one usage event, unit ``rows``, before the response (``marketplace.data.usage``);
    a failed read is never metered.
 
+The owner's ad hoc SQL (:meth:`DataPlane.sql`) takes the same path, its text checked and bound
+to the same view by ``marketplace.data.sql`` in place of step 4.
+
 Nothing here knows HTTP: errors are domain errors carrying their status.
 """
 
@@ -34,8 +37,10 @@ from marketplace.data.engine import QueryEngine
 from marketplace.data.formats import stream_batches
 from marketplace.data.plan import QueryPlan
 from marketplace.data.service import DatasetTarget, audit_download, open_dataset
+from marketplace.data.sql import compile_sql, output_columns
 from marketplace.data.usage import DataCall, RowQuota, check_idempotency_key, meter_rows
 from marketplace.db import transaction
+from marketplace.errors import ForbiddenError, InvalidInputError
 
 __all__ = ["DataPlane", "Download", "QueryResult"]
 
@@ -176,6 +181,32 @@ class DataPlane:
                 columns=compiled.columns,
                 next_cursor=next_cursor,
                 masked=compiled.masked,
+                version=target.version,
+                replayed=replayed,
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def sql(self, call: DataCall, handle: str, text: str, version: int | None) -> QueryResult:
+        """The owner's ad hoc SELECT over its dataset (``marketplace.data.sql``), one page."""
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            target = await self.open(call, handle, version)
+            if not target.owner:
+                raise ForbiddenError(f"only the owner of '{handle}' may run SQL over it")
+            query, params = compile_sql(text, target.view, max_rows=self.settings.max_rows)
+            table = await asyncio.to_thread(self.engine.run, target.snapshot, query, params)
+            if table.num_rows > self.settings.max_rows:
+                raise InvalidInputError(
+                    f"the result is over {self.settings.max_rows} rows: aggregate or LIMIT it"
+                )
+            replayed = await self._meter(call, target, table.num_rows, started)
+            return QueryResult(
+                table=table,
+                columns=output_columns(table),
+                next_cursor=None,
+                masked=tuple(c.name for c in target.view.columns if c.masked),
                 version=target.version,
                 replayed=replayed,
             )

@@ -11,4 +11,5 @@ from tests.unit.data.test_downloads import *  # noqa: F403
 from tests.unit.data.test_metering import *  # noqa: F403
 from tests.unit.data.test_quality import *  # noqa: F403
 from tests.unit.data.test_query_api import *  # noqa: F403
+from tests.unit.data.test_sql import *  # noqa: F403
 from tests.unit.data.test_upload import *  # noqa: F403

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -208,6 +209,10 @@ async def query_dataset(
     """Query a dataset with a plan (select, where, group_by, aggregates, order_by, limit,
     cursor) over the caller's masked view; metered in rows."""
     result = await _plane(request).query(_call(request, caller), handle, plan)
+    return await _answer(request, result)
+
+
+async def _answer(request: Request, result: QueryResult) -> Response:
     media = negotiate(request.headers.get("accept"))
     headers = _result_headers(result)
     big = result.table.num_rows > _ENCODE_INLINE_ROWS
@@ -222,6 +227,22 @@ async def query_dataset(
         )
         media_type = media
     return Response(body, media_type=media_type, headers=headers)
+
+
+class SqlQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sql: str = Field(min_length=1, max_length=20_000, description="One SELECT over the table data")
+    version: int | None = Field(default=None, ge=1)
+
+
+@router.post("/products/{handle}/sql", response_class=Response)
+async def sql_dataset(
+    handle: str, body: SqlQuery, request: Request, caller: DataReader
+) -> Response:
+    """The owner's ad hoc SELECT over its dataset's table ``data`` (one query, no other table,
+    no table functions); answered like a query (JSON, or CSV/Arrow/Parquet by Accept)."""
+    result = await _plane(request).sql(_call(request, caller), handle, body.sql, body.version)
+    return await _answer(request, result)
 
 
 @router.get(
