@@ -6,12 +6,15 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint unit integration bench clean serve system-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build (torch==2.13.0 in pyproject.toml) and resolved with
 	# everything else in one pip run, so nothing pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The SDK is its own distribution (sdk/pyproject.toml); its tests and the import contract
+	# need it installed beside the platform.
+	$(BIN)/python -m pip install --quiet -e "./sdk[all]"
 	@touch $(STAMP)
 
 # System packages the tests use: espeak-ng speaks the hotline test sentences.
@@ -41,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check marketplace model_store billing
 	$(BIN)/mypy marketplace model_store billing
+	$(BIN)/mypy --strict sdk/citybrain_sdk
 	$(BIN)/lint-imports
 
 unit: $(STAMP)

@@ -6,12 +6,30 @@ Built once at the entry point (CLI or app factory) and passed down.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: for logs, messages and reprs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<a URL that does not parse>" if "@" in url else url
+
+
+def _redacted(args: Iterator[tuple[str | None, Any]]) -> Iterator[tuple[str | None, Any]]:
+    # Settings are printed in tracebacks and debug output: database URLs carry passwords.
+    for name, value in args:
+        yield name, redact_url(value) if name == "database_url" and value else value
 
 
 class ModelStoreSettings(BaseModel):
@@ -82,7 +100,7 @@ class OIDCSettings(BaseModel):
     server_url: str | None = None
     realm: str = "citybrain"
     client_id: str = "citybrain-platform"
-    client_secret: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
     audience: str = "account"
     # The claim that names the user's tenant (a tenant slug).
     tenant_claim: str = "tenant"
@@ -116,6 +134,9 @@ class BillingSettings(BaseModel):
     # The operator's commission on every invoice line, e.g. 0.10 for 10 % (``citybrain billing
     # run --commission`` overrides it).
     commission_rate: Decimal = Field(default=Decimal("0.10"), ge=0, le=1)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted(iter(super().__repr_args__()))
 
 
 class StripeSettings(BaseModel):
@@ -182,9 +203,18 @@ class KServeSettings(BaseModel):
     # The gateway runs in the cluster: use the pod's service account.
     in_cluster: bool = False
     namespace: str = "citybrain"
-    # Where predictors download a version from; {name} is the InferenceService name and
-    # {model} the model name (the exported Triton repository or the artifact folder lives there).
-    storage_uri: str = "pvc://citybrain-models/{name}"
+    # Where each version is exported and its predictor downloads it from; {name} is the
+    # InferenceService name and {model} the model name. Any fsspec URL the platform can write
+    # (s3:// through s3fs and the usual AWS_* variables, AWS_ENDPOINT_URL for MinIO and the
+    # like); with export off, any URL KServe reads (pvc://…) that the operator fills.
+    storage_uri: str = "s3://citybrain-models/{name}"
+    # Write each version to storage_uri before applying its InferenceService.
+    export: bool = True
+    # "auto": TorchScript on the Triton ServingRuntime, other formats on the platform's own
+    # predictor (python -m model_store.kserve.predictor); "triton" or "python" for all.
+    predictor: Literal["auto", "triton", "python"] = "auto"
+    # The image the platform's predictor runs on (the platform image).
+    predictor_image: str = "citybrain:latest"
     # How long the first request (or readiness check) waits for a new InferenceService.
     ready_timeout_s: float = 300.0
     poll_s: float = 2.0
@@ -214,6 +244,9 @@ class Settings(BaseSettings):
     key_rotation_grace_s: int = 24 * 3600
     # last_used_at of a key is written at most this often (it costs a write per request).
     key_last_used_resolution_s: int = 60
+    # How long each readiness check (database, spool, runtimes) may take before it counts as
+    # down (/v2/health/ready, /api/v1/health).
+    ready_timeout_s: float = Field(default=2.0, gt=0, le=60)
     model_store: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
@@ -240,3 +273,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted(iter(super().__repr_args__()))

@@ -18,4 +18,11 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    """Migrate up to ``revision``; on PostgreSQL under an advisory lock (see env.py), so
+    several processes starting at once (pods, workers, a migrations Job) never race."""
     command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str = "base") -> None:
+    """Migrate down to ``revision`` (``base``: an empty database)."""
+    command.downgrade(alembic_config(database_url), revision)

@@ -85,6 +85,8 @@ class Product(Base):
     tags_text: Mapped[str] = mapped_column(Text, default="")
     tier: Mapped[str] = mapped_column(String(20))
     license: Mapped[str] = mapped_column(String(100), default="")
+    # Whether others who may use the product may also download its bytes (the owner always may).
+    downloadable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     state: Mapped[str] = mapped_column(String(20))
     review_note: Mapped[str | None] = mapped_column(Text)
     # Datasets: the quality score (0-1) of the newest data version, for the listing and search.

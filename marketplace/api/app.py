@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from billing import Meter
@@ -34,6 +34,7 @@ from marketplace.api.routes import (
 )
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER, API_PREFIX
+from marketplace.context import current_request_id
 from marketplace.data.engine import make_engine as make_data_engine
 from marketplace.data.pipeline import DataPlane
 from marketplace.db import make_engine, make_session_factory
@@ -49,6 +50,7 @@ from marketplace.gateway.pipeline import (
 )
 from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
+from marketplace.health import HealthChecker, readiness_of
 from marketplace.keys.reader import key_reader_for
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
 
@@ -138,6 +140,8 @@ def _kserve_runtime(settings: Settings) -> Runtime:
     return KServeRuntime(
         client,
         storage_uri=storage_uri,
+        render_options={"predictor": cfg.predictor, "python_image": cfg.predictor_image},
+        export=cfg.export,
         ready_timeout_s=cfg.ready_timeout_s,
         poll_s=cfg.poll_s,
         infer_timeout_s=cfg.infer_timeout_s,
@@ -215,9 +219,19 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             version=__version__,
             metering=settings.billing.metering,
         )
+        app.state.health = HealthChecker(
+            engine=engine,
+            meter=usage,
+            runtimes=runtime,
+            triton=settings.triton,
+            kserve=settings.kserve,
+            timeout_s=settings.ready_timeout_s,
+        )
         try:
             yield
         finally:
+            health, app.state.health = app.state.health, None
+            health.close()
             gateway, app.state.gateway = app.state.gateway, None
             plane, app.state.data = app.state.data, None
             await gateway.close()
@@ -242,6 +256,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.metrics_registry = registry
     app.state.gateway = None
     app.state.data = None
+    app.state.health = None
 
     install_error_handlers(app)
     # The inference routes first: routing tries routes in order, and /v2 is the hot path.
@@ -249,10 +264,16 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     for module in (tenants, keys, catalog, models, data, audit, access, billing, usage, quotas):
         app.include_router(module.router, prefix=API_PREFIX)
 
-    @app.get(f"{API_PREFIX}/health", tags=["health"])
-    def health() -> dict[str, str]:
-        """Liveness of the API."""
-        return {"status": "ok", "version": __version__}
+    @app.get(f"{API_PREFIX}/health", tags=["health"], response_class=JSONResponse)
+    async def health(request: Request) -> JSONResponse:
+        """Readiness of the API: the database, the usage spool and each configured runtime;
+        503 naming what is down."""
+        readiness = await readiness_of(request.app.state.health)
+        doc = readiness.document(current_request_id())
+        return JSONResponse(
+            {"status": "ok" if readiness.ready else "unavailable", "version": __version__, **doc},
+            status_code=200 if readiness.ready else 503,
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

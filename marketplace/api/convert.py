@@ -46,6 +46,7 @@ _PRODUCT_FIELDS = (
     "domain",
     "tier",
     "license",
+    "downloadable",
     "state",
     "review_note",
     "created_at",

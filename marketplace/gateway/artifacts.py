@@ -5,6 +5,9 @@ An upload is accepted only whole: the artifact streams into the content-addresse
 once against its manifest (``model_store.validate_model``), and only then does the version row
 appear. Any failure leaves no version, and the blob is removed unless another version already
 references the same bytes.
+
+A download is allowed by the rule of ``gateway.downloads`` (the owner; else those who may run
+the model, when its owner allows downloads), and is billed and audited before its first byte.
 """
 
 from __future__ import annotations
@@ -25,13 +28,21 @@ from marketplace.constants import ProductKind, ProductState
 from marketplace.context import Caller, Principal
 from marketplace.db import transaction
 from marketplace.errors import ConflictError, InvalidInputError, NotFoundError
+from marketplace.gateway.downloads import (
+    DownloadMeter,
+    DownloadTarget,
+    audit_download,
+    authorize_download,
+    meter_download,
+)
+from marketplace.gateway.metering import check_idempotency_key
 from marketplace.tables import ProductVersion
 from model_store import BlobStore, ModelManifest, validate_model
 
 __all__ = [
     "ArtifactDownload",
     "check_model_product",
-    "open_artifact",
+    "download_artifact",
     "parse_manifest",
     "upload_model_version",
 ]
@@ -188,27 +199,103 @@ async def upload_model_version(
 
 @dataclass(frozen=True, slots=True)
 class ArtifactDownload:
-    """An open artifact and what to tell the client about it."""
+    """An open artifact and what to tell the client about it.
+
+    Attributes:
+        file: The artifact, open for reading (the caller closes it).
+        digest: ``sha256:<hex>``.
+        size: Its size in bytes.
+        filename: A file name for ``Content-Disposition``.
+        replayed: An ``Idempotency-Key`` retry: this download was not billed again.
+    """
 
     file: IO[bytes]
     digest: str
     size: int
     filename: str
+    replayed: bool = False
 
 
-def open_artifact(
-    session: Session, blobs: BlobStore, caller: Caller, handle: str, version: int
-) -> ArtifactDownload:
-    """Open a version's artifact, under the same visibility rules as reading the version."""
+@dataclass(frozen=True, slots=True)
+class _Allowed:
+    principal: Principal
+    target: DownloadTarget
+    digest: str
+    filename: str
+
+
+def _allowed_artifact(session: Session, caller: Caller, handle: str, version: int) -> _Allowed:
+    """Visibility first (a hidden product, version or artifact is 404 as if missing), then the
+    download rule (``gateway.downloads``)."""
+    product = catalog.get_product(session, caller, handle)
     row = catalog.get_version(session, caller, handle, version)
     if row.artifact_digest is None:
         raise NotFoundError(f"version {version} of product {handle!r} has no artifact")
-    info = blobs.info(row.artifact_digest)
+    principal = authorize_download(session, caller, product, handle=handle)
     fmt: Any = (row.manifest or {}).get("format")
-    ext = _EXTENSIONS.get(fmt, "bin")
+    filename = f"{handle}-{version}.{_EXTENSIONS.get(fmt, 'bin')}"
+    target = DownloadTarget.of(product, handle, version)
+    return _Allowed(principal, target, row.artifact_digest, filename)
+
+
+async def download_artifact(
+    *,
+    factory: sessionmaker[Session],
+    blobs: BlobStore,
+    caller: Caller,
+    handle: str,
+    version: int,
+    meter: DownloadMeter,
+) -> ArtifactDownload:
+    """Open a version's artifact for ``caller``, once it may download it, billed and audited.
+
+    In order: the rule (a read session), the blob opened, one usage event made durable, the
+    audit entry committed; only then may the first byte go out. A failure at any step opens
+    nothing and leaves no entry (a usage event already durable stays: a retry with the same
+    ``Idempotency-Key`` is not billed again).
+
+    Raises:
+        BadRequestError: A malformed ``Idempotency-Key``.
+        UnauthenticatedError, NotFoundError, ForbiddenError: See
+            :func:`~marketplace.gateway.downloads.authorize_download`.
+        MeteringUnavailableError: The usage event cannot be made durable (503).
+    """
+
+    check_idempotency_key(meter.idempotency_key)
+
+    def check() -> _Allowed:
+        session = factory()
+        try:
+            return _allowed_artifact(session, caller, handle, version)
+        finally:
+            session.rollback()
+            session.close()
+
+    allowed = await asyncio.to_thread(check)
+    info = await asyncio.to_thread(blobs.info, allowed.digest)
+    file = await asyncio.to_thread(blobs.open, info.digest)
+    try:
+        recorded = await meter_download(meter, allowed.principal, allowed.target)
+
+        def audit() -> None:
+            with transaction(factory) as session:
+                audit_download(
+                    session,
+                    allowed.principal,
+                    allowed.target,
+                    what="artifact",
+                    recorded=recorded,
+                    detail={"digest": info.digest, "bytes": info.size},
+                )
+
+        await asyncio.to_thread(audit)
+    except BaseException:
+        file.close()
+        raise
     return ArtifactDownload(
-        file=blobs.open(info.digest),
+        file=file,
         digest=info.digest,
         size=info.size,
-        filename=f"{handle}-{version}.{ext}",
+        filename=allowed.filename,
+        replayed=recorded is not None and recorded.replayed,
     )

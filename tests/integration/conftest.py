@@ -6,20 +6,14 @@ PostgreSQL (tsvector search, row locks, timestamptz) instead of SQLite.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import text
 
 from marketplace.db import make_engine
 from marketplace.migrate import upgrade
-
-PG_ADMIN_DSN = os.environ.get(
-    "CITYBRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+from tests.utils.postgres import scratch_database
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,24 +22,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _admin() -> psycopg.Connection:
-    try:
-        return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: {e}")
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    name = f"citybrain_test_{secrets.token_hex(4)}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    upgrade(url)
-    yield url
-    with _admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """One migrated database for the session's API tests (see ``database_url``)."""
+    with scratch_database() as db:
+        upgrade(db.url)
+        yield db.url
 
 
 @pytest.fixture

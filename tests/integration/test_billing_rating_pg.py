@@ -7,31 +7,24 @@ the production dialect: ``to_char(timezone('UTC', at), 'YYYY-MM')`` instead of S
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine
 
 from billing.tables import metadata, rating_metadata
 from tests.unit.billing.test_rating import *  # noqa: F403
 from tests.unit.billing.test_reports import *  # noqa: F403
-
-SERVER = "host=127.0.0.1 port=5432 user=postgres"
+from tests.utils.postgres import scratch_database
 
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
-    name = f"citybrain_test_rating_{secrets.token_hex(6)}"
-    with psycopg.connect(f"{SERVER} dbname=postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    eng = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    metadata.create_all(eng)
-    rating_metadata.create_all(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        with psycopg.connect(f"{SERVER} dbname=postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("citybrain_test_rating") as db:
+        eng = create_engine(db.url)
+        metadata.create_all(eng)
+        rating_metadata.create_all(eng)
+        try:
+            yield eng
+        finally:
+            eng.dispose()

@@ -32,21 +32,21 @@ import httpx
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
-from marketplace.cli_usage import spool_status
+from marketplace.cli.usage import spool_status
 from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
 from marketplace.seed import seed_demo_city
 from model_store import BlobStore
 from model_store.builtin import flow_smoother
+from tests.utils.postgres import ScratchDatabase, scratch_database
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = flow_smoother.NAME
 INFER_PATH = f"/v2/models/{MODEL}/infer"
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_ADMIN = f"host={PG_HOST} port={PG_PORT} user=postgres dbname=postgres"
 BODY = json.dumps(
     {"inputs": [{"name": "flow", "shape": [2, 16], "datatype": "FP32", "data": [1.0] * 32}]}
 ).encode()
@@ -65,42 +65,37 @@ class City:
     artifacts: Path
     developer_key: str  # parkeasy: a third-party developer
     operator_key: str  # data-bureau: the platform operator
+    pg: ScratchDatabase
 
     def via(self, port: int) -> str:
         """The same database, reached through ``127.0.0.1:port`` (the test's TCP proxy)."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{self.database}"
+        return self.pg.via("127.0.0.1", port)
 
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
-    name = f"citybrain_test_metering_{secrets.token_hex(5)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-        upgrade(url)
+    with scratch_database("citybrain_test_metering") as db:
+        upgrade(db.url)
         artifacts = tmp_path_factory.mktemp("artifacts")
-        engine = make_engine(url)
+        engine = make_engine(db.url)
         try:
             with transaction(make_session_factory(engine)) as session:
                 seeded = seed_demo_city(session, blobs=BlobStore(artifacts))
         finally:
             engine.dispose()
         yield City(
-            database=name,
-            url=url,
+            database=db.name,
+            url=db.url,
             artifacts=artifacts,
             developer_key=seeded.keys["parkeasy"],
             operator_key=seeded.keys["data-bureau"],
+            pg=db,
         )
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _db(city: City) -> psycopg.Connection[Any]:
     return psycopg.connect(
-        f"host={PG_HOST} port={PG_PORT} user=postgres dbname={city.database}",
+        make_url(city.url).set(drivername="postgresql").render_as_string(hide_password=False),
         autocommit=True,
         connect_timeout=5,
     )
@@ -518,7 +513,7 @@ def test_c_usage_store_unreachable_calls_go_on_and_events_arrive_once(
     status command and the metrics show the backlog and the failed flushes), and once the proxy is
     back every event arrives exactly once."""
     ids = [f"c-{secrets.token_hex(4)}-{i:05d}" for i in range(900)]
-    with TcpProxy((PG_HOST, PG_PORT)) as proxy:
+    with TcpProxy((city.pg.host, city.pg.port)) as proxy:
         env = {"CITYBRAIN_BILLING__DATABASE_URL": city.via(proxy.port)}
         with serving(city, tmp_path / "var", **env) as server:
             cut_at: list[float] = []

@@ -10,18 +10,28 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from marketplace.api.convert import version_public
-from marketplace.api.deps import caller_in_own_session
 from marketplace.api.schemas import VersionPublic
 from marketplace.config import Settings
-from marketplace.constants import Scope
-from marketplace.context import Principal
+from marketplace.constants import (
+    API_KEY_HEADER,
+    IDEMPOTENCY_KEY_HEADER,
+    REQUEST_ID_HEADER,
+    Scope,
+)
+from marketplace.context import Caller, Principal, current_request_id
+from marketplace.errors import ForbiddenError, UnauthenticatedError, UnavailableError
 from marketplace.gateway.artifacts import (
-    ArtifactDownload,
-    open_artifact,
+    download_artifact,
     parse_manifest,
     upload_model_version,
 )
-from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER, MODEL_MANIFEST_HEADER
+from marketplace.gateway.constants import (
+    ARTIFACT_DIGEST_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    MODEL_MANIFEST_HEADER,
+)
+from marketplace.gateway.downloads import DownloadMeter
+from marketplace.gateway.pipeline import Gateway, authenticate, presented_token
 
 router = APIRouter(tags=["models"])
 
@@ -31,6 +41,35 @@ _CHUNK = 1 << 20
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def _caller(request: Request, scope: str | None, *, required: bool) -> Caller:
+    """Authenticate in a short session of its own (an upload may stream for minutes; holding a
+    database session that long would hold a connection, and on SQLite the write lock)."""
+    token = presented_token(
+        request.headers.get("authorization"), request.headers.get(API_KEY_HEADER)
+    )
+    if token is None:
+        if required:
+            raise UnauthenticatedError(
+                "an API key is required (Authorization: Bearer <key> or X-API-Key)"
+            )
+        return None
+    factory = request.app.state.session_factory
+
+    def go() -> Caller:
+        session = factory()
+        try:
+            return authenticate(session, token)
+        finally:
+            session.rollback()
+            session.close()
+
+    caller = await run_in_threadpool(go)
+    request.state.principal = caller
+    if caller is not None and scope is not None and scope not in caller.scopes:
+        raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
+    return caller
 
 
 @router.post("/products/{handle}/versions/model", response_model=VersionPublic, status_code=201)
@@ -44,7 +83,7 @@ async def upload_model_version_(
 ) -> VersionPublic:
     """Upload a model version: the artifact as the raw body (application/octet-stream), the
     manifest as JSON in X-Model-Manifest, optionally X-Artifact-Digest: sha256:<hex>."""
-    caller = await caller_in_own_session(request, Scope.CATALOG_WRITE.value, required=True)
+    caller = await _caller(request, Scope.CATALOG_WRITE.value, required=True)
     model_manifest = parse_manifest(request.headers.get(MODEL_MANIFEST_HEADER) or manifest)
     assert isinstance(caller, Principal)
     version = await upload_model_version(
@@ -66,34 +105,39 @@ async def upload_model_version_(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact(handle: str, version: int, request: Request) -> StreamingResponse:
-    """Download a model version's artifact (same visibility rules as reading the version)."""
-    caller = await caller_in_own_session(request, Scope.CATALOG_READ.value, required=False)
-    factory = request.app.state.session_factory
-    blobs = request.app.state.blobs
-
-    def go() -> ArtifactDownload:
-        session = factory()
-        try:
-            return open_artifact(session, blobs, caller, handle, version)
-        finally:
-            session.rollback()
-            session.close()
-
-    download = await run_in_threadpool(go)
+async def download_artifact_(handle: str, version: int, request: Request) -> StreamingResponse:
+    """Download a model version's artifact: its owner, or whoever may run the model when its
+    owner allows downloads; one metered usage event (unit ``download``) per download."""
+    caller = await _caller(request, None, required=False)  # the scopes: gateway.downloads
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is None:
+        raise UnavailableError("the platform is starting")
+    headers = request.headers
+    download = await download_artifact(
+        factory=request.app.state.session_factory,
+        blobs=request.app.state.blobs,
+        caller=caller,
+        handle=handle,
+        version=version,
+        meter=DownloadMeter(
+            usage=gateway.usage if gateway.metering else None,
+            idempotency_key=headers.get(IDEMPOTENCY_KEY_HEADER),
+            request_id=current_request_id(),
+            request_id_chosen=headers.get(REQUEST_ID_HEADER) == current_request_id(),
+        ),
+    )
 
     def chunks() -> Iterator[bytes]:
         with download.file as f:
             while chunk := f.read(_CHUNK):
                 yield chunk
 
-    return StreamingResponse(
-        chunks(),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(download.size),
-            ARTIFACT_DIGEST_HEADER: download.digest,
-            "ETag": f'"{download.digest}"',
-            "Content-Disposition": f'attachment; filename="{download.filename}"',
-        },
-    )
+    sent = {
+        "Content-Length": str(download.size),
+        ARTIFACT_DIGEST_HEADER: download.digest,
+        "ETag": f'"{download.digest}"',
+        "Content-Disposition": f'attachment; filename="{download.filename}"',
+    }
+    if download.replayed:
+        sent[IDEMPOTENT_REPLAYED_HEADER] = "true"
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=sent)

@@ -1,7 +1,7 @@
 """Data products: dataset versions hold Parquet snapshots; per-product pseudonym keys.
 
 Revision ID: 0010_data_products
-Revises: 0009_search_terms
+Revises: 0011_downloadable
 
 ``product_version`` gains the snapshot's digest, rows and size, the schema and the quality
 report, and ``blocked`` (a blocking quality rule failed); ``product`` gains the newest data
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_data_products"
-down_revision = "0009_search_terms"
+down_revision = "0011_downloadable"
 branch_labels = None
 depends_on = None
 

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine
 
 from billing.tables import metadata
-
-SERVER = "host=127.0.0.1 port=5432 user=postgres"
+from tests.utils.postgres import scratch_database
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """Create ``citybrain_test_billing_<hex>`` and drop it afterwards."""
-    name = f"citybrain_test_billing_{secrets.token_hex(6)}"
-    with psycopg.connect(f"{SERVER} dbname=postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(f"{SERVER} dbname=postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("citybrain_test_billing") as db:
+        yield db.url
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import billing.spool as spool_module
 from billing.errors import MeteringUnavailableError, SpoolLockedError
 from billing.events import UsageEvent
 from billing.metrics import BillingMetrics
-from billing.spool import Spool
+from billing.spool import Spool, group_commit, segments
 
 EventFactory = Callable[..., UsageEvent]
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -302,7 +302,7 @@ def test_spool_directory_replaced_by_a_file(spool_dir: Path, make_event: EventFa
 def test_partial_write_is_taken_back(
     spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write_all = spool_module._write_all
+    real_write_all = segments._write_all
     spool = Spool(spool_dir)
     try:
         ok = [make_event() for _ in range(3)]
@@ -313,11 +313,11 @@ def test_partial_write_is_taken_back(
             real_write_all(fd, data[: len(data) // 2], offset)  # half lands, then ENOSPC
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(spool_module, "_write_all", disk_full)
+        monkeypatch.setattr(segments, "_write_all", disk_full)
         lost = make_event()
         with pytest.raises(MeteringUnavailableError, match="No space left"):
             spool.append_sync(lost)
-        monkeypatch.setattr(spool_module, "_write_all", real_write_all)
+        monkeypatch.setattr(segments, "_write_all", real_write_all)
 
         later = make_event()
         spool.append_sync(later)
@@ -333,7 +333,7 @@ def test_partial_write_is_taken_back(
 def test_failed_fsync_fails_the_group_and_is_not_delivered(
     spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_sync = spool_module._sync_file
+    real_sync = segments._sync_file
     calls = {"n": 0}
 
     def flaky_sync(fd: int) -> None:
@@ -344,7 +344,7 @@ def test_failed_fsync_fails_the_group_and_is_not_delivered(
 
     spool = Spool(spool_dir)
     try:
-        monkeypatch.setattr(spool_module, "_sync_file", flaky_sync)
+        monkeypatch.setattr(segments, "_sync_file", flaky_sync)
         failed = make_event()
         with pytest.raises(MeteringUnavailableError, match="Input/output error"):
             spool.append_sync(failed)
@@ -439,7 +439,7 @@ def test_a_torn_record_before_the_preallocated_zeros_is_corrupt(
 def test_no_room_to_preallocate_still_appends_the_records(
     spool_dir: Path, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = spool_module._write_all
+    real_write = segments._write_all
 
     def write_but_no_room_for_zeros(fd: int, data: bytes, offset: int) -> None:
         if len(data) > 1000 and data.count(0) == len(data):
@@ -447,7 +447,7 @@ def test_no_room_to_preallocate_still_appends_the_records(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(fd, data, offset)
 
-    monkeypatch.setattr(spool_module, "_write_all", write_but_no_room_for_zeros)
+    monkeypatch.setattr(segments, "_write_all", write_but_no_room_for_zeros)
     events = [make_event() for _ in range(3)]
     with Spool(spool_dir) as spool:
         for e in events:
@@ -462,13 +462,13 @@ def test_no_room_to_preallocate_still_appends_the_records(
 
 def _record_sync_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     synced_on: list[int] = []
-    real_sync = spool_module._sync_file
+    real_sync = segments._sync_file
 
     def recording_sync(fd: int) -> None:
         synced_on.append(threading.get_ident())
         real_sync(fd)
 
-    monkeypatch.setattr(spool_module, "_sync_file", recording_sync)
+    monkeypatch.setattr(segments, "_sync_file", recording_sync)
     return synced_on
 
 
@@ -496,7 +496,7 @@ def test_a_call_with_others_in_flight_is_fsynced_off_the_loop_which_keeps_servin
     asyncio.run(spool.append(make_event()))  # the segment exists and is preallocated
     released, loop_ran = threading.Event(), threading.Event()
     synced_on: list[int] = []
-    real_sync = spool_module._sync_file
+    real_sync = segments._sync_file
 
     def gated_sync(fd: int) -> None:
         synced_on.append(threading.get_ident())
@@ -505,7 +505,7 @@ def test_a_call_with_others_in_flight_is_fsynced_off_the_loop_which_keeps_servin
             loop_ran.set()  # mark the failure without hanging the test
         real_sync(fd)
 
-    monkeypatch.setattr(spool_module, "_sync_file", gated_sync)
+    monkeypatch.setattr(segments, "_sync_file", gated_sync)
     event = make_event()
 
     async def scenario() -> int:
@@ -535,7 +535,7 @@ def _record_groups(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real_enqueue = spool._enqueue
 
-    def recording_enqueue(*items: spool_module._Item) -> None:
+    def recording_enqueue(*items: group_commit._Item) -> None:
         sizes.append(len(items))
         real_enqueue(*items)
 
@@ -549,9 +549,9 @@ def test_under_load_a_group_gathers_until_few_calls_in_flight_are_left_being_ser
     # A window long enough, and no look at the loop's work: only the group's completion can end
     # the gather within the test.
     monkeypatch.setattr(spool, "_gather_s", 60.0)
-    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.0)
+    monkeypatch.setattr(group_commit, "_GATHER_BUSY", 0.0)
     sizes = _record_groups(spool, monkeypatch)
-    in_flight = spool_module._GATHER_SIBLINGS + 3
+    in_flight = group_commit._GATHER_SIBLINGS + 3
     events = [make_event() for _ in range(in_flight)]
 
     async def call(i: int) -> None:
@@ -573,7 +573,7 @@ def test_under_load_a_group_gathers_until_few_calls_in_flight_are_left_being_ser
     asyncio.run(scenario())
     # The first group is committed as soon as no more than _GATHER_SIBLINGS calls in flight are
     # still being served (they keep the loop busy during its fsync), not when the last joins.
-    assert sizes[0] == in_flight - spool_module._GATHER_SIBLINGS
+    assert sizes[0] == in_flight - group_commit._GATHER_SIBLINGS
     assert sum(sizes) == in_flight
     assert [e.id for e in _drain(spool)] == [e.id for e in events]
 
@@ -582,7 +582,7 @@ def test_calls_waiting_for_the_writers_fsync_are_not_waited_for(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spool, "_gather_s", 60.0)  # only completion ends a gather
-    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.0)
+    monkeypatch.setattr(group_commit, "_GATHER_BUSY", 0.0)
     sizes = _record_groups(spool, monkeypatch)
     first, second = 6, 4
     in_flight = first + second
@@ -614,7 +614,7 @@ def test_a_wait_of_zero_gathers_nothing_even_under_load(
 ) -> None:
     spool = Spool(tmp_path / "no-wait", group_commit_wait_s=0.0)
     sizes = _record_groups(spool, monkeypatch)
-    in_flight = spool_module._GATHER_SIBLINGS + 10
+    in_flight = group_commit._GATHER_SIBLINGS + 10
     events = [make_event() for _ in range(5)]
 
     async def call(i: int) -> None:
@@ -644,7 +644,7 @@ def _append_alone_under_load(spool: Spool, event: UsageEvent) -> None:
     """Append ``event`` while others are in flight that never append (they fail, or are slow)."""
     asyncio.run(
         asyncio.wait_for(
-            spool.append(event, others_in_flight=spool_module._GATHER_SIBLINGS + 10), 30
+            spool.append(event, others_in_flight=group_commit._GATHER_SIBLINGS + 10), 30
         )
     )
 
@@ -653,7 +653,7 @@ def test_under_load_a_group_that_nobody_joins_is_committed_when_its_window_ends(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spool, "_gather_s", 0.01)
-    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 0.0)  # only the window can end it
+    monkeypatch.setattr(group_commit, "_GATHER_BUSY", 0.0)  # only the window can end it
     event = make_event()
     _append_alone_under_load(spool, event)
     assert [e.id for e in _drain(spool)] == [event.id]
@@ -677,10 +677,10 @@ def test_a_busy_loop_keeps_the_group_gathering(
     monkeypatch.setattr(spool, "_gather_s", 60.0)
     # Busy means on a CPU at all between two checks: each interval holds a 2 ms burn, so even a
     # VM that stalls this thread for a while cannot make one look idle.
-    monkeypatch.setattr(spool_module, "_GATHER_BUSY", 1e-6)
+    monkeypatch.setattr(group_commit, "_GATHER_BUSY", 1e-6)
     sizes = _record_groups(spool, monkeypatch)
     events = [make_event() for _ in range(4)]
-    in_flight = len(events) + spool_module._GATHER_SIBLINGS  # complete once all have joined
+    in_flight = len(events) + group_commit._GATHER_SIBLINGS  # complete once all have joined
     joined = 0
 
     def burn(seconds: float) -> None:
@@ -718,7 +718,7 @@ def test_few_calls_in_flight_do_not_wait_to_gather(
 
     async def scenario() -> None:
         await asyncio.wait_for(
-            spool.append(first, others_in_flight=spool_module._GATHER_SIBLINGS - 1), 30
+            spool.append(first, others_in_flight=group_commit._GATHER_SIBLINGS - 1), 30
         )
         await asyncio.wait_for(spool.append(second, others_in_flight=1), 30)
 
@@ -754,7 +754,7 @@ def test_close_from_another_thread_waits_for_the_loop_commit_it_would_cut(
     first, second = make_event(), make_event()
     asyncio.run(spool.append(first))  # the segment exists and is preallocated
     syncing, closer_started = threading.Event(), threading.Event()
-    real_sync = spool_module._sync_file
+    real_sync = segments._sync_file
 
     def slow_sync(fd: int) -> None:
         syncing.set()
@@ -767,7 +767,7 @@ def test_close_from_another_thread_waits_for_the_loop_commit_it_would_cut(
         closer_started.set()
         spool.close()
 
-    monkeypatch.setattr(spool_module, "_sync_file", slow_sync)
+    monkeypatch.setattr(segments, "_sync_file", slow_sync)
     thread = threading.Thread(target=closer)
     thread.start()
     asyncio.run(spool.append(second))  # confirmed: it must survive the close
@@ -806,7 +806,7 @@ def test_a_loop_commit_waits_its_turn_while_the_writer_is_busy(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate, writing = threading.Event(), threading.Event()
-    real_sync = spool_module._sync_file
+    real_sync = segments._sync_file
 
     def slow_sync(fd: int) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -814,7 +814,7 @@ def test_a_loop_commit_waits_its_turn_while_the_writer_is_busy(
             gate.wait(10)
         real_sync(fd)
 
-    monkeypatch.setattr(spool_module, "_sync_file", slow_sync)
+    monkeypatch.setattr(segments, "_sync_file", slow_sync)
     first, second = make_event(), make_event()
 
     async def scenario() -> None:
@@ -835,7 +835,7 @@ def test_a_slow_disk_sends_the_groups_to_the_writer_thread(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced_on = _record_sync_threads(monkeypatch)
-    monkeypatch.setattr(spool_module, "_LOOP_COMMIT_MAX_S", 0.0)  # every commit is too slow
+    monkeypatch.setattr(group_commit, "_LOOP_COMMIT_MAX_S", 0.0)  # every commit is too slow
 
     async def scenario() -> int:
         await spool.append(make_event())  # on the loop: measured, found slow
@@ -853,7 +853,7 @@ def test_a_failed_loop_commit_fails_every_call_of_the_group_and_records_nothing(
     def failing_sync(fd: int) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(spool_module, "_sync_file", failing_sync)
+    monkeypatch.setattr(segments, "_sync_file", failing_sync)
     events = [make_event(), make_event()]
 
     async def scenario() -> list[BaseException | None]:
@@ -910,7 +910,7 @@ def test_pending_events_come_from_memory_exactly_as_the_segments_hold_them(
 def test_a_backlog_past_the_memory_cap_is_read_from_the_segments(
     spool: Spool, make_event: EventFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_TAIL_MAX_EVENTS", 10)
+    monkeypatch.setattr(segments, "_TAIL_MAX_EVENTS", 10)
     events = [make_event() for _ in range(30)]
     _append_all(spool, events)
     assert [e.id for e in _drain(spool)] == [e.id for e in events]

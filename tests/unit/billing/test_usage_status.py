@@ -16,7 +16,7 @@ from billing.events import UsageEvent
 from billing.flusher import STATUS_FILE, Flusher
 from billing.spool import Spool, inspect_spool
 from marketplace.cli import app as cli
-from marketplace.cli_usage import spool_status
+from marketplace.cli.usage import spool_status
 from tests.unit.billing.conftest import EventFactory
 
 

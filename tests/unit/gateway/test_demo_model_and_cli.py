@@ -11,7 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from marketplace import cli
+from marketplace.cli import app as cli
+from marketplace.cli import models as cli_models
 from marketplace.data.demo import DEMO_DATASETS
 from marketplace.db import transaction
 from marketplace.seed import seed_demo_city
@@ -53,7 +54,7 @@ def runner(models: Models, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         models.city.client.headers["Authorization"] = f"Bearer {api_key}"
         return contextlib.nullcontext(models.city.client)
 
-    monkeypatch.setattr(cli, "_http_client", client)
+    monkeypatch.setattr(cli_models, "_http_client", client)
     return CliRunner()
 
 
@@ -62,7 +63,7 @@ def test_models_push_and_pull(models: Models, runner: CliRunner, tmp_path: Path)
     manifest.write_text(json.dumps(models.manifest.model_dump(mode="json")))
     key = models.city.keys["traffic-police"]
     r = runner.invoke(
-        cli.app,
+        cli,
         [
             "models",
             "push",
@@ -79,9 +80,7 @@ def test_models_push_and_pull(models: Models, runner: CliRunner, tmp_path: Path)
     assert r.exit_code == 0, r.output
     assert f"{models.public} version 2 stored: sha256:" in r.output
     out = tmp_path / "pulled.pt"
-    r = runner.invoke(
-        cli.app, ["models", "pull", models.public, "2", "-o", str(out), "--api-key", key]
-    )
+    r = runner.invoke(cli, ["models", "pull", models.public, "2", "-o", str(out), "--api-key", key])
     assert r.exit_code == 0, r.output
     assert out.read_bytes() == models.artifact.read_bytes()
 
@@ -93,7 +92,7 @@ def test_models_push_reports_a_refusal(models: Models, runner: CliRunner, tmp_pa
     manifest.write_text(json.dumps(wrong))
     key = models.city.keys["traffic-police"]
     r = runner.invoke(
-        cli.app,
+        cli,
         [
             "models",
             "push",
@@ -108,7 +107,7 @@ def test_models_push_reports_a_refusal(models: Models, runner: CliRunner, tmp_pa
     assert r.exit_code == 1
     assert "upload refused: 422 InvalidArtifact: signature mismatch" in " ".join(r.output.split())
     r = runner.invoke(
-        cli.app,
+        cli,
         ["models", "push", models.public, str(models.artifact), "--manifest", str(manifest)],
         env={"CITYBRAIN_API_KEY": ""},
     )

@@ -1,11 +1,13 @@
 """The gateway picks the runtime by the manifest's ``runtime``: embedded, triton, kserve.
 
-KServe is exercised against ``FakeKubeAPI`` (tests/unit/model_store/test_kserve_client.py): a
-local fake of the Kubernetes API's InferenceService endpoints, served over HTTP on 127.0.0.1 so
-the real ``kubernetes`` client runs unchanged, acting as KServe's controller (it marks a
-service ready with a URL). That URL points at the same fake's small local v2 HTTP server, which
-stands in for the predictor (it doubles ``x`` into ``y``). No cluster and no predictor pod run.
-Triton on a real tritonserver is in tests/integration/test_gateway_triton.py.
+KServe is exercised against ``FakeKubeAPI`` (tests/utils/kube.py): a local fake of the
+Kubernetes API's InferenceService endpoints (no API server can run here), served over HTTP on
+127.0.0.1 so the real ``kubernetes`` client runs unchanged, acting as KServe's controller (it
+marks a service ready with a URL). That URL points at the same fake's small local v2 HTTP
+server, which stands in for the predictor (it doubles ``x`` into ``y``); exports go to a local
+folder. The real predictor on a real S3-protocol server is in
+tests/integration/test_kserve_predictor.py, Triton on a real tritonserver in
+tests/integration/test_gateway_triton.py.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from model_store.errors import ModelUnavailableError
 from model_store.runtimes.kserve import KServeRuntime
 from tests.unit.gateway.conftest import Models
 from tests.unit.model_store.factories import make_torchscript_model
-from tests.unit.model_store.test_kserve_client import FakeKubeAPI
+from tests.utils.kube import FakeKubeAPI
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
@@ -32,11 +34,9 @@ BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.
 
 @pytest.fixture
 def fake_api() -> Iterator[FakeKubeAPI]:
-    api = FakeKubeAPI()
-    api.thread.start()
+    api = FakeKubeAPI().start()
     yield api
-    api.server.shutdown()
-    api.server.server_close()
+    api.stop()
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def settings(tmp_path: Path, database_url: str, fake_api: FakeKubeAPI) -> Settin
         kserve=KServeSettings(
             kubeconfig=fake_api.kubeconfig(tmp_path / "kubeconfig"),
             namespace="citybrain",
-            storage_uri="s3://citybrain-models/{name}",
+            storage_uri=str(tmp_path / "models" / "{name}"),
             poll_s=0.01,
             ready_timeout_s=0.5,
         ),
@@ -91,7 +91,9 @@ def test_kserve_models_are_applied_and_served_through_the_gateway(
     name = handle.replace(".", "--") + "--1"
     isvc = fake_api.objects[("citybrain", name)]
     assert isvc["metadata"]["annotations"]["citybrain.io/model-key"] == f"{handle}:1"
-    assert isvc["spec"]["predictor"]["model"]["storageUri"] == f"s3://citybrain-models/{name}"
+    storage = Path(isvc["spec"]["predictor"]["model"]["storageUri"])
+    assert storage.name == name
+    assert (storage / name / "config.pbtxt").is_file()  # exported before it was applied
     assert ("POST", f"/v2/models/{name}/infer", "application/json") in fake_api.requests
     assert client.get(f"/v2/models/{handle}/ready", headers=auth).status_code == 200
     gateway = client.app.state.gateway  # type: ignore[attr-defined]

@@ -1,22 +1,22 @@
 """KServeClient and KServeRuntime against a local fake of the Kubernetes API.
 
-No Kubernetes cluster runs here. ``FakeKubeAPI`` is a fake of exactly the endpoints these
-classes touch: the CustomObjects paths of ``serving.kserve.io/v1beta1`` InferenceServices
-(create, get, JSON merge-patch, delete), served over HTTP on 127.0.0.1 from a thread, with a
-kubeconfig pointing at it, so the real ``kubernetes`` client code runs unchanged. It can act
-as KServe's controller (mark a service ready with a URL), and it answers the v2 ``infer``
-path of that URL as a predictor that doubles ``x`` into ``y``.
+No Kubernetes API server can run here, so the API is a fake, and that is fine for what these
+tests check: ``FakeKubeAPI`` (tests/utils/kube.py) serves exactly the endpoints these classes
+touch — the CustomObjects paths of ``serving.kserve.io/v1beta1`` InferenceServices (create,
+get, JSON merge-patch, delete) — over HTTP on 127.0.0.1, with a kubeconfig pointing at it, so
+the real ``kubernetes`` client code runs unchanged. It can act as KServe's controller (mark a
+service ready with a URL), and it answers the v2 ``infer`` path of that URL as a predictor that
+doubles ``x`` into ``y``. The real predictor, on a real S3-protocol server, is tested in
+tests/integration/test_kserve_predictor.py.
+
+Exports go to local folders here (a storage URI may be any fsspec URL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import json
-import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,199 +24,17 @@ import numpy as np
 import pytest
 
 from model_store.errors import InferenceInputError, ModelUnavailableError
+from model_store.kserve.storage import read_bundle
 from model_store.runtimes.kserve import KServeClient, KServeError, KServeRuntime
 from tests.unit.model_store.factories import make_python_model, make_torchscript_model
-
-_PATH = re.compile(
-    r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/?]+))?"
-)
-_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)/infer$")
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
-
-
-class FakeKubeAPI:
-    """The InferenceService endpoints of an API server, plus a doubling v2 predictor."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.requests: list[tuple[str, str, str | None]] = []
-        self.auto_ready = False
-        self.predictor_status = 200
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self) -> Any:
-                length = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(length) or b"null")
-
-            def _status(self, code: int, reason: str, message: str) -> None:
-                self._send(
-                    code,
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "reason": reason,
-                        "message": message,
-                        "code": code,
-                    },
-                )
-
-            def _handle(self, method: str) -> None:
-                with fake.lock:
-                    fake.requests.append((method, self.path, self.headers.get("Content-Type")))
-                infer = _INFER.match(self.path)
-                if infer and method == "POST":
-                    fake.answer_infer(self, self._body())
-                    return
-                match = _PATH.match(self.path)
-                if match is None:
-                    self._status(404, "NotFound", f"no route {self.path}")
-                    return
-                ns, name = match.group("ns"), match.group("name")
-                with fake.lock:
-                    if method == "POST" and name is None:
-                        obj = self._body()
-                        key = (ns, obj["metadata"]["name"])
-                        if key in fake.objects:
-                            self._status(
-                                409, "AlreadyExists", f'inferenceservices "{key[1]}" already exists'
-                            )
-                            return
-                        obj["metadata"].update(
-                            namespace=ns,
-                            uid=f"uid-{len(fake.objects)}",
-                            resourceVersion="1",
-                            generation=1,
-                        )
-                        if fake.auto_ready:
-                            fake.set_ready(obj, f"http://127.0.0.1:{fake.port}")
-                        fake.objects[key] = obj
-                        self._send(201, obj)
-                    elif method == "GET" and name:
-                        obj = fake.objects.get((ns, name))
-                        if obj is None:
-                            self._status(404, "NotFound", f'inferenceservices "{name}" not found')
-                        else:
-                            self._send(200, obj)
-                    elif method == "PATCH" and name:
-                        obj = fake.objects.get((ns, name))
-                        if obj is None:
-                            self._status(404, "NotFound", f'inferenceservices "{name}" not found')
-                            return
-                        if self.headers.get("Content-Type") != "application/merge-patch+json":
-                            self._status(415, "UnsupportedMediaType", "only merge patches here")
-                            return
-                        merged = _merge(obj, self._body())
-                        merged["metadata"]["generation"] = obj["metadata"]["generation"] + 1
-                        fake.objects[(ns, name)] = merged
-                        self._send(200, merged)
-                    elif method == "DELETE" and name:
-                        if fake.objects.pop((ns, name), None) is None:
-                            self._status(404, "NotFound", f'inferenceservices "{name}" not found')
-                        else:
-                            self._send(200, {"kind": "Status", "status": "Success"})
-                    else:
-                        self._status(405, "MethodNotAllowed", method)
-
-            def do_GET(self) -> None:
-                self._handle("GET")
-
-            def do_POST(self) -> None:
-                self._handle("POST")
-
-            def do_PATCH(self) -> None:
-                self._handle("PATCH")
-
-            def do_DELETE(self) -> None:
-                self._handle("DELETE")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @staticmethod
-    def set_ready(obj: dict[str, Any], url: str) -> None:
-        obj["status"] = {
-            "url": url,
-            "address": {"url": url},
-            "conditions": [{"type": "Ready", "status": "True"}],
-        }
-
-    def answer_infer(self, handler: Any, body: dict[str, Any]) -> None:
-        if self.predictor_status != 200:
-            handler._send(self.predictor_status, {"error": "input 'x': bad shape"})
-            return
-        (tensor,) = body["inputs"]
-        x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-        handler._send(
-            200,
-            {
-                "model_name": "m",
-                "outputs": [
-                    {
-                        "name": "y",
-                        "datatype": "FP32",
-                        "shape": list(x.shape),
-                        "data": (x * 2).ravel().tolist(),
-                    }
-                ],
-            },
-        )
-
-    def kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}
-                    ],
-                    "users": [{"name": "tester", "user": {"token": "fake-token"}}],
-                    "contexts": [
-                        {"name": "fake", "context": {"cluster": "fake", "user": "tester"}}
-                    ],
-                    "current-context": "fake",
-                }
-            )
-        )
-        return path
+from tests.utils.kube import FakeKubeAPI
 
 
 @pytest.fixture
 def fake_api() -> Iterator[FakeKubeAPI]:
-    api = FakeKubeAPI()
-    api.thread.start()
+    api = FakeKubeAPI().start()
     yield api
-    api.server.shutdown()
-    api.server.server_close()
+    api.stop()
 
 
 @pytest.fixture
@@ -298,8 +116,7 @@ def test_delete_removes_and_reports_absence(fake_api: FakeKubeAPI, kserve: KServ
 
 def test_an_unreachable_cluster_is_a_503(tmp_path: Path, fake_api: FakeKubeAPI) -> None:
     kubeconfig = fake_api.kubeconfig(tmp_path / "kubeconfig")
-    fake_api.server.shutdown()
-    fake_api.server.server_close()
+    fake_api.stop()
     client = KServeClient(kubeconfig=kubeconfig)
     client._api_client.configuration.retries = 0  # fail fast instead of urllib3's retries
     try:
@@ -316,11 +133,12 @@ def test_runtime_deploys_and_forwards_v2_requests(
     fake_api.auto_ready = True
     artifact, manifest = make_torchscript_model(tmp_path)
     key = "acme.doubler:1"
+    store = tmp_path / "store"
 
     async def scenario() -> dict[str, np.ndarray]:
         runtime = KServeRuntime(
             kserve,
-            storage_uri=lambda k, m: f"s3://citybrain-models/{k}",
+            storage_uri=lambda k, m: str(store / k.replace(":", "-")),
             poll_s=0.01,
             ready_timeout_s=5,
         )
@@ -342,12 +160,64 @@ def test_runtime_deploys_and_forwards_v2_requests(
 
     outputs = asyncio.run(scenario())
     np.testing.assert_array_equal(outputs["y"], np.arange(6, dtype=np.float32).reshape(2, 3) * 2)
+    # TorchScript goes to Triton: its storageUri got the Triton repository before the apply.
+    model_dir = store / "acme.doubler-1" / "acme--doubler--1"
+    assert (model_dir / "config.pbtxt").is_file()
+    assert (model_dir / "1" / "artifact.pt").read_bytes() == artifact.read_bytes()
     assert fake_api.objects == {}  # unload deleted it
     created = [m for m, path, _ in fake_api.requests if m == "POST" and "inferenceservices" in path]
     assert created == ["POST"]
 
 
-def test_runtime_renders_python_models_as_custom_predictors(
+def test_runtime_exports_python_models_for_the_platforms_predictor(
+    fake_api: FakeKubeAPI, kserve: KServeClient, tmp_path: Path
+) -> None:
+    artifact, manifest = make_python_model(tmp_path)
+    fake_api.auto_ready = True
+    store = tmp_path / "store"
+    uris: list[str] = []
+
+    def storage_uri(key: str, _: object) -> str:
+        uris.append(str(store / key.replace(":", "/")))
+        return uris[-1]
+
+    async def scenario() -> None:
+        runtime = KServeRuntime(kserve, storage_uri=storage_uri, poll_s=0.01)
+        try:
+            await runtime.load("acme.py:3", manifest, artifact)
+        finally:
+            await runtime.close()
+
+    asyncio.run(scenario())
+    (container,) = fake_api.objects[("citybrain", "acme--py--3")]["spec"]["predictor"]["containers"]
+    assert container["command"] == ["python", "-m", "model_store.kserve.predictor"]
+    assert {"name": "STORAGE_URI", "value": uris[-1]} in container["env"]
+    bundle = read_bundle(store / "acme.py" / "3")  # what the predictor will read
+    assert bundle.key == "acme.py:3"
+    assert bundle.manifest == manifest
+    assert bundle.artifact_path.read_bytes() == artifact.read_bytes()
+
+
+def test_a_failed_export_applies_nothing(
+    fake_api: FakeKubeAPI, kserve: KServeClient, tmp_path: Path
+) -> None:
+    artifact, manifest = make_python_model(tmp_path)
+
+    async def scenario() -> None:
+        runtime = KServeRuntime(kserve, storage_uri=lambda k, m: "pvc://models/x", poll_s=0.01)
+        try:
+            with pytest.raises(ModelUnavailableError, match="cannot write pvc:// model storage"):
+                await runtime.load("acme.py:4", manifest, artifact)
+            assert not runtime.is_ready("acme.py:4")
+        finally:
+            await runtime.close()
+
+    asyncio.run(scenario())
+    assert fake_api.objects == {}
+    assert not [m for m, path, _ in fake_api.requests if "inferenceservices" in path]
+
+
+def test_runtime_leaves_an_operator_managed_uri_alone(
     fake_api: FakeKubeAPI, kserve: KServeClient, tmp_path: Path
 ) -> None:
     artifact, manifest = make_python_model(tmp_path)
@@ -357,6 +227,7 @@ def test_runtime_renders_python_models_as_custom_predictors(
         runtime = KServeRuntime(
             kserve,
             storage_uri=lambda k, m: f"pvc://models/{k.replace(':', '/')}",
+            export=False,
             render_options={"min_replicas": 0, "max_replicas": 2, "canary_traffic_percent": 20},
             poll_s=0.01,
         )
@@ -386,7 +257,7 @@ def test_runtime_reports_a_refused_service(
 
     async def scenario() -> None:
         runtime = KServeRuntime(
-            kserve, storage_uri=lambda k, m: "s3://x", poll_s=0.01, ready_timeout_s=0
+            kserve, storage_uri=lambda k, m: str(tmp_path / "x"), poll_s=0.01, ready_timeout_s=0
         )
         try:
             with pytest.raises(ModelUnavailableError, match="not ready"):

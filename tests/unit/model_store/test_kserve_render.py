@@ -8,6 +8,7 @@ KServe objects are checked against the CRD ``openAPIV3Schema`` kept in ``../shar
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from model_store.builtin import flow_smoother
+from model_store.builtin import flow_smoother, hotline_asr
 from model_store.manifest import ModelManifest
 from model_store.runtimes.kserve import (
     InferenceServiceStatus,
@@ -147,6 +148,21 @@ def test_a_python_model_gets_a_custom_python_predictor(
     assert "--model_name=acme--pydoubler--4" in container["args"]
     assert predictor["canaryTrafficPercent"] == 10
     assert predictor["minReplicas"] == 0
+
+
+def test_the_platforms_predictor_runs_a_module_that_exists(python_model: ModelManifest) -> None:
+    obj = render_inference_service("acme.pydoubler:4", python_model, storage_uri="s3://m/4")
+    (container,) = obj["spec"]["predictor"]["containers"]
+    assert container["command"] == ["python", "-m", "model_store.kserve.predictor"]
+    assert importlib.util.find_spec(container["command"][2]) is not None
+    port = container["ports"][0]["containerPort"]
+    assert f"--http_port={port}" in container["args"]
+    assert "--model_dir=/mnt/models" in container["args"]
+    assert "--enable_grpc=false" in container["args"]  # the gateway calls it over HTTP only
+    assert container["env"] == [{"name": "STORAGE_URI", "value": "s3://m/4"}]
+    # Without KServe's CRD here, the container is still checked as the core Container it is.
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
+    kubernetes_validate.validate({**pod, "spec": {"containers": [container]}}, "1.30", strict=True)
 
 
 def test_the_predictor_can_be_forced_either_way(
@@ -287,20 +303,34 @@ def test_k8s_kserve_objects_match_the_crds(
     ]
 
 
-def test_the_sample_inference_service_is_what_the_renderer_produces(
+def test_the_sample_inference_services_are_what_the_renderer_produces(
     k8s_objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    (sample,) = [o for o in k8s_objects if o["kind"] == "InferenceService"]
+    samples = {o["metadata"]["name"]: o for o in k8s_objects if o["kind"] == "InferenceService"}
+    smoother = samples.pop("traffic-police--flow-smoother--1")
     _, manifest = flow_smoother.build(tmp_path)
     rendered = render_inference_service(
         "traffic-police.flow-smoother:1",
         manifest,
-        storage_uri=sample["spec"]["predictor"]["model"]["storageUri"],
+        storage_uri=smoother["spec"]["predictor"]["model"]["storageUri"],
         namespace="citybrain",
         min_replicas=1,
         max_replicas=3,
     )
-    assert sample == rendered
+    assert smoother == rendered
+    asr = samples.pop("hotline-12345--hotline-asr--1")  # python format: the platform's predictor
+    (container,) = asr["spec"]["predictor"]["containers"]
+    rendered = render_inference_service(
+        "hotline-12345.hotline-asr:1",
+        hotline_asr.manifest(),
+        storage_uri=container["env"][0]["value"],
+        namespace="citybrain",
+        min_replicas=1,
+        max_replicas=2,
+    )
+    assert asr == rendered
+    assert container["command"] == ["python", "-m", "model_store.kserve.predictor"]
+    assert samples == {}
 
 
 def test_the_platform_deployment_is_wired_for_the_gateway(

@@ -1,4 +1,9 @@
-"""Tests of the v2 codec against tritonclient.http's own encoder and decoder."""
+"""Tests of the v2 codec against tritonclient.http's own encoder and decoder.
+
+The client side (``encode_request``/``decode_response``, what the KServe runtime uses to call a
+predictor) is checked against tritonclient's server-side counterparts: a request it writes is
+read by ``decode_request`` unchanged, and it reads what tritonclient-compatible servers answer.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,15 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from model_store.errors import InferenceInputError
+from model_store.errors import InferenceFailedError, InferenceInputError
 from model_store.manifest import TensorSpec
 from model_store.v2 import (
     HEADER_CONTENT_LENGTH,
     check_inputs,
     check_requested_outputs,
     decode_request,
+    decode_response,
+    encode_request,
     encode_response,
     model_metadata,
 )
@@ -287,3 +294,74 @@ def test_unknown_requested_output_named() -> None:
     ).encode()
     with pytest.raises(InferenceInputError, match="unknown output 'nope'"):
         check_requested_outputs(decode_request(body, None), FLOW)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+@pytest.mark.parametrize("datatype", sorted(SAMPLES))
+def test_a_forwarded_request_decodes_to_the_same_arrays(datatype: str) -> None:
+    array = SAMPLES[datatype]
+    spec = TensorSpec(name="t", datatype=datatype, shape=[-1, 3])
+    body, headers = encode_request({"t": array}, [spec], ["out"])
+    assert headers == {"Content-Type": "application/json"}
+
+    request = decode_request(body, None)  # what the predictor's server does with it
+    np.testing.assert_array_equal(check_inputs(request, [spec])["t"], array)
+    assert [o.name for o in request.outputs or []] == ["out"]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("datatype", sorted(SAMPLES))
+def test_responses_decode_binary_and_json_alike(datatype: str, binary: bool) -> None:
+    tensor = httpclient.InferInput("t", [1], "INT32")
+    tensor.set_data_from_numpy(np.ones(1, np.int32), binary_data=False)
+    wanted = [httpclient.InferRequestedOutput("out", binary_data=binary)]
+    request = decode_request(*_client_request([tensor], wanted))
+    body, headers = encode_response("m", "1", {"out": SAMPLES[datatype]}, request)
+
+    length = headers.get(HEADER_CONTENT_LENGTH)
+    outputs = decode_response(body, None if length is None else int(length))
+    assert list(outputs) == ["out"]
+    np.testing.assert_array_equal(outputs["out"], SAMPLES[datatype])
+    assert outputs["out"].dtype == SAMPLES[datatype].dtype
+
+
+def test_a_request_casts_to_the_declared_datatype() -> None:
+    body, _ = encode_request({"flow": np.array([[1, 2, 3]], np.int64)}, FLOW)
+    (entry,) = json.loads(body)["inputs"]
+    assert entry == {"name": "flow", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}
+    assert "outputs" not in json.loads(body)
+
+
+def test_a_request_names_what_it_cannot_carry() -> None:
+    with pytest.raises(InferenceInputError, match="missing input 'flow'"):
+        encode_request({}, FLOW)
+    spec = TensorSpec(name="text", datatype="BYTES", shape=[1])
+    with pytest.raises(InferenceInputError, match="input 'text' holds bytes that are not UTF-8"):
+        encode_request({"text": np.array([b"\xff"], dtype=np.object_)}, [spec])
+
+
+@pytest.mark.parametrize(
+    ("body", "header_length", "message"),
+    [
+        (b"<html>bad gateway</html>", None, "malformed JSON response"),
+        (b'{"model_name": "m"}', None, "no 'outputs' list"),
+        (
+            b'{"outputs": [{"name": "y", "datatype": "FP32", "shape": [2], "data": [1]}]}',
+            None,
+            r"output 'y': shape \[2\] needs 2 elements",
+        ),
+        (
+            b'{"outputs":[{"name":"y","datatype":"FP32","shape":[2],'
+            b'"parameters":{"binary_data_size":8}}]}\x00\x00\x80?',
+            92,
+            "truncated binary data for output 'y'",
+        ),
+    ],
+)
+def test_an_unreadable_response_is_a_failure_naming_the_output(
+    body: bytes, header_length: int | None, message: str
+) -> None:
+    with pytest.raises(InferenceFailedError, match=message):
+        decode_response(body, header_length)

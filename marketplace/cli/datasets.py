@@ -1,9 +1,10 @@
-"""``citybrain datasets``: push data versions and pull downloads through the platform's API.
+"""``citybrain datasets``: push data versions and pull downloads through the platform's HTTP API.
 
-``push`` streams a CSV, Parquet or JSON Lines file with its schema (a JSON file) as multipart,
-with a progress bar; the platform turns it into a Parquet snapshot and answers the version
-(rows, sha256, quality). ``pull`` streams a version's data (the caller's masked view) to a
-file. Both go over HTTP with an API key, like ``citybrain models``.
+Like ``citybrain models`` these talk to a running platform (``--url``, ``--api-key``), never to
+the database. ``push`` streams a CSV, Parquet or JSON Lines file with its schema (a JSON file)
+as multipart, with a progress bar; the platform turns it into a Parquet snapshot and answers the
+version (rows, sha256, quality). ``pull`` streams a version's data (the caller's masked view)
+to a file.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from pathlib import Path
 from typing import IO, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 
-datasets_app = typer.Typer(
+from marketplace.cli._common import console, err, fail
+
+app = typer.Typer(
     no_args_is_help=True, help="Dataset versions (data + schema) through the platform's API."
 )
-
-console = Console()
-err = Console(stderr=True)
 
 ApiUrl = Annotated[
     str, typer.Option("--url", envvar="CITYBRAIN_API_URL", help="The platform's base URL")
@@ -31,18 +30,11 @@ ApiKey = Annotated[
 _MEDIA = {"csv": "text/csv", "parquet": "application/x-parquet", "jsonl": "application/x-ndjson"}
 
 
-def _fail(message: str, hint: str | None = None) -> None:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    if hint:
-        err.print(f"hint: {hint}", soft_wrap=True)
-    raise typer.Exit(1)
-
-
 def _client(url: str, api_key: str | None) -> Any:
     import httpx
 
     if not api_key:
-        _fail("an API key is needed", "pass --api-key or set CITYBRAIN_API_KEY")
+        fail("an API key is needed", "pass --api-key or set CITYBRAIN_API_KEY")
     return httpx.Client(
         base_url=url,
         headers={"Authorization": f"Bearer {api_key}"},
@@ -107,7 +99,7 @@ def push_dataset(
         )
 
 
-@datasets_app.command("push")
+@app.command("push")
 def datasets_push(
     handle: Annotated[str, typer.Argument(help="The dataset product, <tenant-slug>.<name>")],
     data: Annotated[
@@ -131,7 +123,7 @@ def datasets_push(
         schema_text = schema.read_text(encoding="utf-8")
         json.loads(schema_text)
     except ValueError as e:
-        _fail(f"{schema} is not JSON: {e}")
+        fail(f"{schema} is not JSON: {e}")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -143,7 +135,7 @@ def datasets_push(
             client, handle, data, schema_text, fmt=format, notes=notes, progress=progress
         )
     if r.status_code != 201:
-        _fail(
+        fail(
             f"upload refused: {_api_error(r)}",
             "check the schema against the file (`citybrain datasets push --help`)",
         )
@@ -158,7 +150,7 @@ def datasets_push(
     )
 
 
-@datasets_app.command("pull")
+@app.command("pull")
 def datasets_pull(
     handle: Annotated[str, typer.Argument(help="The dataset product, <tenant-slug>.<name>")],
     version: Annotated[int, typer.Argument(help="The version")],
@@ -181,7 +173,7 @@ def datasets_pull(
     ):
         if r.status_code != 200:
             r.read()
-            _fail(f"download refused: {_api_error(r)}")
+            fail(f"download refused: {_api_error(r)}")
         with tmp.open("wb") as f:
             for chunk in r.iter_bytes():
                 f.write(chunk)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-access_app = typer.Typer(no_args_is_help=True, help="Access requests and grants (as the operator).")
-console = Console()
+from marketplace.cli._common import CLI_ACTOR, console, run_in_transaction
+
+app = typer.Typer(no_args_is_help=True, help="Access requests and grants (as the operator).")
 
 
 def _operator(session: Any) -> Any:
@@ -29,26 +29,21 @@ def _operator(session: Any) -> Any:
         tenant_slug=op.slug,
         tenant_kind=op.kind,
         scopes=frozenset(ALL_SCOPES),
-        actor="cli",
+        actor=CLI_ACTOR,
     )
 
 
-def _run(fn: Any) -> Any:
-    from marketplace.cli import _run as run_in_tx
-    from marketplace.cli import settings
-
-    return run_in_tx(settings(), fn)
-
-
-@access_app.command("requests")
+@app.command("requests")
 def requests_list(
+    ctx: typer.Context,
     state: Annotated[str | None, typer.Option(help="pending, approved, rejected")] = None,
 ) -> None:
     """List access requests."""
     from marketplace.access.service import list_requests
     from marketplace.catalog.service import product_handle
 
-    rows = _run(
+    rows = run_in_transaction(
+        ctx,
         lambda s: [
             (
                 r.id,
@@ -60,7 +55,7 @@ def requests_list(
                 r.purpose[:60],
             )
             for r in list_requests(s, _operator(s), state=state)
-        ]
+        ],
     )
     table = Table()
     for col in ("id", "tenant", "product"):
@@ -72,36 +67,42 @@ def requests_list(
     console.print(table)
 
 
-def _decide(request_id: str, reason: str, approve: bool) -> None:
+def _decide(ctx: typer.Context, request_id: str, reason: str, approve: bool) -> None:
     from marketplace.access.service import decide_request
 
-    state, grant = _run(
+    state, grant = run_in_transaction(
+        ctx,
         lambda s: (lambda r: (r.state, r.grant_id))(
             decide_request(s, _operator(s), request_id, approve=approve, reason=reason)
-        )
+        ),
     )
     console.print(f"request {request_id}: {state}" + (f", grant {grant}" if grant else ""))
 
 
-@access_app.command("approve")
-def approve(request_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")]) -> None:
+@app.command("approve")
+def approve(
+    ctx: typer.Context, request_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")]
+) -> None:
     """Approve a confidential product's access request (restricted ones: their owner)."""
-    _decide(request_id, reason, True)
+    _decide(ctx, request_id, reason, True)
 
 
-@access_app.command("reject")
-def reject(request_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")]) -> None:
+@app.command("reject")
+def reject(
+    ctx: typer.Context, request_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")]
+) -> None:
     """Reject an access request."""
-    _decide(request_id, reason, False)
+    _decide(ctx, request_id, reason, False)
 
 
-@access_app.command("grants")
-def grants_list() -> None:
+@app.command("grants")
+def grants_list(ctx: typer.Context) -> None:
     """List grants and their status."""
     from marketplace.access.service import grant_status, list_grants
     from marketplace.catalog.service import product_handle
 
-    rows = _run(
+    rows = run_in_transaction(
+        ctx,
         lambda s: [
             (
                 g.id,
@@ -112,7 +113,7 @@ def grants_list() -> None:
                 g.expires_at.isoformat(),
             )
             for g in list_grants(s, _operator(s))
-        ]
+        ],
     )
     table = Table()
     for col in ("id", "tenant", "product"):
@@ -124,10 +125,14 @@ def grants_list() -> None:
     console.print(table)
 
 
-@access_app.command("revoke")
-def revoke(grant_id: str, reason: Annotated[str, typer.Option(help="Why (audited)")] = "") -> None:
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    grant_id: str,
+    reason: Annotated[str, typer.Option(help="Why (audited)")] = "",
+) -> None:
     """Revoke a grant; it stops working on the next call."""
     from marketplace.access.service import revoke_grant
 
-    _run(lambda s: revoke_grant(s, _operator(s), grant_id, reason=reason))
+    run_in_transaction(ctx, lambda s: revoke_grant(s, _operator(s), grant_id, reason=reason))
     console.print(f"grant {grant_id} revoked")

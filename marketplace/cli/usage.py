@@ -17,14 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-usage_app = typer.Typer(no_args_is_help=True, help="Usage metering: the local spool's state.")
+from marketplace.cli._common import fail, settings
 
-
-def _cli() -> Any:
-    # Imported late: marketplace.cli imports this module to register the sub-app.
-    from marketplace import cli
-
-    return cli
+app = typer.Typer(no_args_is_help=True, help="Usage metering: the local spool's state.")
 
 
 def _pid_alive(pid: object) -> bool:
@@ -100,8 +95,9 @@ def _show(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-@usage_app.command("status")
+@app.command("status")
 def status(
+    ctx: typer.Context,
     spool_dir: Annotated[
         Path | None,
         typer.Option(help="The spool directory (default: the configured one, <data-dir>/spool)"),
@@ -109,13 +105,12 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
 ) -> None:
     """Show the usage spool: backlog, last flush, last error, deliveries and failures."""
-    cli = _cli()
     if spool_dir is None:
-        spool_dir = cli.settings().billing.spool_dir
+        spool_dir = settings(ctx).billing.spool_dir
     assert spool_dir is not None
     state = spool_status(spool_dir)
     if not state["exists"]:
-        cli._fail(
+        fail(
             f"no usage spool at {spool_dir}",
             "pass the server's --data-dir (or CITYBRAIN_BILLING__SPOOL_DIR / --spool-dir)",
         )

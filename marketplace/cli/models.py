@@ -1,0 +1,170 @@
+"""``citybrain models``: push and pull model versions through the platform's HTTP API.
+
+Unlike the other groups these talk to a running platform (``--url``, ``--api-key``), never to
+the database.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from marketplace.cli._common import console, err, fail
+
+app = typer.Typer(
+    no_args_is_help=True, help="Model versions (artifact + manifest) through the platform's API."
+)
+
+
+def _http_client(url: str, api_key: str | None) -> Any:
+    """The HTTP client the ``models`` commands talk to the platform with."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30.0, read=600.0))
+
+
+def _api_error(r: Any) -> str:
+    try:
+        body = r.json()
+        return f"{r.status_code} {body.get('code', '')}: {body.get('error', r.text)}"
+    except ValueError:
+        return f"{r.status_code}: {r.text[:200]}"
+
+
+ApiUrl = Annotated[
+    str, typer.Option("--url", envvar="CITYBRAIN_API_URL", help="The platform's base URL")
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="CITYBRAIN_API_KEY", help="An API key")
+]
+
+
+def push_model(
+    client: Any,
+    handle: str,
+    artifact: Path,
+    manifest_text: str,
+    *,
+    notes: str = "",
+    progress: Any = None,
+) -> Any:
+    """Hash the artifact, then stream it with its manifest; returns the HTTP response."""
+    import hashlib
+
+    from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER, MODEL_MANIFEST_HEADER
+
+    size = artifact.stat().st_size
+    chunk_size = 1 << 20
+    hasher = hashlib.sha256()
+    task = progress.add_task("hashing", total=size) if progress else None
+    with artifact.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            hasher.update(chunk)
+            if progress:
+                progress.advance(task, len(chunk))
+    upload = progress.add_task("uploading", total=size) if progress else None
+
+    def body() -> Any:
+        with artifact.open("rb") as f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+                if progress:
+                    progress.advance(upload, len(chunk))
+
+    # ASCII JSON: a header carries Latin-1 only, and model cards may be in any language.
+    manifest_header = json.dumps(json.loads(manifest_text), separators=(",", ":"))
+    return client.post(
+        f"/api/v1/products/{handle}/versions/model",
+        content=body(),
+        params={"notes": notes} if notes else None,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            MODEL_MANIFEST_HEADER: manifest_header,
+            ARTIFACT_DIGEST_HEADER: f"sha256:{hasher.hexdigest()}",
+        },
+    )
+
+
+@app.command("push")
+def models_push(
+    handle: Annotated[str, typer.Argument(help="The model product, <tenant-slug>.<name>")],
+    artifact: Annotated[
+        Path, typer.Argument(help="The artifact file", exists=True, dir_okay=False)
+    ],
+    manifest: Annotated[
+        Path, typer.Option(help="The manifest (JSON file)", exists=True, dir_okay=False)
+    ],
+    url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    notes: Annotated[str, typer.Option(help="Release notes of the version")] = "",
+) -> None:
+    """Upload a model version (artifact + manifest) with a progress bar."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    if not api_key:
+        fail("an API key is needed", "pass --api-key or set CITYBRAIN_API_KEY")
+    try:
+        manifest_text = manifest.read_text(encoding="utf-8")
+        json.loads(manifest_text)
+    except ValueError as e:
+        fail(f"{manifest} is not JSON: {e}")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with _http_client(url, api_key) as client, Progress(*columns, console=err) as progress:
+        r = push_model(client, handle, artifact, manifest_text, notes=notes, progress=progress)
+    if r.status_code != 201:
+        fail(
+            f"upload refused: {_api_error(r)}",
+            "check the manifest against the artifact (`citybrain models push --help`)",
+        )
+    v = r.json()
+    console.print(f"{handle} version {v['version']} stored: {v['artifact_digest']}", soft_wrap=True)
+
+
+@app.command("pull")
+def models_pull(
+    handle: Annotated[str, typer.Argument(help="The model product, <tenant-slug>.<name>")],
+    version: Annotated[int, typer.Argument(help="The version")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact")],
+    url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+) -> None:
+    """Download a model version's artifact (checked against its digest)."""
+    import hashlib
+
+    from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER
+
+    hasher = hashlib.sha256()
+    tmp = output.with_name(output.name + ".part")
+    with (
+        _http_client(url, api_key) as client,
+        client.stream("GET", f"/api/v1/products/{handle}/versions/{version}/artifact") as r,
+    ):
+        if r.status_code != 200:
+            r.read()
+            fail(f"download refused: {_api_error(r)}")
+        with tmp.open("wb") as f:
+            for chunk in r.iter_bytes():
+                hasher.update(chunk)
+                f.write(chunk)
+        digest = r.headers.get(ARTIFACT_DIGEST_HEADER)
+    if digest != f"sha256:{hasher.hexdigest()}":
+        tmp.unlink(missing_ok=True)
+        fail("the download does not match its digest; try again")
+    tmp.replace(output)
+    console.print(f"{handle} version {version} written to {output} ({digest})", soft_wrap=True)
