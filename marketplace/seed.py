@@ -441,6 +441,8 @@ def seed_demo_city(
             tags=tags,
             tier=tier,
             license="CC-BY-4.0" if tier == "public" else "",
+            # Open data (public, CC-BY) may be downloaded whole; the rest is for querying.
+            downloadable=kind == "dataset" and tier == "public",
         )
         handle = f"{owner}.{name}"
         if handle in snapshots:

@@ -127,8 +127,9 @@ def _key_principal(session: Session, token: str, settings: Settings) -> Principa
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def caller_in_own_session(request: Request, scope: str, *, required: bool) -> Caller:
-    """The caller, authenticated in a short session of its own, with ``scope`` checked.
+async def caller_in_own_session(request: Request, scope: str | None, *, required: bool) -> Caller:
+    """The caller, authenticated in a short session of its own, with ``scope`` checked (None:
+    the service checks scopes itself, as downloads do).
 
     For routes that stream for long (uploads, queries, downloads): holding the request's
     session that long would hold a connection, and on SQLite the write lock.
@@ -156,7 +157,7 @@ async def caller_in_own_session(request: Request, scope: str, *, required: bool)
 
     caller = await run_in_threadpool(go)
     request.state.principal = caller
-    if scope not in caller.scopes:
+    if scope is not None and scope not in caller.scopes:
         raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
     return caller
 

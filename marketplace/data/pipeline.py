@@ -32,15 +32,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing import Meter
 from marketplace.config import DataSettings
+from marketplace.context import Principal
 from marketplace.data.compile import OutputColumn, compile_plan, encode_cursor, whole_view
 from marketplace.data.engine import QueryEngine
 from marketplace.data.formats import stream_batches
 from marketplace.data.plan import QueryPlan
-from marketplace.data.service import DatasetTarget, audit_download, open_dataset
+from marketplace.data.service import DatasetTarget, open_dataset
 from marketplace.data.sql import compile_sql, output_columns
 from marketplace.data.usage import DataCall, RowQuota, check_idempotency_key, meter_rows
 from marketplace.db import transaction
 from marketplace.errors import ForbiddenError, InvalidInputError
+from marketplace.gateway.downloads import DownloadTarget, audit_download
+from marketplace.gateway.metering import Recorded
 
 __all__ = ["DataPlane", "Download", "QueryResult"]
 
@@ -120,45 +123,65 @@ class DataPlane:
         self.in_flight = 0
 
     # steps 2 and 3
-    async def open(self, call: DataCall, handle: str, version: int | None) -> DatasetTarget:
+    async def open(
+        self, call: DataCall, handle: str, version: int | None, *, download: bool = False
+    ) -> tuple[Principal, DatasetTarget]:
         check_idempotency_key(call.idempotency_key)
 
         def go() -> DatasetTarget:
             session = self.session_factory()
             try:
                 return open_dataset(
-                    session, call.principal, handle, version, grid_m=self.settings.geo_grid_m
+                    session,
+                    call.principal,
+                    handle,
+                    version,
+                    grid_m=self.settings.geo_grid_m,
+                    download=download,
                 )
             finally:
                 session.rollback()
                 session.close()
 
         target = await asyncio.to_thread(go)
+        principal = call.principal
+        assert principal is not None  # open_dataset refuses anonymous reads
         if self.quota is not None:
-            await self.quota.check(call.principal, target)
-        return target
+            await self.quota.check(principal, target)
+        return principal, target
 
     # step 6
     async def _meter(
-        self, call: DataCall, target: DatasetTarget, rows: int, started: float
-    ) -> bool:
+        self,
+        principal: Principal,
+        call: DataCall,
+        target: DatasetTarget,
+        rows: int,
+        started: float,
+    ) -> Recorded | None:
         if not self.metering:
-            return False
+            return None
         assert self.meter is not None
         latency_ms = (time.perf_counter() - started) * 1000.0
-        replayed = await meter_rows(
-            self.meter, call, target, rows, latency_ms, others_in_flight=self.in_flight - 1
+        recorded = await meter_rows(
+            self.meter,
+            principal,
+            call,
+            target,
+            rows,
+            latency_ms,
+            others_in_flight=self.in_flight - 1,
         )
-        if not replayed and self.quota is not None:
-            await self.quota.add_units(call.principal, target, float(rows))
-        return replayed
+        if not recorded.replayed and self.quota is not None:
+            await self.quota.add_units(principal, target, float(rows))
+        return recorded
 
     async def query(self, call: DataCall, handle: str, plan: QueryPlan) -> QueryResult:
         """One page of ``plan``'s result over the caller's view of the dataset."""
         started = time.perf_counter()
         self.in_flight += 1
         try:
-            target = await self.open(call, handle, plan.version)
+            principal, target = await self.open(call, handle, plan.version)
             compiled = compile_plan(
                 plan,
                 target.view,
@@ -175,14 +198,14 @@ class DataPlane:
                 next_cursor = encode_cursor(
                     plan, target.version, compiled.offset + compiled.page_size
                 )
-            replayed = await self._meter(call, target, table.num_rows, started)
+            recorded = await self._meter(principal, call, target, table.num_rows, started)
             return QueryResult(
                 table=table,
                 columns=compiled.columns,
                 next_cursor=next_cursor,
                 masked=compiled.masked,
                 version=target.version,
-                replayed=replayed,
+                replayed=recorded is not None and recorded.replayed,
             )
         finally:
             self.in_flight -= 1
@@ -192,7 +215,7 @@ class DataPlane:
         started = time.perf_counter()
         self.in_flight += 1
         try:
-            target = await self.open(call, handle, version)
+            principal, target = await self.open(call, handle, version)
             if not target.owner:
                 raise ForbiddenError(f"only the owner of '{handle}' may run SQL over it")
             query, params = compile_sql(text, target.view, max_rows=self.settings.max_rows)
@@ -201,42 +224,54 @@ class DataPlane:
                 raise InvalidInputError(
                     f"the result is over {self.settings.max_rows} rows: aggregate or LIMIT it"
                 )
-            replayed = await self._meter(call, target, table.num_rows, started)
+            recorded = await self._meter(principal, call, target, table.num_rows, started)
             return QueryResult(
                 table=table,
                 columns=output_columns(table),
                 next_cursor=None,
                 masked=tuple(c.name for c in target.view.columns if c.masked),
                 version=target.version,
-                replayed=replayed,
+                replayed=recorded is not None and recorded.replayed,
             )
         finally:
             self.in_flight -= 1
 
     async def download(self, call: DataCall, handle: str, version: int, fmt: str) -> Download:
-        """Start streaming the caller's whole view of a version (metered for all its rows)."""
+        """Start streaming the caller's whole view of a version (metered for all its rows,
+        audited), under the download rule (``gateway.downloads``)."""
         started = time.perf_counter()
         self.in_flight += 1
         try:
-            target = await self.open(call, handle, version)
+            principal, target = await self.open(call, handle, version, download=True)
             query, params = whole_view(target.view)
             context = self.engine.stream(target.snapshot, query, params, batch_rows=_BATCH_ROWS)
             reader = await asyncio.to_thread(context.__enter__)
             try:
-                await asyncio.to_thread(self._audit, call, target)
-                replayed = await self._meter(call, target, target.snapshot.rows, started)
+                recorded = await self._meter(principal, call, target, target.snapshot.rows, started)
+                await asyncio.to_thread(self._audit, principal, target, fmt, recorded)
             except BaseException:
                 await asyncio.to_thread(context.__exit__, None, None, None)
                 raise
+            replayed = recorded is not None and recorded.replayed
             return Download(target, fmt, replayed, context, reader)
         finally:
             self.in_flight -= 1
 
-    def _audit(self, call: DataCall, target: DatasetTarget) -> None:
-        if target.owner or target.tier == "public":
-            return
+    def _audit(
+        self, principal: Principal, target: DatasetTarget, fmt: str, recorded: Recorded | None
+    ) -> None:
+        download = DownloadTarget(
+            target.handle, target.product_id, target.owner_tenant_id, target.tier, target.version
+        )
         with transaction(self.write_factory) as session:
-            audit_download(session, call.principal, target)
+            audit_download(
+                session,
+                principal,
+                download,
+                what="data",
+                recorded=recorded,
+                detail={"format": fmt, "rows": target.snapshot.rows},
+            )
 
     def close(self) -> None:
         self.engine.close()

@@ -10,11 +10,14 @@ Who may query or download (ARCHITECTURE.md's tier table, as for models' inferenc
 | secret       | the owner            | the owner                                     |
 
 What the caller may not see answers 404 exactly like a missing dataset; a visible dataset
-without a grant answers 403. Owners (and their keys) read raw data, any version, published
-or not; everyone else reads the masked view (``marketplace.data.masking``, lifted column by
-column by the grant's ``conditions.unmasked_columns``) of published versions: a version
-whose blocking quality rule failed is never published. Omitting the version means the newest
-published one.
+without a grant answers 403. The rule is ``catalog.policy.use_verdict``, the one inference
+applies; a download of a whole version also needs the owner to allow downloads
+(``downloadable``, as for model artifacts: ``gateway.downloads``).
+
+Owners (and their keys) read raw data, any version, published or not; everyone else reads
+the masked view (``marketplace.data.masking``, lifted column by column by the grant's
+``conditions.unmasked_columns``) of published versions: a version whose blocking quality rule
+failed is never published. Omitting the version means the newest published one.
 """
 
 from __future__ import annotations
@@ -28,16 +31,21 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from marketplace.access.service import active_grant
-from marketplace.audit.service import record
+from marketplace.catalog import policy
 from marketplace.catalog import service as catalog
-from marketplace.catalog.policy import LISTED_STATES
-from marketplace.constants import ProductKind, ProductState, Scope, Tier
+from marketplace.constants import ProductKind, ProductState, Scope
 from marketplace.context import Caller, Principal
 from marketplace.data.engine import Snapshot
 from marketplace.data.masking import MaskedView, masked_view
 from marketplace.data.schema import ColumnSpec
 from marketplace.db import transaction
-from marketplace.errors import ConflictError, ForbiddenError, NotFoundError
+from marketplace.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthenticatedError,
+)
+from marketplace.gateway.downloads import authorize_download
 from marketplace.tables import Grant, Product, ProductMaskKey, ProductVersion
 from model_store import BlobStore
 
@@ -59,6 +67,7 @@ class DatasetTarget:
     Attributes:
         handle: ``<tenant-slug>.<name>``.
         product_id: The product's id (usage events and quotas key on it).
+        owner_tenant_id: The owning tenant.
         tier: The product's tier.
         version: The version read.
         snapshot: Its Parquet snapshot.
@@ -68,6 +77,7 @@ class DatasetTarget:
 
     handle: str
     product_id: int
+    owner_tenant_id: int
     tier: str
     version: int
     snapshot: Snapshot
@@ -81,7 +91,8 @@ class DatasetTarget:
 
 
 def _not_found(handle: str) -> NotFoundError:
-    return NotFoundError(f"dataset {handle!r} not found")
+    # The catalog's own words for a missing product: a hidden one must read the same.
+    return NotFoundError(f"product {handle!r} not found")
 
 
 def columns_of(version: ProductVersion) -> list[ColumnSpec]:
@@ -103,17 +114,17 @@ def _unmasked(grant: Grant | None) -> frozenset[str]:
 
 
 def _authorize(session: Session, caller: Principal, product: Product, handle: str) -> Grant | None:
-    """The grant the caller reads under (None: its own, or public); 404 or 403 otherwise."""
-    if caller.tenant_id == product.tenant_id:
-        return None
-    if product.state not in LISTED_STATES:
-        raise _not_found(handle)  # the operator sees submitted listings, it cannot read them
-    if product.tier == Tier.PUBLIC.value:
-        return None
-    if product.tier == Tier.SECRET.value:  # pragma: no cover - invisible already
-        raise _not_found(handle)
+    """The grant the caller reads under (None: its own, or public), by the one use rule of
+    every product (``catalog.policy.use_verdict``); 404 or 403 otherwise."""
     grant = _grant(session, caller, product)
-    if grant is None:
+    verdict = policy.use_verdict(
+        caller, product, scope=Scope.DATA_READ.value, granted=grant is not None
+    )
+    if verdict is policy.Use.NO_SCOPE:
+        raise ForbiddenError("this API key lacks the 'data:read' scope", scope="data:read")
+    if verdict is policy.Use.HIDDEN:
+        raise _not_found(handle)  # the operator sees submitted listings, it cannot read them
+    if verdict is policy.Use.NO_GRANT:
         raise ForbiddenError(
             f"dataset '{handle}' is {product.tier}: reading it needs an access grant with "
             "'data:read' (POST /api/v1/access-requests)",
@@ -151,18 +162,39 @@ def mask_key(session: Session, product_id: int) -> bytes | None:
 
 
 def open_dataset(
-    session: Session, caller: Principal, handle: str, version: int | None, *, grid_m: float
+    session: Session,
+    caller: Caller,
+    handle: str,
+    version: int | None,
+    *,
+    grid_m: float,
+    download: bool = False,
 ) -> DatasetTarget:
     """Resolve and authorize a read of ``handle`` (version None: the newest published).
 
+    ``download``: the whole version is handed out, under the download rule
+    (``gateway.downloads.authorize_download``: use, and the owner allows downloads).
+
     Raises:
+        UnauthenticatedError: Anonymous, where the listing is public (401).
         NotFoundError: Missing, invisible, not a dataset, or no such (published) version.
-        ForbiddenError: Visible, but a grant is needed and none is in force.
+        ForbiddenError: Visible, but the scope or a grant is missing, or the owner does not
+            allow downloads.
     """
     product = catalog.get_product(session, caller, handle)
     if product.kind != ProductKind.DATASET.value:
-        raise _not_found(handle)
-    grant = _authorize(session, caller, product, handle)
+        raise NotFoundError(f"product {handle!r} is a {product.kind}, not a dataset")
+    if download:
+        caller = authorize_download(
+            session, caller, product, handle=handle, use_scope=Scope.DATA_READ.value
+        )
+        grant = _grant(session, caller, product)
+    elif caller is None:
+        raise UnauthenticatedError(
+            "an API key is required (Authorization: Bearer <key> or X-API-Key)"
+        )
+    else:
+        grant = _authorize(session, caller, product, handle)
     owner = caller.tenant_id == product.tenant_id
     row = _version_row(session, product, handle, version, owner=owner)
     assert row.data_digest is not None
@@ -177,26 +209,12 @@ def open_dataset(
     return DatasetTarget(
         handle=handle,
         product_id=product.id,
+        owner_tenant_id=product.tenant_id,
         tier=product.tier,
         version=row.version,
         snapshot=Snapshot(row.data_digest, int(row.data_rows or 0), int(row.data_bytes or 0)),
         view=view,
         owner=owner,
-    )
-
-
-def audit_download(session: Session, caller: Principal, target: DatasetTarget) -> None:
-    """A download of another tenant's non-public dataset is an access decision: audit it."""
-    if target.owner or target.tier == Tier.PUBLIC.value:
-        return
-    record(
-        session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
-        action="access.allow",
-        target=f"product:{target.handle}:{target.version}",
-        outcome="allow",
-        detail={"tier": target.tier, "read": "download", "rows": target.snapshot.rows},
     )
 
 

@@ -7,26 +7,24 @@ request id, never an id the client chose as its ``X-Request-Id``; a failed read 
 metered. The quantity is the rows returned. Quota limits on ``units`` count those rows, on
 ``requests`` the calls; a refused read answers 429 and is not metered.
 
-Only the narrow interfaces are used: the ``billing.Meter`` (``seen``, ``record``) and any quota
-object with ``check`` and ``add_units`` (the gateway's ``LimitQuota``, shared, so one tenant's
-limits cover its models and its datasets alike).
+Events are recorded through ``marketplace.gateway.metering.record_usage``, as inference calls
+and artifact downloads are; quotas through any object with ``check`` and ``add_units`` (the
+gateway's ``LimitQuota``, shared, so one tenant's limits cover its models and datasets alike).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
-from billing import Meter, UsageEvent
-from marketplace.context import Principal, new_request_id
-from marketplace.errors import BadRequestError
+from billing import Meter
+from marketplace.context import Caller, Principal
+from marketplace.gateway.metering import Recorded, check_idempotency_key, record_usage
 
 __all__ = ["ROWS_UNIT", "DataCall", "RowQuota", "check_idempotency_key", "meter_rows"]
 
 #: The usage unit of data reads.
 ROWS_UNIT = "rows"
-_MAX_IDEMPOTENCY_KEY = 255
 
 
 class Target(Protocol):
@@ -52,59 +50,38 @@ class RowQuota(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DataCall:
-    """Who reads, and the ids the read's usage event is named by."""
+    """Who reads (None: anonymous, refused before anything is read), and the ids the read's
+    usage event is named by."""
 
-    principal: Principal
+    principal: Caller
     idempotency_key: str | None
     request_id: str
     request_id_chosen: bool = False
 
 
-def check_idempotency_key(value: str | None) -> None:
-    if value is None:
-        return
-    if not 0 < len(value) <= _MAX_IDEMPOTENCY_KEY or not value.isprintable():
-        raise BadRequestError(
-            f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} printable characters"
-        )
-
-
-def _event_id(call: DataCall) -> str:
-    if call.idempotency_key is not None:
-        return call.idempotency_key
-    # Never an id the client chose: repeating it on distinct reads would bill them once.
-    return new_request_id() if call.request_id_chosen else call.request_id
-
-
 async def meter_rows(
     meter: Meter,
+    principal: Principal,
     call: DataCall,
     target: Target,
     rows: int,
     latency_ms: float,
     *,
     others_in_flight: int = 0,
-) -> bool:
-    """Record one read's usage event; True if its ``Idempotency-Key`` was recorded before
-    (then nothing is recorded again)."""
-    event_id = _event_id(call)
-    principal = call.principal
-    if call.idempotency_key is not None and await meter.seen(principal.tenant_id, event_id):
-        return True
-    await meter.record(
-        UsageEvent(
-            id=event_id,
-            tenant_id=principal.tenant_id,
-            key_id=principal.key_id,
-            product=target.label,
-            product_id=target.product_id,
-            version=target.version,
-            unit=ROWS_UNIT,
-            quantity=float(rows),
-            at=datetime.now(UTC),
-            latency_ms=latency_ms,
-            request_id=call.request_id,
-        ),
+) -> Recorded:
+    """Record one read's usage event (``replayed`` if its ``Idempotency-Key`` was recorded
+    before: then nothing is recorded again)."""
+    return await record_usage(
+        meter,
+        principal,
+        product=target.label,
+        product_id=target.product_id,
+        version=target.version,
+        unit=ROWS_UNIT,
+        quantity=float(rows),
+        latency_ms=latency_ms,
+        idempotency_key=call.idempotency_key,
+        request_id=call.request_id,
+        request_id_chosen=call.request_id_chosen,
         others_in_flight=others_in_flight,
     )
-    return False

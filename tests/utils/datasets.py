@@ -87,9 +87,11 @@ class Datasets:
         data: str | bytes = VIOLATIONS_CSV,
         schema: dict[str, Any] | None = None,
         filename: str = "violations.csv",
+        **fields: Any,
     ) -> str:
-        """A dataset product holding ``data`` as version 1 (published unless told otherwise)."""
-        handle = self.city.product(owner, tier=tier, publish=False)
+        """A dataset product holding ``data`` as version 1 (published unless told otherwise);
+        ``fields``: more of the product's (``downloadable=True``, ``name``...)."""
+        handle = self.city.product(owner, tier=tier, publish=False, **fields)
         r = self.upload(owner, handle, data, schema, filename=filename)
         assert r.status_code == 201, r.text
         if publish:

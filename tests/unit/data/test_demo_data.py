@@ -68,6 +68,15 @@ def test_every_demo_dataset_holds_data_and_serves_it(demo: Datasets) -> None:
         {"name": "intersection", "type": "VARCHAR"},
         {"name": "mean_flow", "type": "DOUBLE"},
     ]
+    # Open data downloads whole; the rest is for querying. (The fixture's city was seeded
+    # without data first: its data is version 2.)
+    air = demo.city.client.get(
+        "/api/v1/products/environment.air-quality/versions/2/data",
+        params={"format": "csv"},
+        headers=demo.city.headers("parkeasy"),
+    )
+    assert air.status_code == 200 and air.headers["x-row-count"] == "7200"
+    assert len(air.text.splitlines()) == 7201
     # Seeding again adds nothing.
     blobs = demo.city.client.app.state.blobs  # type: ignore[attr-defined]
     stored = blobs.list_digests()
@@ -85,6 +94,10 @@ def test_demo_personal_data_is_masked_for_grantees(demo: Datasets) -> None:
     masked = demo.rows("xihu-district", violations, {"select": ["plate"], "limit": 3})
     for (plain,), (shown,) in zip(raw, masked, strict=True):
         assert shown == plain[:3] + "***" + plain[-2:] and plain != shown
+    r = demo.city.client.get(
+        f"/api/v1/products/{violations}/versions/2/data", headers=demo.city.headers("xihu-district")
+    )
+    assert r.status_code == 403 and "does not allow downloads" in r.json()["error"]
     r = demo.query("xihu-district", tickets, {"limit": 1})
     cols = [c["name"] for c in r.json()["columns"]]
     assert "caller_name" not in cols and "caller_phone" in cols

@@ -21,7 +21,7 @@ from tests.utils.datasets import DOWNLOAD, Datasets
 
 def test_three_formats_hold_the_same_masked_rows(datasets: Datasets) -> None:
     city = datasets.city
-    handle = datasets.dataset("traffic-police", tier="confidential")
+    handle = datasets.dataset("traffic-police", tier="confidential", downloadable=True)
     datasets.grant("xihu-district", handle, tier="confidential")
     view = datasets.query("xihu-district", handle, {}).json()
     names = [c["name"] for c in view["columns"]]
@@ -83,16 +83,28 @@ def test_three_formats_hold_the_same_masked_rows(datasets: Datasets) -> None:
     )
 
 
-def test_a_download_by_another_tenant_is_audited(datasets: Datasets) -> None:
+def test_downloads_need_the_owner_to_allow_them_and_are_audited(datasets: Datasets) -> None:
     city = datasets.city
-    handle = datasets.dataset("traffic-police", tier="restricted")
-    datasets.grant("parkeasy", handle, tier="restricted")
+    closed = datasets.dataset("traffic-police", tier="restricted")
+    opened = datasets.dataset("traffic-police", tier="restricted", downloadable=True)
+    for handle in (closed, opened):
+        datasets.grant("parkeasy", handle, tier="restricted")
+    r = city.client.get(DOWNLOAD.format(closed, 1), headers=city.headers("parkeasy"))
+    assert r.status_code == 403 and "does not allow downloads" in r.json()["error"]
+    assert datasets.query("parkeasy", closed, {}).status_code == 200  # querying is use
+    own = city.key("traffic-police", scopes=["catalog:read"])
     assert (
-        city.client.get(DOWNLOAD.format(handle, 1), headers=city.headers("parkeasy")).status_code
+        city.client.get(DOWNLOAD.format(closed, 1), headers={"X-API-Key": own}).status_code == 200
+    )
+    assert (
+        city.client.get(DOWNLOAD.format(opened, 1), headers=city.headers("parkeasy")).status_code
         == 200
     )
+    assert city.client.get(DOWNLOAD.format(opened, 1)).status_code == 404  # anonymous, restricted
     log = city.client.get("/api/v1/audit", headers=city.headers("parkeasy")).json()["data"]
-    assert any(e["action"] == "access.allow" and e["target"] == f"product:{handle}:1" for e in log)
+    assert any(
+        e["action"] == "product.download" and e["target"] == f"product:{opened}:1" for e in log
+    )
 
 
 def test_the_row_cap_pages_through_next_cursor(tmp_path: Path, database_url: str) -> None:
@@ -101,7 +113,7 @@ def test_the_row_cap_pages_through_next_cursor(tmp_path: Path, database_url: str
         with transaction(client.app.state.session_factory) as s:  # type: ignore[attr-defined]
             keys = seed_demo_city(s).keys
         datasets = Datasets(City(client, keys, client.app.state.session_factory))  # type: ignore[attr-defined]
-        handle = datasets.dataset("traffic-police")
+        handle = datasets.dataset("traffic-police", downloadable=True)
         first = datasets.query("parkeasy", handle, {"select": ["record_id"], "limit": 1000}).json()
         assert first["row_count"] == 3 and first["next_cursor"]
         rest = datasets.query(

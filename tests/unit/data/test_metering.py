@@ -92,7 +92,7 @@ def test_failed_reads_are_never_metered(datasets: Datasets) -> None:
 
 
 def test_downloads_are_metered_for_every_row_of_the_view(datasets: Datasets) -> None:
-    handle = datasets.dataset("traffic-police")
+    handle = datasets.dataset("traffic-police", downloadable=True)
     url = DOWNLOAD.format(handle, 1)
     h = {**datasets.city.headers("parkeasy"), "Idempotency-Key": "dl-1"}
     assert datasets.city.client.get(url, headers=h).status_code == 200

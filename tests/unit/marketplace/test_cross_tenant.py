@@ -392,9 +392,32 @@ def _model_with_artifact(
     return handle, artifact.read_bytes()
 
 
+def _dataset_with_data(
+    city: City, owner: str, name: str, tier: str, downloadable: bool, publish: bool, tmp: Path
+) -> tuple[str, bytes]:
+    """A dataset whose columns are all public: every reader downloads the same bytes."""
+    from tests.utils.datasets import Datasets
+
+    handle = Datasets(city).dataset(
+        owner,
+        tier=tier,
+        publish=publish,
+        data="station,pm25\nS-01,31.5\nS-02,40.0\n",
+        schema={"columns": [{"name": "station"}, {"name": "pm25"}]},
+        name=name,
+        downloadable=downloadable,
+    )
+    r = city.client.get(f"/api/v1/products/{handle}/versions/1/data", headers=city.headers(owner))
+    assert r.status_code == 200, r.text
+    return handle, r.content
+
+
 DOWNLOAD_ROUTES = [
     DownloadRoute(
         "/api/v1/products/{handle}/versions/{version}/artifact", "infer", _model_with_artifact
+    ),
+    DownloadRoute(
+        "/api/v1/products/{handle}/versions/{version}/data", "data:read", _dataset_with_data
     ),
 ]
 # Path endings that name a download, besides routes documented as answering other than JSON.
