@@ -14,8 +14,9 @@ Four kinds:
     ``monthly_fee`` per period the subscription is active, ``included_units`` free each period,
     then ``overage_price`` per unit.
 
-``unit`` names what is priced. ``mb`` prices the ``byte`` usage unit per 1,000,000 bytes;
-every other unit prices usage events of the same unit one to one. Usage of a unit the plan
+``unit`` names what is priced. ``mb`` prices the ``byte`` usage unit per 1,000,000 bytes and
+``k-rows`` the ``rows`` unit (data queries and downloads) per 1,000 rows; every other unit
+prices usage events of the same unit one to one. Usage of a unit the plan
 does not price is not charged.
 
 Usage is priced per consumer tenant per period, so tiers and included units restart every
@@ -38,7 +39,10 @@ __all__ = ["PLAN_KINDS", "Charge", "PlanTier", "PricePlan", "usage_unit_of"]
 PlanKind = Literal["free", "per_unit", "graduated", "subscription"]
 PLAN_KINDS: tuple[PlanKind, ...] = ("free", "per_unit", "graduated", "subscription")
 #: Plan units that price a differently named usage unit: plan unit → (usage unit, divisor).
-_CONVERTED_UNITS: dict[str, tuple[str, Decimal]] = {"mb": ("byte", Decimal(1_000_000))}
+_CONVERTED_UNITS: dict[str, tuple[str, Decimal]] = {
+    "mb": ("byte", Decimal(1_000_000)),
+    "k-rows": ("rows", Decimal(1_000)),
+}
 _CURRENCIES = frozenset({"CNY", "USD", "EUR", "HKD"})
 _ZERO = Decimal(0)
 

@@ -85,6 +85,36 @@ class GatewaySettings(BaseModel):
     default_key_rps: float = 0.0
 
 
+class DataSettings(BaseModel):
+    """Data products (``CITYBRAIN_DATA__*``): uploads, the query engine and its limits, masks."""
+
+    # The engine that runs query plans: embedded DuckDB, or Spark SQL for datasets too large
+    # for one node (``spark_master``: local[2] in tests, spark://host:7077 in production).
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[2]"
+    # Largest upload (CSV, Parquet or JSON Lines) accepted, in bytes.
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    # Where uploads are staged while they become snapshots (default: <data_dir>/data-staging).
+    staging_dir: Path | None = None
+    # Limits of one query: wall time (the engine is interrupted past it), the engine's memory
+    # (shared by the queries of one process), rows in one page (a row cap: more rows come
+    # through next_cursor), queries running at once per process.
+    query_timeout_s: float = Field(default=30.0, gt=0)
+    memory_limit: str = "1GB"
+    threads: int = Field(default=2, ge=1)
+    max_rows: int = Field(default=100_000, ge=1)
+    default_limit: int = Field(default=1000, ge=1)
+    max_concurrent_queries: int = Field(default=4, ge=1)
+    # How long a streamed download may take before it is cut off.
+    download_timeout_s: float = Field(default=600.0, gt=0)
+    # Cell size of the grid geo points are snapped to for callers who may not see them exact.
+    geo_grid_m: float = Field(default=500.0, gt=0)
+    # The demo city's per-minute intersection flows: days and intersections (50 x 7 days is
+    # 504,000 rows; tests that seed data may ask for less).
+    demo_flow_days: int = Field(default=7, ge=1, le=366)
+    demo_intersections: int = Field(default=50, ge=1, le=1000)
+
+
 class OIDCSettings(BaseModel):
     """Portal users' bearer tokens from a Keycloak realm (off unless server_url is set)."""
 
@@ -251,6 +281,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = Field(default_factory=TritonSettings)
     kserve: KServeSettings = Field(default_factory=KServeSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -260,6 +291,8 @@ class Settings(BaseSettings):
             self.model_store.artifact_url = str((self.data_dir / "artifacts").resolve())
         if self.billing.spool_dir is None:
             self.billing.spool_dir = self.data_dir / "spool"
+        if self.data.staging_dir is None:
+            self.data.staging_dir = self.data_dir / "data-staging"
         if self.triton.data_dir is None:
             self.triton.data_dir = self.data_dir / "triton"
         return self

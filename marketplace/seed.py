@@ -1,6 +1,8 @@
 """The demo city: tenants, one API key each (shown on the first run only) and a few products.
 
-With a blob store it also registers the built-in model ``traffic-police.flow-smoother``
+With a blob store its datasets hold real data (``marketplace.data.demo``: synthetic, made
+deterministically, a week of per-minute flows at 50 intersections among them), and it also
+registers the built-in model ``traffic-police.flow-smoother``
 (a public TorchScript model, published), and with ``city_models`` (``citybrain demo``) the
 city's own models, each a published catalog product with its model card (version notes and
 manifest), evaluation metrics (manifest ``metrics``) and a per-unit price plan:
@@ -37,10 +39,11 @@ from sqlalchemy.orm import Session
 from marketplace.billing.service import now_utc, set_plan
 from marketplace.catalog import service as catalog
 from marketplace.catalog.trust import set_trusted_code
+from marketplace.config import DataSettings
 from marketplace.constants import ALL_SCOPES
 from marketplace.context import Principal
 from marketplace.keys.service import create_key
-from marketplace.tables import Product, Tenant
+from marketplace.tables import Product, ProductVersion, Tenant
 from marketplace.tenants.service import create_tenant
 from model_store import BlobInfo, BlobStore, ModelManifest
 
@@ -352,20 +355,59 @@ def _register_city_model(
     return handle
 
 
+def _datasets_without_data(session: Session) -> list[Any]:
+    """The demo datasets that are missing, or listed without a data version yet."""
+    from marketplace.data.demo import DEMO_DATASETS
+
+    with_data = {
+        f"{slug}.{name}"
+        for slug, name in session.execute(
+            select(Tenant.slug, Product.name)
+            .join(Product, Product.tenant_id == Tenant.id)
+            .join(ProductVersion, ProductVersion.product_id == Product.id)
+            .where(ProductVersion.data_digest.is_not(None))
+        )
+    }
+    return [d for d in DEMO_DATASETS if d.handle not in with_data]
+
+
+def _add_data(session: Session, owner: Tenant, handle: str, fields: dict[str, Any]) -> None:
+    from marketplace.data.service import create_data_version
+
+    create_data_version(
+        session,
+        _principal(owner),
+        handle,
+        data=fields,
+        notes="Demo city data: synthetic, generated deterministically",
+        meta={"format": "parquet", "source": "marketplace.data.demo", "rows": fields["data_rows"]},
+    )
+
+
 def seed_demo_city(
     session: Session,
     *,
     blobs: BlobStore | None = None,
     city_models: bool = False,
     progress: Progress = _say,
+    data: DataSettings | None = None,
 ) -> SeedResult:
     """Create what is missing of the demo city; return the keys created in this run.
 
-    With ``blobs`` (the artifact store) the demo model is registered too, and with
-    ``city_models`` also the city's own models (:data:`CITY_MODELS`; slow the first time, see
-    the module docstring). ``progress`` receives a line per step of a model build.
+    With ``blobs`` (the artifact store) the datasets get their data (sized by ``data``'s
+    ``demo_flow_days`` and ``demo_intersections``) and the demo model is registered too, and
+    with ``city_models`` also the city's own models (:data:`CITY_MODELS`; slow the first time,
+    see the module docstring). ``progress`` receives a line per step of a model build.
     """
     built: dict[str, tuple[BlobInfo, ModelManifest]] = {}
+    snapshots: dict[str, dict[str, Any]] = {}
+    if blobs is not None:
+        # Built before the first write, like the models: no write transaction waits on it.
+        missing_data = _datasets_without_data(session)
+        if missing_data:
+            from marketplace.data.demo import build_snapshots
+
+            snapshots = build_snapshots(missing_data, data or DataSettings(), blobs)
     if blobs is not None and city_models:
         # Build before the first write, so a long build holds no write transaction.
         existing = _existing_handles(session, [m.handle for m in CITY_MODELS])
@@ -408,9 +450,14 @@ def seed_demo_city(
             tags=tags,
             tier=tier,
             license="CC-BY-4.0" if tier == "public" else "",
+            # Open data (public, CC-BY) may be downloaded whole; the rest is for querying.
+            downloadable=kind == "dataset" and tier == "public",
         )
         handle = f"{owner}.{name}"
-        catalog.create_version(session, who, handle, notes="Initial release", meta={"rows": 0})
+        if handle in snapshots:
+            _add_data(session, tenant, handle, snapshots.pop(handle))
+        else:
+            catalog.create_version(session, who, handle, notes="Initial release", meta={"rows": 0})
         if tier in ("public", "secret"):
             catalog.publish_product(session, who, handle)
         else:
@@ -419,6 +466,8 @@ def seed_demo_city(
                 session, operator, handle, approve=True, note="Demo city: reviewed at seed time"
             )
         made.append(handle)
+    for handle, fields in snapshots.items():  # listed before data products existed
+        _add_data(session, tenants[handle.split(".", 1)[0]], handle, fields)
     if blobs is not None:
         model = _seed_demo_model(session, tenants[DEMO_MODEL_OWNER], blobs)
         if model is not None:

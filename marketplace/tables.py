@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     SmallInteger,
     String,
@@ -92,6 +93,8 @@ class Product(Base):
     # otherwise python-format models run in sandbox workers. Set only by the operator
     # (marketplace.catalog.trust); database triggers refuse it for other tenants' products.
     trusted_code: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Datasets: the quality score (0-1) of the newest data version, for the listing and search.
+    quality_score: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -164,7 +167,29 @@ class ProductVersion(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     artifact_digest: Mapped[str | None] = mapped_column(String(80))
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Dataset versions: the Parquet snapshot (a blob, sha256:<hex>), its rows and size, the
+    # schema (columns with type, semantic, sensitivity) and the quality report. ``blocked``: a
+    # blocking quality rule failed, so the version is never published.
+    data_digest: Mapped[str | None] = mapped_column(String(80), index=True)
+    data_rows: Mapped[int | None] = mapped_column(BigInteger)
+    data_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    data_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_by_key: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProductMaskKey(Base):
+    """A dataset's pseudonym key (HMAC-SHA256 of personal values). Never leaves the server: no
+    route returns it, and on PostgreSQL only the owner's tenant role may read its row."""
+
+    __tablename__ = "product_mask_key"
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[bytes] = mapped_column(LargeBinary(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -24,6 +24,7 @@ from marketplace.api.routes import (
     audit,
     billing,
     catalog,
+    data,
     keys,
     models,
     quotas,
@@ -36,6 +37,8 @@ from marketplace.catalog.trust import trust_policy
 from marketplace.config import Settings
 from marketplace.constants import API_PREFIX
 from marketplace.context import current_request_id
+from marketplace.data.engine import make_engine as make_data_engine
+from marketplace.data.pipeline import DataPlane
 from marketplace.db import make_engine, make_session_factory
 from marketplace.errors import ForbiddenError
 from marketplace.gateway.constants import V2_PREFIX
@@ -52,6 +55,7 @@ from model_store.sandbox import Isolation, SandboxConfig, TrustPolicy
 log = logging.getLogger("citybrain")
 
 _UPLOAD_PATH = re.compile(rf"^{re.escape(API_PREFIX)}/products/[^/]+/versions/model$")
+_DATA_UPLOAD_PATH = re.compile(rf"^{re.escape(API_PREFIX)}/products/[^/]+/versions/data$")
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
@@ -215,6 +219,17 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             await start_triton(runtime)
         usage.start()
         authenticator.open_key_reader()  # API keys read on the event loop from now on
+        quota = LimitQuota.from_settings(settings.gateway, read_mostly)
+        # Data reads share the meter and the quota buckets with inference.
+        app.state.data = DataPlane(
+            settings=settings.data,
+            session_factory=read_mostly,
+            write_factory=session_factory,
+            engine=make_data_engine(settings.data, blobs),
+            meter=usage,
+            quota=quota,
+            metering=settings.billing.metering,
+        )
         app.state.gateway = Gateway(
             settings,
             authenticator=authenticator,
@@ -222,7 +237,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             cache=cache,
             serving=ServingState(runtime, blobs, metrics),
             usage=usage,
-            quota=LimitQuota.from_settings(settings.gateway, read_mostly),
+            quota=quota,
         )
         app.state.health = HealthChecker(
             engine=engine,
@@ -238,6 +253,8 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             health, app.state.health = app.state.health, None
             health.close()
             app.state.gateway = None
+            plane, app.state.data = app.state.data, None
+            await asyncio.to_thread(plane.close)
             await authenticator.close()
             await runtime.close()
             await asyncio.to_thread(usage.stop)
@@ -260,12 +277,13 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.resolve_cache = cache
     app.state.metrics_registry = registry
     app.state.gateway = None
+    app.state.data = None
     app.state.health = None
 
     install_error_handlers(app)
     # The inference routes first: routing tries routes in order, and /v2 is the hot path.
     app.include_router(v2.router)
-    for module in (tenants, keys, catalog, models, audit, access, billing, usage, quotas):
+    for module in (tenants, keys, catalog, models, data, audit, access, billing, usage, quotas):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"], response_class=JSONResponse)
@@ -294,6 +312,9 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             return settings.gateway.max_infer_bytes
         if _UPLOAD_PATH.match(path):
             return settings.model_store.max_upload_bytes
+        if _DATA_UPLOAD_PATH.match(path):
+            # The multipart envelope (schema, boundaries) rides on top of the file itself.
+            return settings.data.max_upload_bytes + settings.max_body_bytes
         return settings.max_body_bytes
 
     app.infer_limit_bytes = settings.gateway.max_infer_bytes  # the fast path's body limit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marketplace.api.schemas import KeyPublic, ProductPublic, TenantPublic, VersionPublic
 from marketplace.catalog.search import Listing
 from marketplace.constants import API_KEY_PREFIX, GOVERNMENT_KINDS
@@ -58,6 +60,7 @@ def _public(p: Product | Listing, owner: str, latest_version: int | None) -> Pro
         owner=owner,
         tags=list(p.tags),
         latest_version=latest_version,
+        quality=p.quality_score,
         **{name: getattr(p, name) for name in _PRODUCT_FIELDS},
     )
 
@@ -71,7 +74,12 @@ def listing_public(p: Listing) -> ProductPublic:
     return _public(p, p.owner, p.latest_version)
 
 
-def version_public(handle: str, v: ProductVersion) -> VersionPublic:
+def version_public(
+    handle: str, v: ProductVersion, data: dict[str, Any] | None = None
+) -> VersionPublic:
+    """A version; ``data``: what the caller may see of its dataset snapshot
+    (``marketplace.data.service.version_data``)."""
+    data = data or {}
     return VersionPublic(
         product=handle,
         version=v.version,
@@ -80,4 +88,9 @@ def version_public(handle: str, v: ProductVersion) -> VersionPublic:
         artifact_digest=v.artifact_digest,
         manifest=v.manifest,
         created_at=v.created_at,
+        data_schema=data.get("schema"),
+        rows=data.get("rows"),
+        bytes=data.get("bytes"),
+        sha256=data.get("sha256"),
+        quality=data.get("quality"),
     )

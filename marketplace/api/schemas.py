@@ -116,6 +116,8 @@ class ProductPublic(BaseModel):
     state: str
     review_note: str | None
     latest_version: int | None = None
+    # Datasets: the quality score (0-1) of the newest data version, when it declares rules.
+    quality: float | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -134,6 +136,14 @@ class VersionPublic(BaseModel):
     artifact_digest: str | None
     manifest: dict[str, Any] | None
     created_at: datetime
+    # Dataset versions holding data: the schema as the caller sees it (columns with name,
+    # type, semantic, sensitivity, description), rows, bytes, the snapshot's sha256 and the
+    # quality report {score, rules, blocked}.
+    data_schema: dict[str, Any] | None = Field(default=None, serialization_alias="schema")
+    rows: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    quality: dict[str, Any] | None = None
 
 
 class SearchPublic(BaseModel):

@@ -79,6 +79,7 @@ class Listing:
     created_at: datetime
     updated_at: datetime
     latest_version: int | None
+    quality_score: float | None = None
 
 
 @dataclass(slots=True)
@@ -132,6 +133,7 @@ def _listing_columns() -> list[Any]:
         Product.created_at,
         Product.updated_at,
         latest,
+        Product.quality_score,
     ]
 
 
@@ -182,7 +184,7 @@ def _sqlite_search(
         )
         stmt = stmt.join(ranked, ranked.c.id == Product.id)
         order = [literal_column("fts.score").asc(), Product.id.desc()]
-    if terms or flt.tag:
+    if terms or flt.tag or flt.min_quality is not None:
         facets = _facets_from_matches(session, stmt)
     else:
         facets = _facets_from_counts(session, caller, flt)
@@ -208,7 +210,8 @@ _FILTERS = ("kind", "domain", "tier", "state", "owner")
 _LISTING_SQL = """product.id, tenant.slug, product.name, product.kind, product.title,
   product.description, product.domain, product.tags, product.tier, product.license,
   product.downloadable, product.state, product.review_note, product.created_at, product.updated_at,
-  (SELECT max(v.version) FROM product_version v WHERE v.product_id = product.id)"""
+  (SELECT max(v.version) FROM product_version v WHERE v.product_id = product.id),
+  product.quality_score"""
 
 # The facet counts of the rows of ``counted`` (columns kind, domain, tier, n), as JSON.
 _FACETS_SQL = """(SELECT CAST(json_agg(json_build_array(kind, domain, tier, n)) AS text)
@@ -346,6 +349,7 @@ def _match_statement(
     words: tuple[str, ...],
     offset: int,
     limit: int,
+    quality: bool = False,
 ) -> Any:
     """One pass over the matches (of the words, the tag, or both): the facet counts and the
     page. Rank (with words): 2 when every word is found in the title, 1 when every word is
@@ -365,6 +369,8 @@ def _match_statement(
         matching.append(f"product.search_vector @@ {tsquery('')}")
     if tag:
         matching.append("product.tags_arr @> ARRAY[CAST(:f_tag AS text)]")
+    if quality:  # a dataset quality floor (rare): a pass over the products above it
+        matching.append("product.quality_score >= :f_min_quality")
     if words:
         rank = f"""CASE WHEN product.search_vector @@ {tsquery("A")} THEN 2
               WHEN product.search_vector @@ {tsquery("AB")} THEN 1
@@ -434,6 +440,12 @@ def _pg_search(
     tag = bool(flt.tag)
     if tag:
         params["f_tag"] = (flt.tag or "").strip().lower()
+    if flt.min_quality is not None:
+        # The count tables know nothing of quality: one pass over the products that qualify.
+        params["f_min_quality"] = flt.min_quality
+        stmt = _match_statement(key, filters, tag, tuple(terms), offset, limit, quality=True)
+        facets, _, listings = _run(session, stmt, params)
+        return SearchResult(listings, sum(facets["kind"].values()), facets)
     if not terms and not tag:
         facets, _, listings = _run(session, _browse_statement(key, filters, offset, limit), params)
         return SearchResult(listings, sum(facets["kind"].values()), facets)

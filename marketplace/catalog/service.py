@@ -50,6 +50,8 @@ class ProductFilter:
     owner: str | None = None
     tag: str | None = None
     state: str | None = None
+    # Datasets whose newest data version scores at least this (0-1) on its quality rules.
+    min_quality: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -172,6 +174,8 @@ def filtered_query(caller: Caller, flt: ProductFilter, *, dialect: str = "sqlite
         stmt = stmt.where(Tenant.slug == flt.owner)
     if flt.state:
         stmt = stmt.where(Product.state == flt.state)
+    if flt.min_quality is not None:
+        stmt = stmt.where(Product.quality_score >= flt.min_quality)
     if flt.tag:
         t = flt.tag.strip().lower()
         if dialect == "postgresql":
@@ -263,10 +267,34 @@ def _transition(
     return product
 
 
+def check_publishable(session: Session, product: Product) -> None:
+    """A dataset whose newest data version fails a blocking quality rule cannot be published
+    (nor submitted for review) until a version that passes replaces it."""
+    if product.kind != ProductKind.DATASET.value:
+        return
+    newest = session.execute(
+        select(ProductVersion.version, ProductVersion.blocked, ProductVersion.quality)
+        .where(ProductVersion.product_id == product.id, ProductVersion.data_digest.is_not(None))
+        .order_by(ProductVersion.version.desc())
+        .limit(1)
+    ).first()
+    if newest is not None and newest.blocked:
+        failed = [
+            f"{r.get('rule')}({r.get('column') or ''})"
+            for r in (newest.quality or {}).get("rules", [])
+            if r.get("blocking") and not r.get("passed")
+        ]
+        raise ConflictError(
+            f"version {newest.version} of {product_handle(product)} fails blocking quality "
+            f"rules ({', '.join(failed)}): upload a version that passes them first"
+        )
+
+
 def submit_product(session: Session, caller: Principal, handle: str) -> Product:
     product = get_owned_product(session, caller, handle)
     if product.state != ProductState.DRAFT.value:
         raise ConflictError(f"product {handle} is {product.state}; only drafts can be submitted")
+    check_publishable(session, product)
     return _transition(session, caller, product, ProductState.SUBMITTED.value, "product.submit")
 
 
@@ -279,6 +307,7 @@ def publish_product(session: Session, caller: Principal, handle: str) -> Product
         )
     if product.state not in (ProductState.DRAFT.value, ProductState.SUBMITTED.value):
         raise ConflictError(f"product {handle} is {product.state}; it cannot be published")
+    check_publishable(session, product)
     return _transition(session, caller, product, ProductState.PUBLISHED.value, "product.publish")
 
 
@@ -293,6 +322,7 @@ def review_product(
             f"product {handle} is {product.state}; only submitted ones are reviewed"
         )
     if approve:
+        check_publishable(session, product)
         return _transition(
             session, caller, product, ProductState.PUBLISHED.value, "product.approve", note
         )
@@ -335,7 +365,11 @@ def create_version(
     meta: dict[str, Any] | None = None,
     artifact_digest: str | None = None,
     manifest: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> ProductVersion:
+    """A new immutable version. ``data``: a dataset version's snapshot columns
+    (``data_digest``, ``data_rows``, ``data_bytes``, ``data_schema``, ``quality``,
+    ``blocked``; see ``marketplace.data``)."""
     product = get_owned_product(session, caller, handle)
     if product.state == ProductState.DEPRECATED.value:
         raise ConflictError(f"product {handle} is deprecated; it takes no new versions")
@@ -352,6 +386,7 @@ def create_version(
         artifact_digest=artifact_digest,
         manifest=manifest,
         created_by_key=caller.key_id,
+        **(data or {}),
     )
     session.add(version)
     session.flush()
@@ -361,7 +396,7 @@ def create_version(
         tenant_id=caller.tenant_id,
         action="version.create",
         target=f"product:{product_handle(product)}:{version.version}",
-        detail={"artifact": artifact_digest},
+        detail={"artifact": artifact_digest or (data or {}).get("data_digest")},
     )
     return version
 

@@ -57,7 +57,11 @@ def _seed(ctx: typer.Context, cfg: Settings, *, city_models: bool = False) -> No
     assert cfg.model_store.artifact_url is not None
     blobs = BlobStore(cfg.model_store.artifact_url)
     result = run_in_transaction(
-        ctx, lambda session: seed_demo_city(session, blobs=blobs, city_models=city_models), cfg
+        ctx,
+        lambda session: seed_demo_city(
+            session, blobs=blobs, city_models=city_models, data=cfg.data
+        ),
+        cfg,
     )
     if result.keys:
         # Plain lines, never a table: a truncated key could not be copied, and it is shown once.

@@ -6,7 +6,8 @@ rule inference applies too (tier, access grant, scope) — and the product must 
 
 | caller    | may download                                                                 |
 |-----------|------------------------------------------------------------------------------|
-| the owner | always, any state, with a key carrying ``catalog:read`` or the use scope     |
+| the owner | always, any state, with a key carrying ``catalog:read``, ``infer`` or the use |
+|           | scope                                                                        |
 | others    | when they may use it (``infer`` for a model; a grant for restricted and      |
 |           | confidential ones) **and** the owner made it downloadable                    |
 | anonymous | never: 401 where the listing is public, 404 (as if missing) where it is not |
@@ -80,7 +81,7 @@ def authorize_download(
     """
     caller = require_principal(caller)
     if caller.tenant_id == product.tenant_id:
-        if not OWNER_SCOPES & caller.scopes:
+        if not (OWNER_SCOPES | {use_scope}) & caller.scopes:
             check_scope(caller, Scope.CATALOG_READ.value)  # 403 naming the key or the role
         return caller
     granted = policy.needs_grant(caller, product) and grant_in_force(

@@ -50,6 +50,13 @@ class NoQuota:
         return None
 
 
+class Metered(Protocol):
+    """What a limit is looked up by: a resolved model, or a dataset being read."""
+
+    @property
+    def product_id(self) -> int: ...
+
+
 class LimitQuota:
     """The gateway's quota step over configured limits."""
 
@@ -100,7 +107,7 @@ class LimitQuota:
             )
         return limits
 
-    async def limits(self, principal: Principal, model: ResolvedModel) -> list[Limit]:
+    async def limits(self, principal: Principal, model: Metered) -> list[Limit]:
         key = (principal.tenant_id, principal.key_id, model.product_id)
         hit = self._cache.get(key)
         now = time.monotonic()
@@ -122,7 +129,7 @@ class LimitQuota:
                 raise UnavailableError("the quota store is unreachable") from e
             raise
 
-    async def check(self, principal: Principal, model: ResolvedModel) -> None:
+    async def check(self, principal: Principal, model: Metered) -> None:
         limits = await self.limits(principal, model)
         if not limits:
             return
@@ -134,7 +141,7 @@ class LimitQuota:
                 headers={"Retry-After": decision.retry_after_header},
             )
 
-    async def add_units(self, principal: Principal, model: ResolvedModel, units: float) -> None:
+    async def add_units(self, principal: Principal, model: Metered, units: float) -> None:
         limits: Sequence[Limit] = [
             lim for lim in await self.limits(principal, model) if lim.metric == "units"
         ]

@@ -160,3 +160,27 @@ def test_anonymous_sees_public_listings_only(city: City, populated: dict[str, in
         tiers = set(s.execute(text("SELECT DISTINCT tier FROM product")).scalars())
         assert tiers == {"public"}
         assert s.execute(text("SELECT count(*) FROM api_key")).scalar() == 0
+
+
+def test_a_datasets_pseudonym_key_is_readable_by_its_owner_alone(city: City) -> None:
+    from tests.utils.datasets import Datasets
+
+    ids = _ids(city)
+    handle = Datasets(city).dataset("traffic-police", tier="public")
+    count = "SELECT count(*) FROM product_mask_key k JOIN product p ON p.id = k.product_id"
+    name = handle.split(".", 1)[1]
+    for slug, expected in (("traffic-police", 1), ("parkeasy", 0), ("data-bureau", 0)):
+        with _as(city, slug, ids) as s:
+            seen = s.execute(text(f"{count} WHERE p.name = :n"), {"n": name}).scalar_one()
+            assert seen == expected, slug
+    with _as(city, "parkeasy", ids) as s:
+        product_id = s.execute(
+            text("SELECT id FROM product WHERE name = :n"), {"n": name}
+        ).scalar_one()
+        with pytest.raises(ProgrammingError):
+            s.execute(
+                text(
+                    "INSERT INTO product_mask_key (product_id, key, created_at) VALUES (:p, :k, now())"
+                ),
+                {"p": product_id, "k": b"x" * 32},
+            )

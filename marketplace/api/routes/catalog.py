@@ -33,11 +33,16 @@ from marketplace.audit.service import record
 from marketplace.catalog import service as catalog
 from marketplace.catalog.search import SearchResult, search_products
 from marketplace.context import Caller, Principal
+from marketplace.data.service import version_data
 from marketplace.tables import Product, ProductVersion
 
 router = APIRouter(tags=["catalog"])
 ReaderDep = Annotated[Caller, Depends(optional_scope("catalog:read"))]
 WriterDep = Annotated[Principal, Depends(require("catalog:write"))]
+MinQuality = Annotated[
+    float | None,
+    Query(ge=0, le=1, description="Datasets whose newest version's quality score is at least"),
+]
 
 
 def _latest_versions(session: Session, products: list[Product]) -> dict[int, int]:
@@ -74,10 +79,17 @@ async def list_products(
     owner: str | None = None,
     tag: str | None = None,
     state: str | None = None,
+    min_quality: MinQuality = None,
 ) -> ListPublic[ProductPublic]:
     """Products the caller may see, newest first."""
     flt = catalog.ProductFilter(
-        kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, state=state
+        kind=kind,
+        domain=domain,
+        tier=tier,
+        owner=owner,
+        tag=tag,
+        state=state,
+        min_quality=min_quality,
     )
     # The same path as search without a query: counts come from the facet table.
     caller = await authenticate_request(request, scope="catalog:read")
@@ -108,9 +120,12 @@ async def search(
     tier: str | None = None,
     owner: str | None = None,
     tag: str | None = None,
+    min_quality: MinQuality = None,
 ) -> SearchPublic:
     """Full-text search over title, description and tags, with facet counts."""
-    flt = catalog.ProductFilter(kind=kind, domain=domain, tier=tier, owner=owner, tag=tag)
+    flt = catalog.ProductFilter(
+        kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, min_quality=min_quality
+    )
     caller = await authenticate_request(request, scope="catalog:read")
     result = await run_in_threadpool(_search, request, caller, q, flt, page)
     return SearchPublic(
@@ -204,12 +219,21 @@ def deprecate_product(handle: str, session: SessionDep, caller: WriterDep) -> Pr
     return _public(session, product)
 
 
+def _version_public(
+    session: Session, caller: Caller, product: Product, handle: str, v: ProductVersion
+) -> VersionPublic:
+    return version_public(handle, v, version_data(session, caller, product, v))
+
+
 @router.get("/products/{handle}/versions", response_model=ListPublic[VersionPublic])
 def list_versions(handle: str, session: SessionDep, caller: ReaderDep) -> ListPublic[VersionPublic]:
     """A product's versions, oldest first."""
+    product = catalog.get_product(session, caller, handle)
     rows = catalog.list_versions(session, caller, handle)
     return ListPublic(
-        data=[version_public(handle, v) for v in rows], count=len(rows), per_page=max(len(rows), 1)
+        data=[_version_public(session, caller, product, handle, v) for v in rows],
+        count=len(rows),
+        per_page=max(len(rows), 1),
     )
 
 
@@ -227,5 +251,7 @@ def create_version(
 def read_version(
     handle: str, version: int, session: SessionDep, caller: ReaderDep
 ) -> VersionPublic:
-    """One version of a product."""
-    return version_public(handle, catalog.get_version(session, caller, handle, version))
+    """One version of a product (a dataset's: its schema, rows, bytes, sha256 and quality)."""
+    product = catalog.get_product(session, caller, handle)
+    row = catalog.get_version(session, caller, handle, version)
+    return _version_public(session, caller, product, handle, row)

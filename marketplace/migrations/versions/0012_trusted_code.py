@@ -7,7 +7,7 @@ tenant's product), and on PostgreSQL the tenant role (every API request's) canno
 flag at all.
 
 Revision ID: 0012_trusted_code
-Revises: 0011_downloadable
+Revises: 0010_data_products
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_trusted_code"
-down_revision = "0011_downloadable"
+down_revision = "0010_data_products"
 branch_labels = None
 depends_on = None
 

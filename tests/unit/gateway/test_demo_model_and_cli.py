@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from marketplace.cli import app as cli
 from marketplace.cli import models as cli_models
+from marketplace.data.demo import DEMO_DATASETS
 from marketplace.db import transaction
 from marketplace.seed import seed_demo_city
 from model_store.builtin.flow_smoother import NAME, FlowSmoother
@@ -24,10 +25,12 @@ def test_seed_registers_and_serves_the_flow_smoother_once(city: City) -> None:
     blobs = city.client.app.state.blobs  # type: ignore[attr-defined]
     with transaction(city.session_factory) as s:
         first = seed_demo_city(s, blobs=blobs)
+    stored = blobs.list_digests()
     with transaction(city.session_factory) as s:
         again = seed_demo_city(s, blobs=blobs)
     assert first.created_products == [NAME] and again.created_products == []
-    assert len(blobs.list_digests()) == 1
+    # The model's artifact and the demo datasets' snapshots, each stored once.
+    assert len(stored) == 1 + len(DEMO_DATASETS) and blobs.list_digests() == stored
     meta = city.client.get(f"/v2/models/{NAME}").json()
     assert meta["inputs"] == [{"name": "flow", "datatype": "FP32", "shape": [-1, -1]}]
     assert meta["outputs"][0]["name"] == "smoothed"

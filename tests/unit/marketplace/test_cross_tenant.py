@@ -296,10 +296,14 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
     probed = 0
     for method, path, op in _routes(city):
         params = re.findall(r"{(\w+)}", path)
-        body = None
+        sent: dict[str, Any] = {}
         if "requestBody" in op:
-            schema = op["requestBody"]["content"]["application/json"]["schema"]
-            body = _sample(schema, components)
+            content = op["requestBody"]["content"]
+            if "application/json" in content:
+                sent["json"] = _sample(content["application/json"]["schema"], components)
+            else:  # a data upload: a small file and its schema
+                sent["files"] = {"file": ("probe.csv", b"a\n1\n", "text/csv")}
+                sent["data"] = {"schema": '{"columns": [{"name": "a"}]}'}
         query = {"owner": owner, "tenant": owner, "q": "zebra", "per_page": 100}
         if not params:
             if method != "GET":
@@ -327,11 +331,9 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
             for real, absent in resources[varying[0]]
         ]
         for subs, missing in targets:
-            real = city.client.request(
-                method, path.format(**subs), json=body, params=query, headers=h
-            )
+            real = city.client.request(method, path.format(**subs), params=query, headers=h, **sent)
             fake = city.client.request(
-                method, path.format(**missing), json=body, params=query, headers=h
+                method, path.format(**missing), params=query, headers=h, **sent
             )
             got, expected = _strip(real), _strip(fake)
             if isinstance(got[1], dict) and "error" in got[1]:
@@ -390,9 +392,32 @@ def _model_with_artifact(
     return handle, artifact.read_bytes()
 
 
+def _dataset_with_data(
+    city: City, owner: str, name: str, tier: str, downloadable: bool, publish: bool, tmp: Path
+) -> tuple[str, bytes]:
+    """A dataset whose columns are all public: every reader downloads the same bytes."""
+    from tests.utils.datasets import Datasets
+
+    handle = Datasets(city).dataset(
+        owner,
+        tier=tier,
+        publish=publish,
+        data="station,pm25\nS-01,31.5\nS-02,40.0\n",
+        schema={"columns": [{"name": "station"}, {"name": "pm25"}]},
+        name=name,
+        downloadable=downloadable,
+    )
+    r = city.client.get(f"/api/v1/products/{handle}/versions/1/data", headers=city.headers(owner))
+    assert r.status_code == 200, r.text
+    return handle, r.content
+
+
 DOWNLOAD_ROUTES = [
     DownloadRoute(
         "/api/v1/products/{handle}/versions/{version}/artifact", "infer", _model_with_artifact
+    ),
+    DownloadRoute(
+        "/api/v1/products/{handle}/versions/{version}/data", "data:read", _dataset_with_data
     ),
 ]
 # Path endings that name a download, besides routes documented as answering other than JSON.
