@@ -26,6 +26,7 @@ from marketplace.api.routes import (
     catalog,
     keys,
     models,
+    portal,
     quotas,
     tenants,
     usage,
@@ -232,6 +233,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.include_router(v2.router)
     for module in (tenants, keys, catalog, models, audit, access, billing, usage, quotas):
         app.include_router(module.router, prefix=API_PREFIX)
+    portal.install(app, settings)  # the web portal at /
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def health() -> dict[str, str]:

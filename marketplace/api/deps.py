@@ -94,22 +94,38 @@ def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> 
     """
     token = presented_token(request)
     if token is None:
-        set_tenant_context(session, tenant_id=ANONYMOUS_TENANT)
+        bind_caller(session, None)
         return None
+    principal = principal_for_token(request, session, settings, token)
+    request.state.principal = principal
+    bind_caller(session, principal)
+    return principal
+
+
+def principal_for_token(
+    request: Request, session: Session, settings: Settings, token: str
+) -> Principal:
+    """Who a credential names: a realm JWT when OIDC is configured and it looks like one, else
+    an API key (UnauthenticatedError for bad ones). The API's headers and the portal's
+    sessions both come here."""
     verifier = _oidc_verifier(request, settings)
     if verifier is not None and looks_like_jwt(token):
-        principal = verifier.principal(session, token)
-    else:
-        principal = _key_principal(session, token, settings)
-    request.state.principal = principal
-    # From here on the database enforces the tenant too (row-level security on PostgreSQL).
+        return verifier.principal(session, token)
+    return _key_principal(session, token, settings)
+
+
+def bind_caller(session: Session, caller: Caller) -> None:
+    """From here on the database enforces the caller's tenant too (row-level security on
+    PostgreSQL; nothing on SQLite)."""
+    if caller is None:
+        set_tenant_context(session, tenant_id=ANONYMOUS_TENANT)
+        return
     set_tenant_context(
         session,
-        tenant_id=principal.tenant_id,
-        government=principal.is_government,
-        operator=principal.is_operator,
+        tenant_id=caller.tenant_id,
+        government=caller.is_government,
+        operator=caller.is_operator,
     )
-    return principal
 
 
 def _key_principal(session: Session, token: str, settings: Settings) -> Principal:

@@ -121,6 +121,9 @@ class InferCall:
         request_id: The platform's request id.
         request_id_chosen: Whether the client chose ``request_id`` (``X-Request-Id``); then it
             cannot name the usage event, which takes a fresh id of its own.
+        principal: A caller the platform has authenticated already (the portal's signed-in
+            user, whose credential may be a realm token rather than a key); step 1 then takes
+            it instead of reading ``token``. Every later step is the same.
     """
 
     name: str
@@ -131,6 +134,7 @@ class InferCall:
     idempotency_key: str | None
     request_id: str
     request_id_chosen: bool = False
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,15 +607,22 @@ class Gateway:
             await self.keys.close()
 
     async def lookup(
-        self, token: str | None, name: str, version: str | None
+        self,
+        token: str | None,
+        name: str,
+        version: str | None,
+        principal: Principal | None = None,
     ) -> tuple[Caller, ResolvedModel | None, bool]:
         """Steps 1 and 2 (and whether a grant is in force), in one short read-only session.
+        ``principal``: a caller authenticated already (``InferCall.principal``).
 
         On SQLite (a local file, sub-millisecond reads) it runs on the event loop: a thread
         hop would cost more than the queries. Elsewhere it runs in a worker thread.
         """
-        caller: Caller = None
-        if token is None:  # anonymous: resolution alone, often from the cache
+        caller: Caller = principal
+        if principal is not None:
+            pass  # authenticated by the portal: resolution and the grant check below
+        elif token is None:  # anonymous: resolution alone, often from the cache
             hit = self.cache.get((name, version))
             if hit is not MISSING:
                 return None, hit, False
@@ -661,7 +672,9 @@ class Gateway:
         self.in_flight += 1
         try:
             check_idempotency_key(call.idempotency_key)
-            caller, model, granted = await self.lookup(call.token, call.name, call.version)
+            caller, model, granted = await self.lookup(
+                call.token, call.name, call.version, call.principal
+            )
             principal = authorize(caller, model, call, granted=granted)
             assert model is not None
             label = model.label
