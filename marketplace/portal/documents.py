@@ -35,9 +35,7 @@ def _num(d: Decimal) -> str:
     return format(d.normalize(), "f") if d != d.to_integral() else str(int(d))
 
 
-def document_pdf(
-    doc: Document, *, tenant: str, publishers: dict[int, str], t: Translator
-) -> bytes:
+def document_pdf(doc: Document, *, tenant: str, publishers: dict[int, str], t: Translator) -> bytes:
     """The PDF of one invoice or statement.
 
     Args:
@@ -78,9 +76,7 @@ def document_pdf(
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef9")),
         ]
     )
-    plain = TableStyle(
-        [("FONTNAME", (0, 0), (-1, -1), regular), ("FONTSIZE", (0, 0), (-1, -1), 9)]
-    )
+    plain = TableStyle([("FONTNAME", (0, 0), (-1, -1), regular), ("FONTSIZE", (0, 0), (-1, -1), 9)])
     story: list[Any] = [
         p(f"CityBrain · {kind} {doc.number}", "Title"),
         Table(facts, hAlign="LEFT", style=plain),

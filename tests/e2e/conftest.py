@@ -79,8 +79,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     port, idp_port = _free_port(), _free_port()
     url = f"http://127.0.0.1:{port}"
     idp = subprocess.Popen(
-        [node, str(OIDC_DIR / "server.mjs"), "--port", str(idp_port)]
-        + ["--redirect-uri", f"{url}/auth/callback"],
+        [
+            node,
+            str(OIDC_DIR / "server.mjs"),
+            *("--port", str(idp_port)),
+            *("--redirect-uri", f"{url}/auth/callback"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -109,9 +113,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         log = base / "server.log"
         with log.open("wb") as out:
             server = subprocess.Popen(
-                [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port)]
-                + ["--database-url", database_url, "--data-dir", str(base / "var")]
-                + ["--no-migrate"],
+                [
+                    *(sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port)),
+                    *("--database-url", database_url, "--data-dir", str(base / "var")),
+                    "--no-migrate",
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

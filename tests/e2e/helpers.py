@@ -47,9 +47,7 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
     if not AXE.exists():
         pytest.fail("axe-core is not installed: run `npm ci` in tests/e2e (make test does)")
     page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        "async () => await axe.run(document, {resultTypes: ['violations']})"
-    )
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
     return [
         {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
         for v in result["violations"]

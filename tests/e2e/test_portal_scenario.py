@@ -68,7 +68,16 @@ def _developer_calls_with_a_new_key(page: Any, platform: Platform) -> None:
     r = httpx.post(
         f"{platform.url}/v2/models/{MODEL}/infer",
         headers={"Authorization": f"Bearer {secret}"},
-        json={"inputs": [{"name": "flow", "datatype": "FP32", "shape": [1, 8], "data": [10, 30, 12, 28, 14, 35, 11, 29]}]},
+        json={
+            "inputs": [
+                {
+                    "name": "flow",
+                    "datatype": "FP32",
+                    "shape": [1, 8],
+                    "data": [10, 30, 12, 28, 14, 35, 11, 29],
+                }
+            ]
+        },
     )
     assert r.status_code == 200, r.text
     page.get_by_role("link", name="Usage").click()

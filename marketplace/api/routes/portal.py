@@ -19,7 +19,6 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from marketplace.api.deps import principal_for_token
-from marketplace.context import Principal
 from marketplace.api.routes import portal_account, portal_billing, portal_catalog
 from marketplace.api.routes.portal_common import (
     FormDep,
@@ -32,6 +31,7 @@ from marketplace.api.routes.portal_common import (
     safe_next,
 )
 from marketplace.config import Settings
+from marketplace.context import Principal
 from marketplace.errors import InvalidInputError, UnavailableError
 from marketplace.portal import STATIC_DIR
 from marketplace.portal.i18n import LANG_COOKIE, LANGUAGES

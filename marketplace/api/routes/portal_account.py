@@ -103,9 +103,7 @@ def decide(visit: VisitDep, form: FormDep, request_id: str) -> Response:
 def revoke_grant(visit: VisitDep, form: FormDep, grant_id: str) -> Response:
     """Revoke a grant (its holder, the product's owner or the operator)."""
     principal = visit.signed_in(back="/access")
-    grant = access.revoke_grant(
-        visit.db, principal, grant_id, reason=field_text(form, "reason")
-    )
+    grant = access.revoke_grant(visit.db, principal, grant_id, reason=field_text(form, "reason"))
     visit.db.commit()
     visit.web.flash("ok", visit.t("access.revoked", id=grant.id))
     return redirect(visit, "/access")

@@ -263,18 +263,15 @@ def finish(visit: Visit, response: Response) -> Response:
 
 def page(visit: Visit, template: str, *, status: int = 200, **context: Any) -> Response:
     """A page rendered in the visitor's language."""
-    html = (
-        visit.state.templates.get_template(template)
-        .render(
-            t=visit.t,
-            visit=visit,
-            caller=visit.caller,
-            csrf=visit.web.csrf,
-            flashes=visit.web.take_flashes(),
-            path=visit.request.url.path,
-            query=lambda **kw: urlencode({k: v for k, v in kw.items() if v not in (None, "")}),
-            **context,
-        )
+    html = visit.state.templates.get_template(template).render(
+        t=visit.t,
+        visit=visit,
+        caller=visit.caller,
+        csrf=visit.web.csrf,
+        flashes=visit.web.take_flashes(),
+        path=visit.request.url.path,
+        query=lambda **kw: urlencode({k: v for k, v in kw.items() if v not in (None, "")}),
+        **context,
     )
     return finish(visit, HTMLResponse(html, status_code=status))
 
