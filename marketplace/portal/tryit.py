@@ -49,7 +49,9 @@ def example_request(manifest: dict[str, Any] | None) -> str:
                 "data": _values(datatype, prod(shape)),
             }
         )
-    return json.dumps({"inputs": inputs}, indent=2)
+    # One line per tensor: long data arrays stay readable in the form.
+    lines = ",\n".join(f"  {json.dumps(tensor)}" for tensor in inputs)
+    return f'{{"inputs": [\n{lines}\n]}}'
 
 
 def pretty_json(body: bytes) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
@@ -23,10 +23,12 @@ from marketplace.api.routes import portal_account, portal_billing, portal_catalo
 from marketplace.api.routes.portal_common import (
     FormDep,
     PortalRoute,
+    Visit,
     VisitDep,
     field_text,
     make_state,
     page,
+    platform_session,
     redirect,
     safe_next,
 )
@@ -56,16 +58,13 @@ def install(app: FastAPI, settings: Settings) -> None:
 NextQuery = Annotated[str | None, Query(max_length=500)]
 
 
-def check_credential(request: Request, settings: Settings, credential: str) -> Principal:
-    """Who a credential names, read in a session of its own: the visit's is bound to the
+def check_credential(visit: Visit, credential: str) -> Principal:
+    """Who a credential names, read outside the visit's binding: that session is bound to the
     anonymous visitor already, and row-level security would hide the key's row from it."""
-    session = request.app.state.session_factory()
-    try:
-        principal = principal_for_token(request, session, settings, credential)
+    with platform_session(visit) as session:
+        principal = principal_for_token(visit.request, session, visit.state.settings, credential)
         session.commit()  # a last-used stamp, if the check made one
         return principal
-    finally:
-        session.close()
 
 
 @router.get("/signin")
@@ -106,7 +105,7 @@ def signin_callback(
     pending, visit.web.pending_login = visit.web.pending_login, None
     tokens = signin.finish(pending, state=state, code=code, error=error)
     # The API's own check of the token: issuer, audience, roles, tenant.
-    principal = check_credential(visit.request, visit.state.settings, tokens.access_token)
+    principal = check_credential(visit, tokens.access_token)
     visit.replace_session(
         auth_kind="oidc",
         credential=tokens.access_token,
@@ -123,7 +122,7 @@ def signin_key(visit: VisitDep, form: FormDep) -> Response:
     key = field_text(form, "api_key")
     if not key:
         raise InvalidInputError(visit.t("signin.key_missing"))
-    principal = check_credential(visit.request, visit.state.settings, key)
+    principal = check_credential(visit, key)
     visit.replace_session(
         auth_kind="key", credential=key, refresh_token=None, display=f"key:{principal.key_id}"
     )

@@ -31,6 +31,7 @@ from marketplace.api.routes.portal_common import (
     field_text,
     finish,
     page,
+    platform_session,
 )
 from marketplace.billing import service as billing_svc
 from marketplace.constants import Scope
@@ -151,16 +152,20 @@ def billing_run(visit: VisitDep, form: FormDep) -> Response:
     principal = visit.operator()
     month = period_of(field_text(form, "period"), _closable(Period.of(billing_svc.now_utc())))
     config = RunConfig(commission_rate=visit.state.settings.billing.commission_rate)
+    # The run writes billing's tables, which every tenant role (the operator's too) may only
+    # read under row-level security: it is the platform's own job, run as the CLI runs it,
+    # outside the tenant role, once the caller is known to be the operator.
     try:
-        result = billing_svc.run_billing(
-            visit.db, month, now=billing_svc.now_utc(), config=config, actor=principal.label
-        )
+        with platform_session(visit) as session:
+            result = billing_svc.run_billing(
+                session, month, now=billing_svc.now_utc(), config=config, actor=principal.label
+            )
+            session.commit()
     except BillingConflictError as e:
         # Not over yet, or out of order: say why beside the form.
         visit.db.rollback()
         visit.web.flash("error", e.message)
         return page(visit, "operator.html", status=409, period=month, run=None, tenants={})
-    visit.db.commit()
     visit.web.flash(
         "ok",
         visit.t.plural(

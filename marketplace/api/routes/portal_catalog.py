@@ -51,6 +51,7 @@ from marketplace.constants import (
 from marketplace.context import current_request_id
 from marketplace.errors import InvalidInputError
 from marketplace.gateway.pipeline import Gateway, InferCall
+from marketplace.portal.markdown import render_markdown
 from marketplace.portal.tryit import example_request, pretty_json
 from marketplace.tables import Product, ProductVersion
 
@@ -125,7 +126,7 @@ def _price(visit: Visit, product: Product) -> str | None:
         return None
     plan = current.plan.to_dict()
     t = visit.t
-    unit = t.choice("unit", plan["unit"])
+    unit = t.choice("per_unit", plan["unit"])
     if plan["kind"] == "free":
         return t("price.free")
     if plan["kind"] == "per_unit":
@@ -138,6 +139,7 @@ def _price(visit: Visit, product: Product) -> str | None:
             overage=plan["overage_price"],
             currency=plan["currency"],
             unit=unit,
+            units=t.choice("unit", plan["unit"]),
         )
     first = plan["tiers"][0]["unit_price"] if plan.get("tiers") else "0"
     return t("price.graduated", price=first, currency=plan["currency"], unit=unit)
@@ -231,7 +233,7 @@ def _product_context(visit: Visit, handle: str) -> dict[str, Any]:
         "latest": latest,
         "manifest": manifest,
         "metrics": metrics,
-        "card": card,
+        "card": render_markdown(card) if card else None,
         "data": data,
         "quality": getattr(product, "quality_score", None),
         "price": _price(visit, product),

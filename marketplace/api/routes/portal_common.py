@@ -16,7 +16,8 @@ the API audits them; a page that needs a signed-in visitor sends an anonymous on
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -218,6 +219,23 @@ async def posted_form(request: Request, visit: VisitDep) -> FormData:
 FormDep = Annotated[FormData, Depends(posted_form)]
 
 
+@contextmanager
+def platform_session(visit: Visit) -> Iterator[Session]:
+    """A session outside the visitor's tenant role, for the platform's own work on the
+    visitor's behalf once it is allowed (checking a credential at sign-in, the operator's
+    billing run). On SQLite, which has no row-level security and one writer at a time (a
+    second session would wait on this request's lock), the visit's own session."""
+    if visit.state.settings.is_sqlite:
+        yield visit.db
+        return
+    session: Session = visit.request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
 def field_text(form: FormData, name: str, default: str = "") -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else default
@@ -304,9 +322,13 @@ async def error_page(request: Request, exc: Exception) -> Response:
     extra: dict[str, Any] = getattr(exc, "extra", {}) or {}
     if status >= 500 and code in ("InternalError", "InferenceFailed"):
         message = ""
+    visit = _fallback_visit(request)
+    if visit is not None:
+        # Nothing of a failed action is kept; and the denial's audit entry is written in a
+        # session of its own, which on SQLite would wait for this one's lock.
+        await run_in_threadpool(visit.db.rollback)
     if status in (401, 403) or extra.get("denied"):
         await run_in_threadpool(audit_denial, request, status, code, extra)
-    visit = _fallback_visit(request)
     if visit is None:  # failed before the visit was made (e.g. the database is down)
         t = Translator(web_lang(request))
         body = f"<!doctype html><title>{status}</title><p>{t('error.generic')}</p>"

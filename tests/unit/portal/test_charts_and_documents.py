@@ -139,3 +139,15 @@ def test_the_try_it_example_fits_the_signature() -> None:
     assert flow["shape"] == [1, 8] and len(flow["data"]) == 8
     assert text["datatype"] == "BYTES" and len(text["data"]) == 1
     assert example_request(None) == ""
+
+
+def test_model_cards_are_formatted_but_never_carry_markup() -> None:
+    from marketplace.portal.markdown import render_markdown
+
+    html = render_markdown(
+        "# Card\n\n**Purpose.** `flow` in.\n\n<script>alert(1)</script>\n\n[x](javascript:alert(1))"
+    )
+    assert "<h1>Card</h1>" in html and "<strong>Purpose.</strong>" in html
+    assert "<code>flow</code>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="javascript:' not in html

@@ -33,6 +33,8 @@ DYNAMIC = {
     "grant": ["active", "expired", "revoked"],
     "key": ["active", "expired", "revoked"],
     "scope": list(ALL_SCOPES),
+    "unit": ["call", "audio-second", "row", "mb", "byte"],
+    "per_unit": ["call", "audio-second", "row", "mb", "byte"],
     "doc.kind": ["invoice", "statement"],
     "doc.status": ["draft", "issued", "paid", "void"],
     "doc.footer": ["invoice", "statement"],

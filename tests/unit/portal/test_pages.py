@@ -119,7 +119,7 @@ def test_a_product_page_shows_its_card_and_price(web: Web) -> None:
     assert "Not billed" in r.text  # the demo model has no plan yet
     with transaction(web.session_factory) as s:
         bill_last_month(s, consumer="parkeasy", handle=MODEL, calls=1, unit_price="0.05")
-    assert "0.05 CNY per calls" in web.client.get(f"/catalog/{MODEL}").text
+    assert "0.05 CNY per call" in web.client.get(f"/catalog/{MODEL}").text
 
 
 # ------------------------------------------------------------------- sessions and forms
@@ -327,7 +327,7 @@ def test_try_it_runs_the_model_through_the_gateway(web: Web) -> None:
 def _usage(web: Web, slug: str, handle: str, n: int) -> None:
     with transaction(web.session_factory) as s:
         tenant = s.scalars(select(Tenant).where(Tenant.slug == slug)).one()
-        owner, name = handle.split(".")
+        name = handle.split(".")[1]
         product = s.scalars(select(Product).where(Product.name == name)).one()
         s.execute(
             insert(usage_event),
