@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration bench clean serve system-deps
+.PHONY: demo test lint unit integration e2e bench clean serve system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,17 +14,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-# System packages the tests use: espeak-ng speaks the hotline test sentences.
+# System packages the tests use: espeak-ng speaks the hotline test sentences; Debian's
+# chromium is the browser of the end-to-end tests (Playwright drives it; its own browser
+# downloads are never used); fonts-noto-cjk lets pages and screenshots show Chinese.
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
-	  echo "installing espeak-ng (test audio)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+	@command -v espeak-ng >/dev/null 2>&1 && test -x /usr/bin/chromium \
+	  && fc-list :lang=zh | grep -q . || { \
+	  echo "installing espeak-ng (test audio), chromium and fonts-noto-cjk (browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    espeak-ng chromium fonts-noto-cjk >/dev/null; }
 
 # The real OpenID provider the integration tests sign users in with (tests/oidc).
 OIDC_STAMP := tests/oidc/node_modules/.installed-stamp
 $(OIDC_STAMP): tests/oidc/package-lock.json
 	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(OIDC_STAMP)
+
+# axe-core, which the browser tests inject into the portal's pages (tests/e2e).
+E2E_STAMP := tests/e2e/node_modules/.installed-stamp
+$(E2E_STAMP): tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(E2E_STAMP)
 
 ## Set up, migrate, seed the demo city and serve it on http://127.0.0.1:8000 (SQLite, embedded).
 demo: $(STAMP) system-deps
@@ -34,7 +44,7 @@ serve: $(STAMP)
 	$(BIN)/citybrain serve
 
 ## Lint (ruff, mypy, import-linter contracts), then the whole suite (SQLite and PostgreSQL).
-test: $(STAMP) system-deps $(OIDC_STAMP) lint
+test: $(STAMP) system-deps $(OIDC_STAMP) $(E2E_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -48,6 +58,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+## The portal in a real browser (Debian's chromium, headless); screenshots in var/screenshots/.
+e2e: $(STAMP) system-deps $(OIDC_STAMP) $(E2E_STAMP)
+	$(BIN)/python -m pytest -q tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/python bench/catalog_search.py

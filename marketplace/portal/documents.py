@@ -78,7 +78,8 @@ def document_pdf(doc: Document, *, tenant: str, publishers: dict[int, str], t: T
     )
     plain = TableStyle([("FONTNAME", (0, 0), (-1, -1), regular), ("FONTSIZE", (0, 0), (-1, -1), 9)])
     story: list[Any] = [
-        p(f"CityBrain · {kind} {doc.number}", "Title"),
+        # No "·" here: the CJK font's character map lacks it.
+        p(f"CityBrain {kind} {doc.number}", "Title"),
         Table(facts, hAlign="LEFT", style=plain),
         Spacer(1, 10),
         p(t("doc.lines"), "Heading2"),
@@ -96,7 +97,7 @@ def document_pdf(doc: Document, *, tenant: str, publishers: dict[int, str], t: T
             x.product,
             x.description + (f" ({t('doc.late')})" if x.late else ""),
             _num(x.quantity),
-            x.unit,
+            t.choice("unit", x.unit),
             _num(x.unit_price),
             f"{x.amount:.2f}",
         ]

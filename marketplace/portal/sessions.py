@@ -11,8 +11,8 @@ send it back (:meth:`PortalSession.csrf_ok`). SameSite=Lax already keeps the coo
 cross-site POSTs; the token is the second wall.
 
 The store is one process's memory: sessions idle past ``idle_s`` end, and past ``max_sessions``
-the least recently used go first. Several processes serving one portal need the same secret
-and sticky routing (see ``PortalSettings``).
+the least recently used anonymous ones go first (signed-in ones only when all are). Several
+processes serving one portal need the same secret and sticky routing (see ``PortalSettings``).
 """
 
 from __future__ import annotations
@@ -98,8 +98,17 @@ class SessionStore:
         with self._lock:
             self._sessions[session.id] = session
             while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                self._evict()
         return session
+
+    def _evict(self) -> None:
+        """Drop the least recently used anonymous session (the oldest signed-in one only when
+        all are signed in): a flood of new visitors never signs anyone out."""
+        for session_id, session in self._sessions.items():
+            if not session.signed_in:
+                del self._sessions[session_id]
+                return
+        self._sessions.popitem(last=False)
 
     def load(self, cookie: str | None) -> PortalSession | None:
         """The live session a cookie names, or None (no cookie, bad signature, ended)."""

@@ -54,9 +54,20 @@ def example_request(manifest: dict[str, Any] | None) -> str:
     return f'{{"inputs": [\n{lines}\n]}}'
 
 
+def _compact(value: Any, depth: int = 0) -> str:
+    """Indented JSON whose lists of plain values stay on one line (tensor data, shapes)."""
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(k)}: {_compact(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        return "[\n" + ",\n".join(f"{inner}{_compact(v, depth + 1)}" for v in value) + f"\n{pad}]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def pretty_json(body: bytes) -> str:
     """A response body for display: indented JSON when it is JSON, else the text."""
     try:
-        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+        return _compact(json.loads(body))
     except (ValueError, UnicodeDecodeError):
         return body.decode("utf-8", "replace")

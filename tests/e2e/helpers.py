@@ -36,10 +36,11 @@ def sign_in_oidc(page: Any, user: str) -> None:
 
 
 def sign_in_key(page: Any, key: str, next_path: str = "/") -> None:
+    """Sign in with an API key through the portal's form (in any language)."""
     page.goto(f"/signin?next={next_path}")
-    page.get_by_label("Your API key").fill(key)
-    page.get_by_role("button", name="Sign in with key").click()
-    page.get_by_text("Signed in as key:").wait_for()
+    page.locator("#api_key").fill(key)
+    page.locator("form[action='/signin/key'] button[type=submit]").click()
+    page.locator("form[action='/signout']").wait_for()
 
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ violation), keyboard use, Chinese, and what an anonymous visitor can do."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.e2e.conftest import Platform
@@ -22,29 +23,44 @@ DEVELOPER_PAGES = [
 OPERATOR_PAGES = ["/operator", "/audit", "/usage", "/billing"]
 
 
-def _check(page: Any, paths: list[str]) -> dict[str, list[dict[str, Any]]]:
+def _check(page: Any, paths: list[str], who: str) -> dict[str, list[dict[str, Any]]]:
+    """axe-core's serious and critical findings per page; a screenshot of each page."""
     found = {}
     for path in paths:
         response = page.goto(path)
         assert response is not None and response.status == 200, path
+        name = re.sub(r"[^a-z0-9]+", "-", path.strip("/").lower()).strip("-") or "catalog"
+        shot(page, f"page-{who}-{name}")
         if violations := axe_violations(page):
-            found[path] = violations
+            found[f"{who} {path}"] = violations
     return found
 
 
 def test_main_pages_pass_axe(platform: Platform, new_context: Any) -> None:
     page = new_context().new_page()
-    problems = _check(page, ANONYMOUS_PAGES)
+    problems = _check(page, ANONYMOUS_PAGES, "visitor")
     sign_in_key(page, platform.keys["parkeasy"])
-    problems |= _check(page, DEVELOPER_PAGES)
+    problems |= _check(page, DEVELOPER_PAGES, "developer")
     operator = new_context().new_page()
     sign_in_key(operator, platform.keys["data-bureau"])
-    problems |= {f"operator {p}": v for p, v in _check(operator, OPERATOR_PAGES).items()}
+    problems |= _check(operator, OPERATOR_PAGES, "operator")
     assert not problems, problems
 
 
+def test_axe_finds_what_breaks_a_page(platform: Platform, new_context: Any) -> None:
+    """The check can fail: a search button with no name is a critical violation."""
+    page = new_context().new_page()
+    page.goto("/")
+    page.evaluate("document.querySelector('form[role=search] button').textContent = ''")
+    assert "button-name" in {v["id"] for v in axe_violations(page)}
+
+
 def test_chinese_pages_pass_axe(platform: Platform, new_context: Any) -> None:
-    assert not _check(new_context("zh-CN").new_page(), ANONYMOUS_PAGES)
+    page = new_context("zh-CN").new_page()
+    problems = _check(page, ANONYMOUS_PAGES, "visitor-zh")
+    sign_in_key(page, platform.keys["data-bureau"])
+    problems |= _check(page, OPERATOR_PAGES, "operator-zh")
+    assert not problems, problems
 
 
 def test_the_catalog_in_chinese(platform: Platform, new_context: Any) -> None:
@@ -54,10 +70,10 @@ def test_the_catalog_in_chinese(platform: Platform, new_context: Any) -> None:
     assert page.get_by_role("heading", level=1).inner_text() == "数据与模型目录"
     assert page.locator(".card .badge", has_text="公开").count() >= 1
     assert page.get_by_role("button", name="搜索").is_visible()
-    shot(page, "08-catalog-zh")
+    shot(page, "09-catalog-zh")
     page.get_by_role("link", name="Traffic flow smoother").click()  # titles are the data's
     assert page.get_by_role("heading", name="输入与输出").is_visible()
-    shot(page, "09-product-zh")
+    shot(page, "10-product-zh")
     # The switch keeps the page and changes the language, for good (a cookie).
     page.get_by_role("link", name="English").click()
     assert page.get_by_role("heading", name="Inputs and outputs").is_visible()
@@ -74,7 +90,7 @@ def test_an_anonymous_visitor_browses_and_is_asked_to_sign_in(
     assert badges == {"Public"}  # only public listings for a visitor
     page.get_by_role("link", name="Traffic flow smoother").click()
     assert "Sign in to try it" in page.locator("#try").inner_text()
-    shot(page, "10-anonymous-product")
+    shot(page, "11-anonymous-product")
     page.goto("/catalog/city-management.manhole-covers")
     assert page.get_by_role("heading", name="Error 404").is_visible()
     page.goto("/keys")
@@ -105,4 +121,4 @@ def test_try_it_in_the_browser(platform: Platform, new_context: Any) -> None:
     page.get_by_role("button", name="Send request").click()
     result = page.locator("pre.result")
     assert '"smoothed"' in result.inner_text() and "ok" in (result.get_attribute("class") or "")
-    shot(page, "11-try-it")
+    shot(page, "12-try-it")

@@ -13,6 +13,7 @@ Each step leaves a screenshot in var/screenshots/.
 from __future__ import annotations
 
 import io
+import re
 import time
 from typing import Any
 
@@ -111,6 +112,11 @@ def _operator_runs_billing(page: Any, platform: Platform) -> None:
         invoice.get_by_role("link", name="PDF").click()
     pdf = PdfReader(io.BytesIO(download.value.path().read_bytes()))
     assert "2.00 CNY" in pdf.pages[0].extract_text()
+    download.value.save_as(SCREENSHOTS / "invoice.pdf")
+    invoice.get_by_role("link", name=re.compile(r"^INV-")).click()
+    assert page.get_by_role("heading", level=1).inner_text().startswith("Invoice INV-")
+    assert "40" in page.locator("table").inner_text()  # the 40 calls of last month
+    shot(page, "08-operator-invoice")
 
 
 def test_developer_owner_and_operator(platform: Platform, new_context: Any) -> None:

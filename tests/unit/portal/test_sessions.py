@@ -62,6 +62,15 @@ def test_the_least_recently_used_sessions_go_first_past_the_bound() -> None:
     assert store.load(store.cookie_value(a)) is a and store.load(store.cookie_value(c)) is c
 
 
+def test_a_flood_of_visitors_signs_no_one_out() -> None:
+    store = _store()
+    signed_in = store.renew(store.new(), credential="k", auth_kind="key")
+    for _ in range(50):
+        store.new()
+    assert store.load(store.cookie_value(signed_in)) is signed_in
+    assert len(store) == 3
+
+
 def test_renewing_drops_the_old_id_and_keeps_pending_messages() -> None:
     store = _store()
     old = store.new()
