@@ -115,7 +115,9 @@ def _operator_runs_billing(page: Any, platform: Platform) -> None:
     download.value.save_as(SCREENSHOTS / "invoice.pdf")
     invoice.get_by_role("link", name=re.compile(r"^INV-")).click()
     assert page.get_by_role("heading", level=1).inner_text().startswith("Invoice INV-")
-    assert "40" in page.locator("table").inner_text()  # the 40 calls of last month
+    # The 40 calls of last month, at 0.05 CNY each.
+    cells = page.locator("tbody tr").first.locator("td").all_inner_texts()
+    assert cells[2:] == ["40", "calls", "0.05", "2.00"]
     shot(page, "08-operator-invoice")
 
 

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -82,12 +83,19 @@ def make_state(settings: Settings) -> PortalState:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    templates.filters["num"] = plain_number
     return PortalState(
         settings=settings,
         store=SessionStore(secret, idle_s=cfg.session_idle_s, max_sessions=cfg.max_sessions),
         templates=templates,
         signin=OIDCSignIn(settings.oidc, cfg) if settings.oidc.server_url else None,
     )
+
+
+def plain_number(value: Decimal | int | float) -> str:
+    """A quantity as people write it: ``40``, ``0.05``, ``2.5`` (never ``4E+1``)."""
+    d = value if isinstance(value, Decimal) else Decimal(str(value))
+    return format(d.normalize(), "f")
 
 
 def portal_state(request: Request) -> PortalState:

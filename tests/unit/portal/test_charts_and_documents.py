@@ -151,3 +151,13 @@ def test_model_cards_are_formatted_but_never_carry_markup() -> None:
     assert "<code>flow</code>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="javascript:' not in html
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(Decimal("40"), "40"), (Decimal("40.000"), "40"), (Decimal("0.050"), "0.05"), (2.5, "2.5")],
+)
+def test_quantities_are_written_plainly(value: Decimal | float, shown: str) -> None:
+    from marketplace.api.routes.portal_common import plain_number
+
+    assert plain_number(value) == shown
