@@ -78,7 +78,7 @@ async def run(runtime: EmbeddedRuntime, key: str, concurrency: int) -> tuple[flo
 
 def predict_cost(path: Path) -> tuple[float, float]:
     """Seconds per row of a bare ``predict`` on 1 row and on 32 rows (the ceiling of the ratio)."""
-    from model_store.runtimes.embedded import load_model
+    from model_store.formats import load_model
 
     model = load_model(manifest(False), path)
     per_row = []

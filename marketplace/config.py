@@ -6,12 +6,51 @@ Built once at the entry point (CLI or app factory) and passed down.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: for logs, messages and reprs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<a URL that does not parse>" if "@" in url else url
+
+
+def _redacted(args: Iterator[tuple[str | None, Any]]) -> Iterator[tuple[str | None, Any]]:
+    # Settings are printed in tracebacks and debug output: database URLs carry passwords.
+    for name, value in args:
+        yield name, redact_url(value) if name == "database_url" and value else value
+
+
+class SandboxSettings(BaseModel):
+    """Where tenants' model code runs (``CITYBRAIN_MODEL_STORE__SANDBOX__*``; see
+    ``model_store.sandbox.SandboxConfig`` for each field's meaning)."""
+
+    memory_bytes: int = Field(default=4 * 1024**3, gt=0)
+    cpu_seconds: int = Field(default=3600, gt=0)
+    call_timeout_s: float = Field(default=30.0, gt=0)
+    load_timeout_s: float = Field(default=120.0, gt=0)
+    max_processes: int = Field(default=64, gt=0)
+    max_open_files: int = Field(default=256, gt=0)
+    max_file_bytes: int = Field(default=64 * 1024**2, gt=0)
+    scratch_bytes: int = Field(default=256 * 1024**2, gt=0)
+    max_message_bytes: int = Field(default=256 * 1024**2, gt=0)
+    # Confine workers with namespaces, a minimal root and a user of their own (needs root).
+    namespaces: bool = True
+    # Refuse to run tenant code where that confinement is unavailable (not root).
+    require_namespaces: bool = False
+    # Where each worker's folder is made (default: the system's temp dir).
+    work_dir: Path | None = None
 
 
 class ModelStoreSettings(BaseModel):
@@ -24,6 +63,7 @@ class ModelStoreSettings(BaseModel):
     # Models whose predict is measured faster than this run on the event loop rather than a
     # worker thread (the thread hop would cost more than the model); 0 turns it off.
     inline_predict_below_ms: float = 0.1
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
 
 class GatewaySettings(BaseModel):
@@ -52,7 +92,7 @@ class OIDCSettings(BaseModel):
     server_url: str | None = None
     realm: str = "citybrain"
     client_id: str = "citybrain-platform"
-    client_secret: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
     audience: str = "account"
     # The claim that names the user's tenant (a tenant slug).
     tenant_claim: str = "tenant"
@@ -115,6 +155,9 @@ class BillingSettings(BaseModel):
     # run --commission`` overrides it).
     commission_rate: Decimal = Field(default=Decimal("0.10"), ge=0, le=1)
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted(iter(super().__repr_args__()))
+
 
 class StripeSettings(BaseModel):
     """Developer tenants' invoices and meter events in Stripe (``CITYBRAIN_STRIPE__*``); off
@@ -154,6 +197,11 @@ class TritonSettings(BaseModel):
     probe_interval_s: float = 0.5
     infer_timeout_s: float = 30.0
     load_timeout_s: float = 120.0
+    # Triton's python backend runs a model in a stub process with the server's user,
+    # environment, files and network: no sandbox. So untrusted python-format models get 503
+    # there unless this says the Triton in use confines them itself (an external one in a
+    # container of its own, holding none of the platform's secrets).
+    run_untrusted_code: bool = False
 
     @model_validator(mode="after")
     def _external_needs_repository(self) -> TritonSettings:
@@ -221,6 +269,9 @@ class Settings(BaseSettings):
     key_rotation_grace_s: int = 24 * 3600
     # last_used_at of a key is written at most this often (it costs a write per request).
     key_last_used_resolution_s: int = 60
+    # How long each readiness check (database, spool, runtimes) may take before it counts as
+    # down (/v2/health/ready, /api/v1/health).
+    ready_timeout_s: float = Field(default=2.0, gt=0, le=60)
     model_store: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
@@ -245,3 +296,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted(iter(super().__repr_args__()))

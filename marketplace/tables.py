@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -82,8 +84,14 @@ class Product(Base):
     tags_text: Mapped[str] = mapped_column(Text, default="")
     tier: Mapped[str] = mapped_column(String(20))
     license: Mapped[str] = mapped_column(String(100), default="")
+    # Whether others who may use the product may also download its bytes (the owner always may).
+    downloadable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     state: Mapped[str] = mapped_column(String(20))
     review_note: Mapped[str | None] = mapped_column(Text)
+    # The operator trusts this (government) model's code to run in the platform's process;
+    # otherwise python-format models run in sandbox workers. Set only by the operator
+    # (marketplace.catalog.trust); database triggers refuse it for other tenants' products.
+    trusted_code: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from model_store.datatypes import DATATYPES
 
-__all__ = ["BatchingConfig", "ModelManifest", "TensorSpec"]
+__all__ = ["ARTIFACT_FILES", "BatchingConfig", "ModelManifest", "TensorSpec"]
+
+ARTIFACT_FILES = {"torchscript": "artifact.pt", "python": "artifact.zip", "onnx": "artifact.onnx"}
+"""The file name an artifact of each format takes when exported for a serving runtime."""
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -121,8 +124,9 @@ class ModelManifest(BaseModel):
     """Everything the platform needs to validate, load and serve one model artifact.
 
     Attributes:
-        format: ``"torchscript"`` (a ``torch.jit`` archive) or ``"python"`` (a zip of a
-            module or package with a class named by ``entrypoint``).
+        format: ``"torchscript"`` (a ``torch.jit`` archive), ``"onnx"`` (an ONNX graph run
+            by onnxruntime) or ``"python"`` (a zip of a module or package with a class named
+            by ``entrypoint``).
         inputs: The input signature (full shapes, batch dimension first when batched).
         outputs: The output signature.
         runtime: Where it is served: ``"embedded"`` (in-process), ``"triton"`` or ``"kserve"``.
@@ -135,7 +139,7 @@ class ModelManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["torchscript", "python"]
+    format: Literal["torchscript", "python", "onnx"]
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
     runtime: Literal["embedded", "triton", "kserve"] = "embedded"

@@ -1,4 +1,9 @@
-"""Publish-time validation: the artifact loads and honours its declared signature."""
+"""Publish-time validation: the artifact loads and honours its declared signature.
+
+Validation loads the artifact and runs it, so for formats that run their publisher's code it
+happens in a sandbox worker (:mod:`model_store.sandbox`), unless the caller passes a loader of
+its own (the platform's built-in models are loaded in process).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from model_store.datatypes import BYTES, from_numpy_dtype, to_numpy_dtype
-from model_store.errors import InvalidArtifactError
-from model_store.formats import LoadedModel, Loader, OutputMismatchError, load_model
+from model_store.errors import InvalidArtifactError, ModelUnavailableError
+from model_store.formats import LoadedModel, Loader, OutputMismatchError
 from model_store.manifest import ModelManifest, TensorSpec
+from model_store.sandbox import ModelCodeError, SandboxConfig, isolated_loader
 
 __all__ = ["dummy_inputs", "validate_model"]
 
@@ -53,8 +59,20 @@ def _concrete_shape(spec: TensorSpec, batch: int | None) -> tuple[int, ...]:
     return tuple(dims)
 
 
+def _describe(error: Exception) -> str:
+    if isinstance(error, ModelCodeError):  # raised by the model's code in its worker
+        return str(error)
+    if isinstance(error, ModelUnavailableError):  # its worker died or hung
+        return error.message
+    return f"{type(error).__name__}: {error}"
+
+
 def validate_model(
-    manifest: ModelManifest, artifact_path: Path, *, loader: Loader = load_model
+    manifest: ModelManifest,
+    artifact_path: Path,
+    *,
+    loader: Loader | None = None,
+    sandbox: SandboxConfig | None = None,
 ) -> None:
     """Load an artifact, run it once on dummy inputs and check the outputs.
 
@@ -64,17 +82,20 @@ def validate_model(
     Args:
         manifest: The artifact's manifest.
         artifact_path: A local file holding the artifact.
-        loader: How to load it (the format dispatcher by default).
+        loader: How to load it. Default: tenant code (``python``) in a sandbox worker with
+            ``sandbox``'s limits, other formats in process.
+        sandbox: The sandbox's limits (default :class:`~model_store.sandbox.SandboxConfig`).
 
     Raises:
         InvalidArtifactError: ``"unloadable: …"`` when loading or running fails,
             ``"signature mismatch: …"`` when the outputs do not fit the manifest.
     """
+    load = loader or isolated_loader(sandbox)
     try:
-        model: LoadedModel = loader(manifest, Path(artifact_path))
+        model: LoadedModel = load(manifest, Path(artifact_path))
     except Exception as e:
         logger.info("artifact %s failed to load", artifact_path, exc_info=True)
-        raise InvalidArtifactError(f"unloadable: {type(e).__name__}: {e}") from e
+        raise InvalidArtifactError(f"unloadable: {_describe(e)}") from e
     try:
         inputs = dummy_inputs(manifest)
         try:
@@ -84,7 +105,7 @@ def validate_model(
         except Exception as e:
             logger.info("artifact %s failed on a dummy input", artifact_path, exc_info=True)
             raise InvalidArtifactError(
-                f"unloadable: predict failed on a dummy input: {type(e).__name__}: {e}"
+                f"unloadable: predict failed on a dummy input: {_describe(e)}"
             ) from e
         batch = next(iter(inputs.values())).shape[0] if manifest.batched else None
         _check_outputs(manifest, outputs, batch)

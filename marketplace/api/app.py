@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from billing import Meter
@@ -32,8 +32,10 @@ from marketplace.api.routes import (
     usage,
     v2,
 )
+from marketplace.catalog.trust import trust_policy
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER, API_PREFIX
+from marketplace.context import current_request_id
 from marketplace.db import make_engine, make_session_factory
 from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.gateway.constants import V2_PREFIX
@@ -47,17 +49,31 @@ from marketplace.gateway.pipeline import (
 )
 from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
+from marketplace.health import HealthChecker, readiness_of
 from marketplace.keys.reader import key_reader_for
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
+from model_store.sandbox import Isolation, SandboxConfig, TrustPolicy
 
 log = logging.getLogger("citybrain")
 
 _UPLOAD_PATH = re.compile(rf"^{re.escape(API_PREFIX)}/products/[^/]+/versions/model$")
 
 
-def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    """The sandbox limits for tenant code (serving and upload validation alike)."""
+    return SandboxConfig(**settings.model_store.sandbox.model_dump())
+
+
+def serving_runtimes(
+    settings: Settings, metrics: GatewayMetrics, trusted: TrustPolicy | None = None
+) -> Runtimes:
     """The runtimes the gateway serves with, by manifest ``runtime``: embedded always; Triton
     when managed or given a URL; KServe when a kubeconfig (or in-cluster) is configured.
+
+    Tenant code (python-format models) runs in sandbox workers unless ``trusted`` says yes
+    for its key; Triton, which cannot confine it, refuses it unless trusted (or
+    ``triton.run_untrusted_code``). KServe runs each model in a pod of its own, which holds
+    none of the platform's secrets.
 
     Triton and KServe are made on the first model that needs them (a managed tritonserver
     starts then, or at startup with ``triton.enabled``); ``Runtimes.close`` stops them.
@@ -65,22 +81,41 @@ def serving_runtimes(settings: Settings, metrics: GatewayMetrics) -> Runtimes:
     embedded = EmbeddedRuntime(
         memory_budget_bytes=settings.model_store.memory_budget_bytes,
         max_loaded_models=settings.model_store.max_loaded_models,
+        isolation=Isolation(sandbox_config(settings), trusted),
         observer=metrics,
         inline_below_s=settings.model_store.inline_predict_below_ms / 1000.0,
     )
     backends: dict[str, Runtime | RuntimeFactory] = {}
     if settings.triton.configured:
-        backends["triton"] = lambda: _triton_runtime(settings)
+        gate = _anything if settings.triton.run_untrusted_code else trusted or _nothing
+        backends["triton"] = lambda: _gated(_triton_runtime(settings), gate)
     if settings.kserve.configured:
         backends["kserve"] = lambda: _kserve_runtime(settings)
     return Runtimes(embedded, backends)
 
 
+def _anything(_key: str) -> bool:
+    return True
+
+
+def _nothing(_key: str) -> bool:
+    return False
+
+
+def _gated(runtime: Runtime, trusted: TrustPolicy) -> Runtime:
+    from model_store.sandbox.gate import TenantCodeGate
+
+    return TenantCodeGate(runtime, trusted, name="triton")
+
+
 async def start_triton(runtimes: Runtimes) -> None:
     """Start (managed) or connect to (external) Triton now rather than on first use."""
     from model_store.runtimes.triton import TritonRuntime
+    from model_store.sandbox.gate import TenantCodeGate
 
     backend = runtimes.get("triton")
+    if isinstance(backend, TenantCodeGate):
+        backend = backend.inner
     assert isinstance(backend, TritonRuntime)
     await backend.start()
     log.info("Triton runtime started at %s", backend.repository)
@@ -179,7 +214,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             group_commit_wait_s=settings.billing.group_commit_wait_ms / 1000.0,
         )
         # Embedded always; Triton and KServe as configured (made on first use of such a model).
-        runtime = serving_runtimes(settings, metrics)
+        runtime = serving_runtimes(settings, metrics, trust_policy(session_factory))
         if settings.triton.enabled:
             await start_triton(runtime)
         usage.start()
@@ -203,9 +238,19 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             version=__version__,
             metering=settings.billing.metering,
         )
+        app.state.health = HealthChecker(
+            engine=engine,
+            meter=usage,
+            runtimes=runtime,
+            triton=settings.triton,
+            kserve=settings.kserve,
+            timeout_s=settings.ready_timeout_s,
+        )
         try:
             yield
         finally:
+            health, app.state.health = app.state.health, None
+            health.close()
             gateway, app.state.gateway = app.state.gateway, None
             await gateway.close()
             await runtime.close()
@@ -224,9 +269,11 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.blobs = blobs
+    app.state.sandbox = sandbox_config(settings)
     app.state.resolve_cache = cache
     app.state.metrics_registry = registry
     app.state.gateway = None
+    app.state.health = None
 
     install_error_handlers(app)
     # The inference routes first: routing tries routes in order, and /v2 is the hot path.
@@ -235,10 +282,16 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         app.include_router(module.router, prefix=API_PREFIX)
     portal.install(app, settings)  # the web portal at /
 
-    @app.get(f"{API_PREFIX}/health", tags=["health"])
-    def health() -> dict[str, str]:
-        """Liveness of the API."""
-        return {"status": "ok", "version": __version__}
+    @app.get(f"{API_PREFIX}/health", tags=["health"], response_class=JSONResponse)
+    async def health(request: Request) -> JSONResponse:
+        """Readiness of the API: the database, the usage spool and each configured runtime;
+        503 naming what is down."""
+        readiness = await readiness_of(request.app.state.health)
+        doc = readiness.document(current_request_id())
+        return JSONResponse(
+            {"status": "ok" if readiness.ready else "unavailable", "version": __version__, **doc},
+            status_code=200 if readiness.ready else 503,
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

@@ -44,6 +44,7 @@ _PRODUCT_FIELDS = (
     "domain",
     "tier",
     "license",
+    "downloadable",
     "state",
     "review_note",
     "created_at",

@@ -78,6 +78,11 @@ class ProductCreate(BaseModel):
     tags: list[str] = Field(default_factory=list)
     tier: str = "public"
     license: str = Field(default="", max_length=100)
+    downloadable: bool = Field(
+        default=False,
+        description="Whether those who may use the product may also download its bytes "
+        "(model artifacts); the owner always may",
+    )
 
 
 class ProductUpdate(BaseModel):
@@ -88,6 +93,7 @@ class ProductUpdate(BaseModel):
     tags: list[str] | None = None
     tier: str | None = None
     license: str | None = Field(default=None, max_length=100)
+    downloadable: bool | None = None
 
 
 class ReviewDecision(BaseModel):
@@ -106,6 +112,7 @@ class ProductPublic(BaseModel):
     tags: list[str]
     tier: str
     license: str
+    downloadable: bool
     state: str
     review_note: str | None
     latest_version: int | None = None

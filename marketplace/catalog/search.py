@@ -73,6 +73,7 @@ class Listing:
     tags: list[str]
     tier: str
     license: str
+    downloadable: bool
     state: str
     review_note: str | None
     created_at: datetime
@@ -125,6 +126,7 @@ def _listing_columns() -> list[Any]:
         Product.tags,
         Product.tier,
         Product.license,
+        Product.downloadable,
         Product.state,
         Product.review_note,
         Product.created_at,
@@ -205,7 +207,7 @@ _FILTERS = ("kind", "domain", "tier", "state", "owner")
 
 _LISTING_SQL = """product.id, tenant.slug, product.name, product.kind, product.title,
   product.description, product.domain, product.tags, product.tier, product.license,
-  product.state, product.review_note, product.created_at, product.updated_at,
+  product.downloadable, product.state, product.review_note, product.created_at, product.updated_at,
   (SELECT max(v.version) FROM product_version v WHERE v.product_id = product.id)"""
 
 # The facet counts of the rows of ``counted`` (columns kind, domain, tier, n), as JSON.

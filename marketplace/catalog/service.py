@@ -39,6 +39,7 @@ class ProductFields:
     tags: list[str] | None = None
     tier: str | None = None
     license: str | None = None
+    downloadable: bool | None = None
 
 
 @dataclass(slots=True)
@@ -94,6 +95,7 @@ def create_product(
     tags: list[str] | None = None,
     tier: str = Tier.PUBLIC.value,
     license: str = "",
+    downloadable: bool = False,
 ) -> Product:
     if not NAME_RE.match(name):
         raise InvalidInputError(
@@ -119,6 +121,7 @@ def create_product(
         tags_text=" ".join(tag_list),
         tier=tier,
         license=license,
+        downloadable=downloadable,
         state=ProductState.DRAFT.value,
     )
     product.tenant = session.get_one(Tenant, caller.tenant_id)
@@ -130,7 +133,7 @@ def create_product(
         tenant_id=caller.tenant_id,
         action="product.create",
         target=f"product:{product_handle(product)}",
-        detail={"tier": tier, "kind": kind},
+        detail={"tier": tier, "kind": kind, "downloadable": downloadable},
     )
     return product
 
@@ -194,7 +197,7 @@ def update_product(
         # Not the owner: the operator may only change the tier.
         others = {
             k
-            for k in ("title", "description", "domain", "tags", "license")
+            for k in ("title", "description", "domain", "tags", "license", "downloadable")
             if getattr(fields, k) is not None
         }
         if others:
@@ -220,6 +223,9 @@ def update_product(
         if value is not None and value != getattr(product, attr):
             changes[attr] = True
             setattr(product, attr, value)
+    if fields.downloadable is not None and fields.downloadable != product.downloadable:
+        changes["downloadable"] = [product.downloadable, fields.downloadable]
+        product.downloadable = fields.downloadable
     if changes:
         session.flush()
         record(

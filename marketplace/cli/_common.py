@@ -7,6 +7,7 @@
 - ``run_in_transaction``: a function run in one transaction on the command's database, with
   domain and database errors turned into a clear message and exit status 1. A command makes one
   engine, on first use, and disposes of it when it ends;
+- ``operator_principal``: the operator, as whom administrative commands act;
 - ``fail`` and ``redact``.
 """
 
@@ -25,6 +26,8 @@ from marketplace.config import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
+
+    from marketplace.context import Principal
 
 T = TypeVar("T")
 
@@ -113,3 +116,27 @@ def run_in_transaction(
         if isinstance(e, OperationalError | ProgrammingError):
             fail(f"database error: {e.orig}", "run `citybrain db upgrade` first")
         raise
+
+
+def operator_principal(session: Session) -> Principal:
+    """The platform operator, as whom the shell's administrative commands act (audited as
+    ``cli``)."""
+    from sqlalchemy import select
+
+    from marketplace.constants import ALL_SCOPES, TenantKind
+    from marketplace.context import Principal
+    from marketplace.errors import NotFoundError
+    from marketplace.tables import Tenant
+
+    op = session.scalar(
+        select(Tenant).where(Tenant.kind == TenantKind.OPERATOR.value).order_by(Tenant.id)
+    )
+    if op is None:
+        raise NotFoundError("no operator tenant: seed or create one first")
+    return Principal(
+        tenant_id=op.id,
+        tenant_slug=op.slug,
+        tenant_kind=op.kind,
+        scopes=frozenset(ALL_SCOPES),
+        actor=CLI_ACTOR,
+    )

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
-from marketplace.cli._common import CLI_ACTOR, console, run_in_transaction
+from marketplace.cli._common import console, operator_principal, run_in_transaction
 
 app = typer.Typer(no_args_is_help=True, help="Access requests and grants (as the operator).")
-
-
-def _operator(session: Any) -> Any:
-    from marketplace.constants import ALL_SCOPES, TenantKind
-    from marketplace.context import Principal
-    from marketplace.errors import NotFoundError
-    from marketplace.tables import Tenant
-
-    op = session.scalar(
-        select(Tenant).where(Tenant.kind == TenantKind.OPERATOR.value).order_by(Tenant.id)
-    )
-    if op is None:
-        raise NotFoundError("no operator tenant: seed or create one first")
-    return Principal(
-        tenant_id=op.id,
-        tenant_slug=op.slug,
-        tenant_kind=op.kind,
-        scopes=frozenset(ALL_SCOPES),
-        actor=CLI_ACTOR,
-    )
 
 
 @app.command("requests")
@@ -54,7 +33,7 @@ def requests_list(
                 r.state,
                 r.purpose[:60],
             )
-            for r in list_requests(s, _operator(s), state=state)
+            for r in list_requests(s, operator_principal(s), state=state)
         ],
     )
     table = Table()
@@ -73,7 +52,7 @@ def _decide(ctx: typer.Context, request_id: str, reason: str, approve: bool) -> 
     state, grant = run_in_transaction(
         ctx,
         lambda s: (lambda r: (r.state, r.grant_id))(
-            decide_request(s, _operator(s), request_id, approve=approve, reason=reason)
+            decide_request(s, operator_principal(s), request_id, approve=approve, reason=reason)
         ),
     )
     console.print(f"request {request_id}: {state}" + (f", grant {grant}" if grant else ""))
@@ -112,7 +91,7 @@ def grants_list(ctx: typer.Context) -> None:
                 grant_status(g),
                 g.expires_at.isoformat(),
             )
-            for g in list_grants(s, _operator(s))
+            for g in list_grants(s, operator_principal(s))
         ],
     )
     table = Table()
@@ -134,5 +113,7 @@ def revoke(
     """Revoke a grant; it stops working on the next call."""
     from marketplace.access.service import revoke_grant
 
-    run_in_transaction(ctx, lambda s: revoke_grant(s, _operator(s), grant_id, reason=reason))
+    run_in_transaction(
+        ctx, lambda s: revoke_grant(s, operator_principal(s), grant_id, reason=reason)
+    )
     console.print(f"grant {grant_id} revoked")

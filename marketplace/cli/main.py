@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from marketplace.cli import access, audit, billing, db, keys, models, server, tenants, usage
+from marketplace.cli import access, audit, billing, db, keys, models, server, tenants, trust, usage
 from marketplace.cli._common import GlobalOptions
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(audit.app, name="audit")
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(models.app, name="models")
+models.app.add_typer(trust.app)  # trust, untrust, trusted: merged into `citybrain models`
 app.add_typer(access.app, name="access")
 app.add_typer(billing.app, name="billing")
 app.add_typer(usage.app, name="usage")

@@ -76,15 +76,21 @@ def push_model(
                     progress.advance(upload, len(chunk))
 
     # ASCII JSON: a header carries Latin-1 only, and model cards may be in any language.
-    manifest_header = json.dumps(json.loads(manifest_text), separators=(",", ":"))
+    headers = {}
+    if manifest_text:
+        headers[MODEL_MANIFEST_HEADER] = json.dumps(
+            json.loads(manifest_text), separators=(",", ":")
+        )
+    # A BentoML archive goes to the importer, which reads its manifest from the archive.
+    route = "bentoml" if artifact.suffix == ".bentomodel" else "model"
     return client.post(
-        f"/api/v1/products/{handle}/versions/model",
+        f"/api/v1/products/{handle}/versions/{route}",
         content=body(),
         params={"notes": notes} if notes else None,
         headers={
             "Content-Type": "application/octet-stream",
             "Content-Length": str(size),
-            MODEL_MANIFEST_HEADER: manifest_header,
+            **headers,
             ARTIFACT_DIGEST_HEADER: f"sha256:{hasher.hexdigest()}",
         },
     )
@@ -94,16 +100,27 @@ def push_model(
 def models_push(
     handle: Annotated[str, typer.Argument(help="The model product, <tenant-slug>.<name>")],
     artifact: Annotated[
-        Path, typer.Argument(help="The artifact file", exists=True, dir_okay=False)
+        Path,
+        typer.Argument(
+            help="The artifact file, or a BentoML archive (.bentomodel)",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     manifest: Annotated[
-        Path, typer.Option(help="The manifest (JSON file)", exists=True, dir_okay=False)
-    ],
+        Path | None,
+        typer.Option(
+            help="The manifest (JSON file); for a .bentomodel, optional fields that override "
+            "what the archive says",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     url: ApiUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
     notes: Annotated[str, typer.Option(help="Release notes of the version")] = "",
 ) -> None:
-    """Upload a model version (artifact + manifest) with a progress bar."""
+    """Upload a model version (artifact + manifest, or a .bentomodel) with a progress bar."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -114,11 +131,15 @@ def models_push(
 
     if not api_key:
         fail("an API key is needed", "pass --api-key or set CITYBRAIN_API_KEY")
-    try:
-        manifest_text = manifest.read_text(encoding="utf-8")
-        json.loads(manifest_text)
-    except ValueError as e:
-        fail(f"{manifest} is not JSON: {e}")
+    if manifest is None and artifact.suffix != ".bentomodel":
+        fail("a manifest is needed", "pass --manifest manifest.json (or push a .bentomodel)")
+    manifest_text = ""
+    if manifest is not None:
+        try:
+            manifest_text = manifest.read_text(encoding="utf-8")
+            json.loads(manifest_text)
+        except ValueError as e:
+            fail(f"{manifest} is not JSON: {e}")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

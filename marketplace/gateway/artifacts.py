@@ -2,9 +2,13 @@
 
 An upload is accepted only whole: the artifact streams into the content-addressed blob store
 (hashed on the way, refused past the size limit or on a digest mismatch), then is loaded and run
-once against its manifest (``model_store.validate_model``), and only then does the version row
-appear. Any failure leaves no version, and the blob is removed unless another version already
-references the same bytes.
+once against its manifest (``model_store.validate_model``; a python-format upload is tenant
+code, so that happens in a sandbox worker, never in this process), and only then does the
+version row appear. Any failure leaves no version, and the blob is removed unless another
+version already references the same bytes.
+
+A download is allowed by the rule of ``gateway.downloads`` (the owner; else those who may run
+the model, when its owner allows downloads), and is billed and audited before its first byte.
 """
 
 from __future__ import annotations
@@ -25,20 +29,29 @@ from marketplace.constants import ProductKind, ProductState
 from marketplace.context import Caller, Principal
 from marketplace.db import transaction
 from marketplace.errors import ConflictError, InvalidInputError, NotFoundError
+from marketplace.gateway.downloads import (
+    DownloadMeter,
+    DownloadTarget,
+    audit_download,
+    authorize_download,
+    meter_download,
+)
+from marketplace.gateway.metering import check_idempotency_key
 from marketplace.tables import ProductVersion
 from model_store import BlobStore, ModelManifest, validate_model
+from model_store.sandbox import SandboxConfig
 
 __all__ = [
     "ArtifactDownload",
     "check_model_product",
-    "open_artifact",
+    "download_artifact",
     "parse_manifest",
     "upload_model_version",
 ]
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = {"torchscript": "pt", "python": "zip"}
+_EXTENSIONS = {"torchscript": "pt", "python": "zip", "onnx": "onnx"}
 
 
 def parse_manifest(text: str | None) -> ModelManifest:
@@ -121,6 +134,7 @@ def _create_version(
     digest: str,
     size: int,
     notes: str,
+    extra_meta: dict[str, Any] | None = None,
 ) -> ProductVersion:
     with transaction(factory) as session:
         check_model_product(session, caller, handle)
@@ -129,7 +143,7 @@ def _create_version(
             caller,
             handle,
             notes=notes,
-            meta={"artifact_size": size, "format": manifest.format},
+            meta={**(extra_meta or {}), "artifact_size": size, "format": manifest.format},
             artifact_digest=digest,
             manifest=manifest.model_dump(mode="json"),
         )
@@ -146,8 +160,13 @@ async def upload_model_version(
     max_bytes: int,
     expected_digest: str | None = None,
     notes: str = "",
+    sandbox: SandboxConfig | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> ProductVersion:
     """Store, validate and register one model version; all or nothing.
+
+    ``sandbox``: the limits of the worker that validates tenant code (default limits if None).
+    ``extra_meta``: more version metadata (an importer's card and provenance).
 
     Raises:
         NotFoundError, ForbiddenError, ConflictError: Not the caller's model product.
@@ -166,7 +185,7 @@ async def upload_model_version(
         async with lock:
             try:
                 path = await asyncio.to_thread(blobs.local_path, info.digest)
-                await asyncio.to_thread(validate_model, manifest, path)
+                await asyncio.to_thread(validate_model, manifest, path, sandbox=sandbox)
                 return await asyncio.to_thread(
                     _create_version,
                     factory,
@@ -176,6 +195,7 @@ async def upload_model_version(
                     info.digest,
                     info.size,
                     notes,
+                    extra_meta,
                 )
             except BaseException:
                 await asyncio.shield(
@@ -188,27 +208,103 @@ async def upload_model_version(
 
 @dataclass(frozen=True, slots=True)
 class ArtifactDownload:
-    """An open artifact and what to tell the client about it."""
+    """An open artifact and what to tell the client about it.
+
+    Attributes:
+        file: The artifact, open for reading (the caller closes it).
+        digest: ``sha256:<hex>``.
+        size: Its size in bytes.
+        filename: A file name for ``Content-Disposition``.
+        replayed: An ``Idempotency-Key`` retry: this download was not billed again.
+    """
 
     file: IO[bytes]
     digest: str
     size: int
     filename: str
+    replayed: bool = False
 
 
-def open_artifact(
-    session: Session, blobs: BlobStore, caller: Caller, handle: str, version: int
-) -> ArtifactDownload:
-    """Open a version's artifact, under the same visibility rules as reading the version."""
+@dataclass(frozen=True, slots=True)
+class _Allowed:
+    principal: Principal
+    target: DownloadTarget
+    digest: str
+    filename: str
+
+
+def _allowed_artifact(session: Session, caller: Caller, handle: str, version: int) -> _Allowed:
+    """Visibility first (a hidden product, version or artifact is 404 as if missing), then the
+    download rule (``gateway.downloads``)."""
+    product = catalog.get_product(session, caller, handle)
     row = catalog.get_version(session, caller, handle, version)
     if row.artifact_digest is None:
         raise NotFoundError(f"version {version} of product {handle!r} has no artifact")
-    info = blobs.info(row.artifact_digest)
+    principal = authorize_download(session, caller, product, handle=handle)
     fmt: Any = (row.manifest or {}).get("format")
-    ext = _EXTENSIONS.get(fmt, "bin")
+    filename = f"{handle}-{version}.{_EXTENSIONS.get(fmt, 'bin')}"
+    target = DownloadTarget.of(product, handle, version)
+    return _Allowed(principal, target, row.artifact_digest, filename)
+
+
+async def download_artifact(
+    *,
+    factory: sessionmaker[Session],
+    blobs: BlobStore,
+    caller: Caller,
+    handle: str,
+    version: int,
+    meter: DownloadMeter,
+) -> ArtifactDownload:
+    """Open a version's artifact for ``caller``, once it may download it, billed and audited.
+
+    In order: the rule (a read session), the blob opened, one usage event made durable, the
+    audit entry committed; only then may the first byte go out. A failure at any step opens
+    nothing and leaves no entry (a usage event already durable stays: a retry with the same
+    ``Idempotency-Key`` is not billed again).
+
+    Raises:
+        BadRequestError: A malformed ``Idempotency-Key``.
+        UnauthenticatedError, NotFoundError, ForbiddenError: See
+            :func:`~marketplace.gateway.downloads.authorize_download`.
+        MeteringUnavailableError: The usage event cannot be made durable (503).
+    """
+
+    check_idempotency_key(meter.idempotency_key)
+
+    def check() -> _Allowed:
+        session = factory()
+        try:
+            return _allowed_artifact(session, caller, handle, version)
+        finally:
+            session.rollback()
+            session.close()
+
+    allowed = await asyncio.to_thread(check)
+    info = await asyncio.to_thread(blobs.info, allowed.digest)
+    file = await asyncio.to_thread(blobs.open, info.digest)
+    try:
+        recorded = await meter_download(meter, allowed.principal, allowed.target)
+
+        def audit() -> None:
+            with transaction(factory) as session:
+                audit_download(
+                    session,
+                    allowed.principal,
+                    allowed.target,
+                    what="artifact",
+                    recorded=recorded,
+                    detail={"digest": info.digest, "bytes": info.size},
+                )
+
+        await asyncio.to_thread(audit)
+    except BaseException:
+        file.close()
+        raise
     return ArtifactDownload(
-        file=blobs.open(info.digest),
+        file=file,
         digest=info.digest,
         size=info.size,
-        filename=f"{handle}-{version}.{ext}",
+        filename=allowed.filename,
+        replayed=recorded is not None and recorded.replayed,
     )

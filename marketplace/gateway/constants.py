@@ -15,7 +15,7 @@ MODEL_MANIFEST_HEADER = "X-Model-Manifest"
 ARTIFACT_DIGEST_HEADER = "X-Artifact-Digest"
 
 #: Platform names reported in v2 model metadata, by manifest format.
-PLATFORMS = {"torchscript": "pytorch_torchscript", "python": "python"}
+PLATFORMS = {"torchscript": "pytorch_torchscript", "python": "python", "onnx": "onnxruntime_onnx"}
 
 #: The usage unit and quantity of one inference call.
 CALL_UNIT = "call"

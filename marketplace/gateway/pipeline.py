@@ -39,7 +39,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,11 +48,12 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing import Meter, UsageEvent
+from billing import Meter
 from marketplace.access.service import grant_in_force
-from marketplace.catalog.policy import LISTED_STATES, can_see
-from marketplace.constants import Scope, Tier
-from marketplace.context import Caller, Principal, new_request_id
+from marketplace.catalog import policy
+from marketplace.catalog.policy import can_see
+from marketplace.constants import Scope
+from marketplace.context import Caller, Principal
 from marketplace.errors import (
     BadRequestError,
     ForbiddenError,
@@ -68,6 +69,7 @@ from marketplace.gateway.constants import (
     PLATFORMS,
     SERVER_NAME,
 )
+from marketplace.gateway.metering import check_idempotency_key, record_usage
 from marketplace.gateway.metrics import UNRESOLVED, GatewayMetrics
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
 from marketplace.keys.reader import KeyReader
@@ -104,7 +106,6 @@ Arrays = dict[str, np.ndarray[Any, Any]]
 
 # Bodies larger than this are decoded in a worker thread, so big JSON never stalls the loop.
 _DECODE_INLINE_BYTES = 64 * 1024
-_MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +208,7 @@ def visible_version(
 
 def needs_grant(caller: Caller, model: ResolvedModel | None) -> bool:
     """Whether using ``model`` takes an access grant: restricted or confidential, not one's own."""
-    return (
-        caller is not None
-        and model is not None
-        and caller.tenant_id != model.owner_tenant_id
-        and model.tier in (Tier.RESTRICTED.value, Tier.CONFIDENTIAL.value)
-    )
+    return model is not None and policy.needs_grant(caller, model.listing)
 
 
 def find_grant(conn: Session | Connection, caller: Caller, model: ResolvedModel | None) -> bool:
@@ -241,17 +237,12 @@ def authorize(
             "an API key is required (Authorization: Bearer <key> or X-API-Key)"
         )
     served = visible_version(caller, model, call.name, call.version)
-    if Scope.INFER.value not in caller.scopes:
+    verdict = policy.use_verdict(caller, served.listing, scope=Scope.INFER.value, granted=granted)
+    if verdict is policy.Use.NO_SCOPE:
         raise ForbiddenError("this API key lacks the 'infer' scope", scope=Scope.INFER.value)
-    if caller.tenant_id == served.owner_tenant_id:
-        return caller
-    if served.state not in LISTED_STATES:
+    if verdict is policy.Use.HIDDEN:
         raise not_found(call.name, call.version)
-    if served.tier == Tier.PUBLIC.value:
-        return caller
-    if served.tier == Tier.CONFIDENTIAL.value and not caller.is_government:
-        raise not_found(call.name, call.version)  # pragma: no cover - invisible above
-    if not granted:
+    if verdict is policy.Use.NO_GRANT:
         raise ForbiddenError(
             f"model '{call.name}' is {served.tier}: using it needs an access grant "
             "(POST /api/v1/access-requests)",
@@ -505,45 +496,24 @@ async def meter(
     then nothing is recorded again.
     """
     assert model.version is not None
-    # The client's Idempotency-Key, else an id of the platform's: never one the client chose
-    # as its X-Request-Id, which it could repeat on distinct calls to have them billed once.
-    if call.idempotency_key is not None:
-        event_id = call.idempotency_key
-    elif call.request_id_chosen:
-        event_id = new_request_id()
-    else:
-        event_id = call.request_id
-    if call.idempotency_key is not None and await usage.seen(principal.tenant_id, event_id):
-        return True
-    await usage.record(
-        UsageEvent(
-            id=event_id,
-            tenant_id=principal.tenant_id,
-            key_id=principal.key_id,
-            product=model.handle,
-            product_id=model.product_id,
-            version=model.version,
-            unit=unit,
-            quantity=quantity,
-            at=datetime.now(UTC),
-            latency_ms=latency_ms,
-            request_id=call.request_id,
-        ),
+    recorded = await record_usage(
+        usage,
+        principal,
+        product=model.handle,
+        product_id=model.product_id,
+        version=model.version,
+        unit=unit,
+        quantity=quantity,
+        latency_ms=latency_ms,
+        idempotency_key=call.idempotency_key,
+        request_id=call.request_id,
+        request_id_chosen=call.request_id_chosen,
         others_in_flight=others_in_flight,
     )
-    return False
+    return recorded.replayed
 
 
 # --------------------------------------------------------------------------- the gateway
-
-
-def check_idempotency_key(value: str | None) -> None:
-    if value is None:
-        return
-    if not 0 < len(value) <= _MAX_IDEMPOTENCY_KEY or not value.isprintable():
-        raise BadRequestError(
-            f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} printable characters"
-        )
 
 
 class Gateway:

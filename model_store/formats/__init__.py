@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from model_store.formats.base import Arrays, LoadedModel, Loader, OutputMismatchError
+from model_store.formats.onnx import load_onnx
 from model_store.formats.python import load_python
 from model_store.formats.torchscript import load_torchscript, save_torchscript
 from model_store.manifest import ModelManifest
@@ -35,4 +36,6 @@ def load_model(manifest: ModelManifest, artifact_path: Path) -> LoadedModel:
     """
     if manifest.format == "torchscript":
         return load_torchscript(manifest, Path(artifact_path))
+    if manifest.format == "onnx":
+        return load_onnx(manifest, Path(artifact_path))
     return load_python(manifest, Path(artifact_path))

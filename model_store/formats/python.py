@@ -10,9 +10,9 @@ The class is instantiated without arguments; its ``load()`` is called if it has 
 ``predict(dict[str, np.ndarray]) -> dict[str, np.ndarray]`` serves requests and ``close()``
 (if present) is called on unload.
 
-Security note: this runs the publisher's code **in the platform's process**. That is
-acceptable for the embedded demo and for trusted publishers; a production deployment routes
-python-format models to Triton's python backend, which runs them in a separate process.
+Security note: this runs the publisher's code in the calling process. The platform calls it
+only inside a sandbox worker (:mod:`model_store.sandbox`) or, for a government tenant's model
+the operator has trusted, in process; upload validation always uses a worker.
 """
 
 from __future__ import annotations

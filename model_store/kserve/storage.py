@@ -37,7 +37,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from model_store.errors import InvalidArtifactError, ModelUnavailableError
-from model_store.manifest import ModelManifest
+from model_store.manifest import ARTIFACT_FILES, ModelManifest
 from model_store.triton.repository import export_model
 
 __all__ = [
@@ -139,7 +139,7 @@ def _export_bundle(
     fs: Any, root: str, key: str, manifest: ModelManifest, artifact_path: Path
 ) -> bool:
     artifact = Path(artifact_path)
-    name = "artifact.pt" if manifest.format == "torchscript" else "artifact.zip"
+    name = ARTIFACT_FILES[manifest.format]
     mark = {
         "key": key,
         "artifact": name,

@@ -1,4 +1,10 @@
-"""The embedded runtime: models in the platform's process, with dynamic batching.
+"""The embedded runtime: models served by the platform's process, with dynamic batching.
+
+* **Tenant code runs elsewhere.** Models of a format that runs its publisher's code
+  (``python``) load into a sandbox worker process (:mod:`model_store.sandbox`) unless the
+  operator trusts them; ``predict`` then talks to the worker. A worker that crashes, hangs or
+  runs out of memory fails its calls with 503 (``ModelUnavailableError``, the whole batch
+  alike) and is replaced on the next call. Such models never run on the event loop (below).
 
 * **Lazy loading.** :meth:`EmbeddedRuntime.register` only records the artifact; the first
   :meth:`~EmbeddedRuntime.infer` loads it in a worker thread, and concurrent first calls share
@@ -40,6 +46,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +58,10 @@ from model_store.errors import (
     ModelUnavailableError,
     QueueFullError,
 )
-from model_store.formats import LoadedModel, Loader, load_model
+from model_store.formats import LoadedModel, Loader
 from model_store.manifest import BatchingConfig, ModelManifest
 from model_store.runtimes.base import ModelStats, Runtime, RuntimeObserver, RuntimeStats
+from model_store.sandbox import Isolation, SandboxedModel
 
 __all__ = ["EmbeddedRuntime"]
 
@@ -249,15 +257,16 @@ class _Batcher:
                     )
             raise
         except Exception as e:
-            if len(batch) > 1:
+            if len(batch) > 1 and not isinstance(e, ModelUnavailableError):
                 # One bad request must not fail its neighbours: run each alone, so only the
                 # request at fault gets the error.
                 for pending in batch:
                     await self._run_alone(pending)
                 return
             error = _request_error(self._key, e)
-            if not batch[0].future.done():
-                batch[0].future.set_exception(error)
+            for pending in batch:  # one, or a batch whose model (worker) is gone: all fail
+                if not pending.future.done():
+                    pending.future.set_exception(error)
             return
         for pending, part in zip(batch, parts, strict=True):
             if not pending.future.done():
@@ -273,9 +282,10 @@ def _timed_predict(entry: _Loaded, inputs: Arrays) -> Arrays:
 
 
 def _request_error(key: str, error: Exception) -> Exception:
-    """What the caller sees when the model raised: its own input errors (400) pass through;
-    anything else is logged and becomes a generic InferenceFailedError (500)."""
-    if isinstance(error, InferenceInputError):
+    """What the caller sees when the model raised: its own input errors (400) and a lost
+    sandbox worker (503) pass through; anything else is logged and becomes a generic
+    InferenceFailedError (500)."""
+    if isinstance(error, InferenceInputError | ModelUnavailableError):
         return error
     logger.error("model %s failed on a request", key, exc_info=error)
     return InferenceFailedError(f"model '{key}' failed to run the request")
@@ -347,6 +357,9 @@ class _Registration:
 class _Loaded:
     model: LoadedModel
     memory_bytes: int
+    # A sandboxed model's predict waits on another process, up to its call timeout: never on
+    # the event loop.
+    may_block: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: _Batcher | None = None
     in_use: int = 0
@@ -376,7 +389,7 @@ class _Loaded:
 
     def runs_inline(self, limit_s: float) -> bool:
         """Whether the next call runs on the event loop (see the module docstring)."""
-        if limit_s <= 0 or self.timed < _INLINE_AFTER:
+        if limit_s <= 0 or self.may_block or self.timed < _INLINE_AFTER:
             return False
         if self.since_inline == 0:  # the last call ran on the loop: stay while it is fast there
             return self.inline_s < limit_s
@@ -400,8 +413,11 @@ class EmbeddedRuntime(Runtime):
     Args:
         memory_budget_bytes: Budget for loaded models (each estimated by its artifact size).
         max_loaded_models: The most models kept in memory at once.
-        loader: Turns ``(manifest, artifact_path)`` into a loaded model (format dispatcher
-            by default; tests pass small fakes).
+        loader: Turns ``(manifest, artifact_path)`` into a loaded model, for every model
+            alike (tests pass small fakes). Default: ``isolation``.
+        isolation: Loads models by format and trust: tenant code in sandbox workers unless
+            trusted (default :class:`~model_store.sandbox.Isolation`: the default limits,
+            nothing trusted).
         observer: Optional receiver of batch sizes and queue depths (for metrics).
         max_workers: Threads for loading and predicting (default: CPU count + 4, at most 32).
         inline_below_s: Models whose ``predict`` takes less than this (moving average) run on
@@ -419,7 +435,8 @@ class EmbeddedRuntime(Runtime):
         memory_budget_bytes: int = 2 << 30,
         max_loaded_models: int = 16,
         *,
-        loader: Loader = load_model,
+        loader: Loader | None = None,
+        isolation: Isolation | None = None,
         observer: RuntimeObserver | None = None,
         max_workers: int | None = None,
         inline_below_s: float = 1e-4,
@@ -429,6 +446,7 @@ class EmbeddedRuntime(Runtime):
         self._budget = memory_budget_bytes
         self._max_models = max_loaded_models
         self._loader = loader
+        self._isolation = isolation or Isolation()
         self._inline_below_s = inline_below_s
         self._notify = _Notifier(observer)
         self._executor = ThreadPoolExecutor(
@@ -628,10 +646,13 @@ class EmbeddedRuntime(Runtime):
                 f"model '{key}' needs {size} bytes, more than the memory budget of {self._budget}"
             )
         self._evict(incoming_bytes=size, incoming_models=1)
+        manifest, path = registration.manifest, registration.artifact_path
+        if self._loader is not None:
+            load = partial(self._loader, manifest, path)
+        else:
+            load = partial(self._isolation.load, key, manifest, path)
         try:
-            model = await loop.run_in_executor(
-                self._executor, self._loader, registration.manifest, registration.artifact_path
-            )
+            model = await loop.run_in_executor(self._executor, load)
         except Exception as e:
             registration.failed = True
             logger.exception("model %s failed to load from %s", key, registration.artifact_path)
@@ -641,7 +662,7 @@ class EmbeddedRuntime(Runtime):
             raise ModelUnavailableError(f"model '{key}' was unloaded")
         registration.failed = False
         registration.stats.loads += 1
-        entry = _Loaded(model=model, memory_bytes=size)
+        entry = _Loaded(model=model, memory_bytes=size, may_block=isinstance(model, SandboxedModel))
         if registration.manifest.batched:
             entry.batcher = _Batcher(
                 key,

@@ -4,7 +4,7 @@ Each model version becomes one Triton model named by :func:`triton_model_name`::
 
     <repository>/<triton name>/config.pbtxt
     <repository>/<triton name>/1/model.py        # model_store/triton/_model.py
-    <repository>/<triton name>/1/artifact.pt     # or artifact.zip (python format)
+    <repository>/<triton name>/1/artifact.pt     # artifact.onnx (onnx), artifact.zip (python)
     <repository>/<triton name>/1/manifest.json
 
 ``model.py`` loads the artifact with :func:`model_store.formats.load_model`, the loader the
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Final
 
 import model_store
-from model_store.manifest import ModelManifest, TensorSpec
+from model_store.manifest import ARTIFACT_FILES, ModelManifest, TensorSpec
 
 __all__ = [
     "MODEL_VERSION",
@@ -264,7 +264,7 @@ def export_model(
     repository = Path(repository)
     repository.mkdir(parents=True, exist_ok=True)
     name = triton_model_name(key)
-    artifact_file = "artifact.pt" if manifest.format == "torchscript" else "artifact.zip"
+    artifact_file = ARTIFACT_FILES[manifest.format]
     paths = default_python_paths() if python_paths is None else list(python_paths)
 
     staging = repository / f".staging-{name}-{secrets.token_hex(4)}"

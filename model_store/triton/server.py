@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 _RESERVED_PORTS = frozenset({8000, 8001, 8002})
 _PORT_ATTEMPTS = 3
 _STOP_GRACE_S = 10.0
+# What of the platform's environment the server (and so every python-backend stub) gets.
+_KEPT_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"})
+_KEPT_ENV_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_")
 
 
 class TritonServerError(ModelUnavailableError):
@@ -405,7 +408,13 @@ class ManagedTritonServer:
     def _spawn(self, dist: Path) -> None:
         # A fresh shared-memory prefix per start: a killed server leaves its regions behind.
         self._shm_prefix = f"citybrain{os.getpid()}x{secrets.token_hex(3)}"
-        env = dict(os.environ)
+        # Its python-backend stubs run models with this environment: none of the platform's
+        # secrets (database URL, keys), only what a server and an interpreter need.
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name in _KEPT_ENV or name.startswith(_KEPT_ENV_PREFIXES)
+        }
         env["LD_LIBRARY_PATH"] = _library_path(find_bundled_triton())
         env["PYTHONNOUSERSITE"] = "1"
         # The stub embeds libpython, which finds its prefix by looking up "python3" on PATH

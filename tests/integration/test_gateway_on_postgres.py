@@ -9,6 +9,7 @@ import psycopg
 
 from tests.integration.conftest import PG_ADMIN_DSN
 from tests.unit.gateway.conftest import Models, models  # noqa: F401 (the fixture)
+from tests.unit.gateway.test_downloads import *  # noqa: F403
 from tests.unit.gateway.test_fastpath import *  # noqa: F403
 from tests.unit.gateway.test_infer import *  # noqa: F403
 

@@ -29,8 +29,10 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from marketplace.api.app import create_app
+from marketplace.cli import app as cli
 from marketplace.config import Settings, TritonSettings
 from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
@@ -38,7 +40,9 @@ from marketplace.seed import seed_demo_city
 from model_store import ModelManifest
 from model_store.builtin import flow_smoother
 from model_store.runtimes.triton import TritonRuntime
+from model_store.sandbox.gate import TenantCodeGate
 from model_store.triton.server import ManagedTritonServer
+from tests.unit.model_store.factories import make_python_model
 from tests.utils.city import City
 
 pytestmark = pytest.mark.integration
@@ -133,8 +137,9 @@ def _appended(city: City) -> int:
 def _triton(city: City) -> TritonRuntime:
     gateway = city.client.app.state.gateway  # type: ignore[attr-defined]
     runtime = gateway.serving.runtime.made("triton")
-    assert isinstance(runtime, TritonRuntime)
-    return runtime
+    assert isinstance(runtime, TenantCodeGate)  # Triton does not isolate tenant code
+    assert isinstance(runtime.inner, TritonRuntime)
+    return runtime.inner
 
 
 def _eventually(condition: Callable[[], bool]) -> None:
@@ -176,6 +181,49 @@ def test_a_managed_triton_serves_uploaded_models_like_the_embedded_runtime(
         finally:
             direct.close()
     assert server is not None and not server.is_running()  # the platform stopped its server
+
+
+def _upload_python(city: City, owner: str, tmp_path: Path) -> str:
+    path, manifest = make_python_model(tmp_path)
+    handle = city.product(owner, kind="model", publish=False)
+    r = city.client.post(
+        f"/api/v1/products/{handle}/versions/model",
+        content=path.read_bytes(),
+        headers={
+            **city.headers(owner),
+            "Content-Type": "application/octet-stream",
+            "X-Model-Manifest": json.dumps(
+                manifest.model_copy(update={"runtime": "triton"}).model_dump(mode="json")
+            ),
+        },
+    )
+    assert r.status_code == 201, r.text
+    r = city.client.post(f"/api/v1/products/{handle}/publish", headers=city.headers(owner))
+    assert r.status_code == 200, r.text
+    return handle
+
+
+def test_triton_runs_python_code_only_when_the_operator_trusts_it(
+    tmp_path: Path, external: ManagedTritonServer
+) -> None:
+    """Triton's python stubs share the server's user, files and network: no sandbox."""
+    triton = TritonSettings(url=external.url, repository_dir=external.repository)
+    x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+    with _app(tmp_path, triton) as city:
+        auth = city.headers("parkeasy")
+        untrusted = _upload_python(city, "parkeasy", tmp_path)
+        trusted = _upload_python(city, "traffic-police", tmp_path)
+        url = f"sqlite:///{tmp_path / 'citybrain.db'}"
+        done = CliRunner().invoke(cli, ["--database-url", url, "models", "trust", trusted])
+        assert done.exit_code == 0, done.output
+
+        r = city.client.post(f"/v2/models/{untrusted}/infer", json=x, headers=auth)
+        assert r.status_code == 503 and "does not isolate it" in r.json()["error"]
+        assert city.client.get(f"/v2/models/{untrusted}/ready", headers=auth).status_code == 503
+        r = city.client.post(f"/v2/models/{trusted}/infer", json=x, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"] == [2, 4]
+        assert _triton(city).is_ready(f"{trusted}:1")
 
 
 def test_zz_backend_killed_during_a_stream_503s_unbilled_then_recovers(

@@ -12,17 +12,26 @@ from starlette.concurrency import run_in_threadpool
 from marketplace.api.convert import version_public
 from marketplace.api.schemas import VersionPublic
 from marketplace.config import Settings
-from marketplace.constants import API_KEY_HEADER, Scope
-from marketplace.context import Caller, Principal
-from marketplace.errors import ForbiddenError, UnauthenticatedError
+from marketplace.constants import (
+    API_KEY_HEADER,
+    IDEMPOTENCY_KEY_HEADER,
+    REQUEST_ID_HEADER,
+    Scope,
+)
+from marketplace.context import Caller, Principal, current_request_id
+from marketplace.errors import ForbiddenError, UnauthenticatedError, UnavailableError
 from marketplace.gateway.artifacts import (
-    ArtifactDownload,
-    open_artifact,
+    download_artifact,
     parse_manifest,
     upload_model_version,
 )
-from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER, MODEL_MANIFEST_HEADER
-from marketplace.gateway.pipeline import authenticate, presented_token
+from marketplace.gateway.constants import (
+    ARTIFACT_DIGEST_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    MODEL_MANIFEST_HEADER,
+)
+from marketplace.gateway.downloads import DownloadMeter
+from marketplace.gateway.pipeline import Gateway, authenticate, presented_token
 
 router = APIRouter(tags=["models"])
 
@@ -34,7 +43,7 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _caller(request: Request, scope: str, *, required: bool) -> Caller:
+async def _caller(request: Request, scope: str | None, *, required: bool) -> Caller:
     """Authenticate in a short session of its own (an upload may stream for minutes; holding a
     database session that long would hold a connection, and on SQLite the write lock)."""
     token = presented_token(
@@ -58,7 +67,7 @@ async def _caller(request: Request, scope: str, *, required: bool) -> Caller:
 
     caller = await run_in_threadpool(go)
     request.state.principal = caller
-    if caller is not None and scope not in caller.scopes:
+    if caller is not None and scope is not None and scope not in caller.scopes:
         raise ForbiddenError(f"this API key lacks the {scope!r} scope", scope=scope)
     return caller
 
@@ -87,6 +96,7 @@ async def upload_model_version_(
         max_bytes=_settings(request).model_store.max_upload_bytes,
         expected_digest=request.headers.get(ARTIFACT_DIGEST_HEADER),
         notes=notes,
+        sandbox=request.app.state.sandbox,
     )
     return version_public(handle, version)
 
@@ -96,34 +106,78 @@ async def upload_model_version_(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact(handle: str, version: int, request: Request) -> StreamingResponse:
-    """Download a model version's artifact (same visibility rules as reading the version)."""
-    caller = await _caller(request, Scope.CATALOG_READ.value, required=False)
-    factory = request.app.state.session_factory
-    blobs = request.app.state.blobs
-
-    def go() -> ArtifactDownload:
-        session = factory()
-        try:
-            return open_artifact(session, blobs, caller, handle, version)
-        finally:
-            session.rollback()
-            session.close()
-
-    download = await run_in_threadpool(go)
+async def download_artifact_(handle: str, version: int, request: Request) -> StreamingResponse:
+    """Download a model version's artifact: its owner, or whoever may run the model when its
+    owner allows downloads; one metered usage event (unit ``download``) per download."""
+    caller = await _caller(request, None, required=False)  # the scopes: gateway.downloads
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is None:
+        raise UnavailableError("the platform is starting")
+    headers = request.headers
+    download = await download_artifact(
+        factory=request.app.state.session_factory,
+        blobs=request.app.state.blobs,
+        caller=caller,
+        handle=handle,
+        version=version,
+        meter=DownloadMeter(
+            usage=gateway.usage if gateway.metering else None,
+            idempotency_key=headers.get(IDEMPOTENCY_KEY_HEADER),
+            request_id=current_request_id(),
+            request_id_chosen=headers.get(REQUEST_ID_HEADER) == current_request_id(),
+        ),
+    )
 
     def chunks() -> Iterator[bytes]:
         with download.file as f:
             while chunk := f.read(_CHUNK):
                 yield chunk
 
-    return StreamingResponse(
-        chunks(),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(download.size),
-            ARTIFACT_DIGEST_HEADER: download.digest,
-            "ETag": f'"{download.digest}"',
-            "Content-Disposition": f'attachment; filename="{download.filename}"',
-        },
+    sent = {
+        "Content-Length": str(download.size),
+        ARTIFACT_DIGEST_HEADER: download.digest,
+        "ETag": f'"{download.digest}"',
+        "Content-Disposition": f'attachment; filename="{download.filename}"',
+    }
+    if download.replayed:
+        sent[IDEMPOTENT_REPLAYED_HEADER] = "true"
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=sent)
+
+
+@router.post(
+    "/products/{handle}/versions/bentoml",
+    response_model=VersionPublic,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+    },
+)
+async def import_bentoml_version_(
+    handle: str,
+    request: Request,
+    manifest: Annotated[
+        str | None,
+        Query(description="Manifest fields that override what the archive says (JSON)"),
+    ] = None,
+    notes: Annotated[str, Query(max_length=2000)] = "",
+) -> VersionPublic:
+    """Import a BentoML model (a `bentoml models export` .bentomodel archive, as the raw body)
+    as a model version: bentoml.torchscript and bentoml.onnx models; a README.md in the model
+    folder becomes the card. Optional manifest fields in X-Model-Manifest or `manifest`."""
+    from marketplace.gateway.importers import import_bentomodel, parse_overrides
+
+    caller = await _caller(request, Scope.CATALOG_WRITE.value, required=True)
+    overrides = parse_overrides(request.headers.get(MODEL_MANIFEST_HEADER) or manifest)
+    assert isinstance(caller, Principal)
+    version = await import_bentomodel(
+        factory=request.app.state.session_factory,
+        blobs=request.app.state.blobs,
+        caller=caller,
+        handle=handle,
+        chunks=request.stream(),
+        max_bytes=_settings(request).model_store.max_upload_bytes,
+        overrides=overrides,
+        notes=notes,
+        sandbox=request.app.state.sandbox,
     )
+    return version_public(handle, version)

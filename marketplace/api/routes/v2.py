@@ -17,6 +17,7 @@ from marketplace.context import current_request_id
 from marketplace.errors import UnavailableError
 from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
 from marketplace.gateway.pipeline import Gateway, InferCall, presented_token
+from marketplace.health import readiness_of
 
 router = APIRouter(tags=["inference (v2)"])
 
@@ -48,10 +49,10 @@ async def server_live() -> Response:
 
 @router.get("/v2/health/ready", response_class=Response)
 async def server_ready(request: Request) -> Response:
-    """Readiness: 200 when calls can be served and metered, else 503."""
-    if not _gateway(request).is_ready():
-        raise UnavailableError("usage metering is unavailable; inference is paused")
-    return _json({"ready": True})
+    """Readiness: 200 when the database, the usage spool and each configured runtime answer,
+    naming them; else 503 naming what is down (``marketplace.health``)."""
+    readiness = await readiness_of(request.app.state.health)
+    return _json(readiness.document(current_request_id()), 200 if readiness.ready else 503)
 
 
 @router.get("/v2", response_class=Response)

@@ -289,3 +289,38 @@ async def _infer_once(
         return (await runtime.infer(key, {"flow": flow}))["smoothed"]
     finally:
         await runtime.close()
+
+
+def test_onnx_runs_through_the_python_backend_like_embedded(
+    triton: ManagedTritonServer, tmp_path: Path
+) -> None:
+    from tests.utils.bentoml_models import make_onnx_graph
+
+    graph = make_onnx_graph(tmp_path / "affine.onnx")
+    manifest = ModelManifest.model_validate(
+        {
+            "format": "onnx",
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
+            "batching": {"max_batch_size": 8},
+        }
+    )
+    x = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        remote = TritonRuntime(triton)
+        local = EmbeddedRuntime()
+        try:
+            await remote.load("acme.onnx-affine:1", manifest, graph)
+            local.register("acme.onnx-affine:1", manifest, graph)
+            return (
+                await remote.infer("acme.onnx-affine:1", {"x": x}),
+                await local.infer("acme.onnx-affine:1", {"x": x}),
+            )
+        finally:
+            await remote.close()
+            await local.close()
+
+    remote_out, local_out = asyncio.run(scenario())
+    assert remote_out["y"].dtype == np.float32
+    np.testing.assert_array_equal(remote_out["y"], local_out["y"])

@@ -60,9 +60,11 @@ def test_upload_stores_a_version_and_download_returns_the_same_bytes(models: Mod
     assert hidden.status_code == 404
 
 
-def test_public_artifacts_download_like_catalog_reads(models: Models) -> None:
+def test_public_artifacts_need_a_key_to_download(models: Models) -> None:
+    # Listing a public model is open to anyone; downloading it is metered, so it takes a key
+    # (the rest of the rule: tests/unit/gateway/test_downloads.py).
     r = models.city.client.get(f"/api/v1/products/{models.public}/versions/1/artifact")
-    assert r.status_code == 200 and r.content == models.artifact.read_bytes()
+    assert r.status_code == 401
 
 
 def test_digest_mismatch_is_refused_and_leaves_nothing(models: Models) -> None:
@@ -102,7 +104,10 @@ def test_a_rejected_upload_keeps_the_blob_another_version_uses(models: Models) -
     wrong["outputs"] = [{"name": "y", "datatype": "INT32", "shape": [-1, -1]}]
     r = models.upload("traffic-police", models.public, models.artifact, wrong)
     assert r.status_code == 422
-    d = models.city.client.get(f"/api/v1/products/{models.public}/versions/1/artifact")
+    d = models.city.client.get(
+        f"/api/v1/products/{models.public}/versions/1/artifact",
+        headers=models.city.headers("traffic-police"),
+    )
     assert d.status_code == 200 and d.content == models.artifact.read_bytes()
     _nothing_stored(models, models.public, versions=1)
 
@@ -125,7 +130,7 @@ def test_upload_errors_name_the_problem(models: Models) -> None:
     r = c.post(
         UPLOAD.format(models.public),
         content=body,
-        headers={**h("traffic-police"), "X-Model-Manifest": '{"format": "onnx"}'},
+        headers={**h("traffic-police"), "X-Model-Manifest": '{"format": "savedmodel"}'},
     )
     assert r.status_code == 422 and "format" in r.json()["error"]
     r = c.post(UPLOAD.format(dataset), content=body, headers={**h("traffic-police"), **hdr})

@@ -24,7 +24,8 @@ from tests.unit.model_store.factories import doubler_manifest
 def test_health_and_server_metadata(models: Models) -> None:
     c = models.city.client
     assert c.get("/v2/health/live").json() == {"live": True}
-    assert c.get("/v2/health/ready").json() == {"ready": True}
+    ready = c.get("/v2/health/ready").json()
+    assert ready["ready"] is True and ready["components"]["database"] == {"status": "up"}
     meta = c.get("/v2").json()
     assert meta["name"] == "citybrain" and "binary_tensor_data" in meta["extensions"]
 

@@ -10,13 +10,23 @@ search facet counts to match and none of A's usage, and every route is called as
 - every route's answer must not mention A's hidden resources at all.
 Routes are taken from the app's OpenAPI document, so routes added later are probed too: a route
 with a path parameter this test does not know fails the test until a substitution is added.
+
+Download routes (a version's bytes) are probed once more against the download rule itself: for
+every product (each tier, downloadable or not, a draft) × every tenant (with and without the
+use scope, with a grant of the use scope, of another scope, or none) and anonymous × every
+route in ``DOWNLOAD_ROUTES``, the download succeeds exactly when the rule says it may. A
+download route the app serves but ``DOWNLOAD_ROUTES`` lacks fails the test until it is added.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +36,7 @@ from billing.tables import usage_event
 from marketplace.db import transaction
 from marketplace.seed import TENANTS
 from marketplace.tenants.service import get_tenant_by_slug
+from tests.unit.model_store.factories import make_torchscript_model
 from tests.utils.city import City
 
 # Every ordered pair of the demo city's tenants (all but parkeasy are government).
@@ -338,3 +349,182 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
     }
     assert after == before
     assert city.client.get("/api/v1/me", headers={"X-API-Key": owner_key}).status_code == 200
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+@dataclass(frozen=True)
+class DownloadRoute:
+    """A route that hands out a version's bytes, and how to make a product that has some.
+
+    Attributes:
+        path: The route, with ``{handle}`` and ``{version}``.
+        use_scope: The scope that using (so downloading) such a product takes.
+        make: ``(city, owner, name, tier, downloadable, publish, tmp) -> (handle, bytes)``: a
+            product of the route's kind with version 1 holding those bytes.
+    """
+
+    path: str
+    use_scope: str
+    make: Callable[[City, str, str, str, bool, bool, Path], tuple[str, bytes]]
+
+
+def _model_with_artifact(
+    city: City, owner: str, name: str, tier: str, downloadable: bool, publish: bool, tmp: Path
+) -> tuple[str, bytes]:
+    handle = city.product(
+        owner, tier=tier, kind="model", name=name, publish=publish, downloadable=downloadable
+    )
+    artifact, manifest = make_torchscript_model(tmp)
+    r = city.client.post(
+        f"/api/v1/products/{handle}/versions/model",
+        content=artifact.read_bytes(),
+        headers={
+            **city.headers(owner),
+            "Content-Type": "application/octet-stream",
+            "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
+        },
+    )
+    assert r.status_code == 201, r.text
+    return handle, artifact.read_bytes()
+
+
+DOWNLOAD_ROUTES = [
+    DownloadRoute(
+        "/api/v1/products/{handle}/versions/{version}/artifact", "infer", _model_with_artifact
+    ),
+]
+# Path endings that name a download, besides routes documented as answering other than JSON.
+_DOWNLOAD_ENDINGS = ("artifact", "data", "download", "export")
+
+
+def test_every_download_route_is_probed(city: City) -> None:
+    spec = city.client.get("/openapi.json").json()
+    served = set()
+    for path, item in spec["paths"].items():
+        op = item.get("get")
+        if op is None:
+            continue
+        content = op.get("responses", {}).get("200", {}).get("content", {})
+        binary = any(kind != "application/json" for kind in content)
+        if binary or path.rsplit("/", 1)[-1] in _DOWNLOAD_ENDINGS:
+            served.add(path)
+    assert served == {route.path for route in DOWNLOAD_ROUTES}
+
+
+def _visible(prober: str | None, owner: str, tier: str, published: bool) -> bool:
+    if prober == owner:
+        return True
+    if not published:
+        return False
+    if prober is None:
+        return tier == "public"
+    return tier in ("public", "restricted") or (tier == "confidential" and prober in GOVERNMENT)
+
+
+def _may_download(
+    prober: str | None,
+    owner: str,
+    *,
+    tier: str,
+    published: bool,
+    downloadable: bool,
+    scopes: set[str],
+    granted: set[str],
+    use_scope: str,
+) -> bool:
+    """The rule, written out once more: the owner always (reading its catalog or using it);
+    others when they may use the product (the scope; a grant of it where the tier asks) and
+    its owner allows downloads; anonymous callers never."""
+    if prober is None:
+        return False
+    if prober == owner:
+        return bool({"catalog:read", use_scope} & scopes)
+    if not published or tier == "secret" or not downloadable or use_scope not in scopes:
+        return False
+    if tier == "public":
+        return True
+    if tier == "confidential" and prober not in GOVERNMENT:
+        return False
+    return use_scope in granted
+
+
+def _grant(city: City, prober: str, handle: str, decider: str, scopes: list[str]) -> None:
+    r = city.client.post(
+        "/api/v1/access-requests",
+        json={"product": handle, "purpose": "probe", "scopes": scopes},
+        headers=city.headers(prober),
+    )
+    assert r.status_code == 201, r.text
+    r = city.client.post(
+        f"/api/v1/access-requests/{r.json()['id']}/approve",
+        json={"reason": "probe"},
+        headers=city.headers(decider),
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("route", DOWNLOAD_ROUTES, ids=lambda r: r.path.rsplit("/", 1)[-1])
+@pytest.mark.parametrize("owner", ["traffic-police", "parkeasy"])
+def test_downloads_follow_the_rule_for_every_tenant(
+    city: City, owner: str, route: DownloadRoute, tmp_path: Path
+) -> None:
+    # Every tier, downloadable or not, published; and a downloadable draft.
+    products: dict[str, tuple[str, bool, bool, bytes]] = {}
+    for tier, downloadable in itertools.product(TIERS, (False, True)):
+        name = f"dl-{tier}-{'on' if downloadable else 'off'}"
+        handle, payload = route.make(city, owner, name, tier, downloadable, True, tmp_path)
+        products[handle] = (tier, True, downloadable, payload)
+    handle, payload = route.make(city, owner, "dl-draft", "public", True, False, tmp_path)
+    products[handle] = ("public", False, True, payload)
+    # Grants, by the prober's place: of the use scope, of another scope only, or none.
+    other_scope = "data:read" if route.use_scope != "data:read" else "infer"
+    granted: dict[tuple[str, str], set[str]] = {}
+    probers = [slug for slug in PROBED if slug != owner]
+    for i, prober in enumerate(probers):
+        scopes = [[route.use_scope], [other_scope], []][i % 3]
+        for handle, (tier, _, _, _) in products.items():
+            if not scopes or tier not in ("restricted", "confidential"):
+                continue
+            if tier == "confidential" and prober not in GOVERNMENT:
+                continue  # cannot even be asked for
+            decider = owner if tier == "restricted" else "data-bureau"
+            _grant(city, prober, handle, decider, scopes)
+            granted[(prober, handle)] = set(scopes)
+    callers: list[tuple[str | None, set[str], dict[str, str]]] = [(None, set(), {})]
+    for slug in PROBED:
+        for scopes in ({"catalog:read", route.use_scope}, {"catalog:read"}):
+            callers.append((slug, scopes, {"X-API-Key": city.key(slug, scopes=sorted(scopes))}))
+    missing_path = route.path.format(handle=f"{owner}.no-such-product", version=1)
+    checked = allowed = 0
+    for handle, (tier, published, downloadable, payload) in products.items():
+        path = route.path.format(handle=handle, version=1)
+        for prober, scopes, headers in callers:
+            r = city.client.get(path, headers=headers)
+            expected = _may_download(
+                prober,
+                owner,
+                tier=tier,
+                published=published,
+                downloadable=downloadable,
+                scopes=scopes,
+                granted=granted.get((prober or "", handle), set()),
+                use_scope=route.use_scope,
+            )
+            where = (handle, prober, sorted(scopes), r.status_code)
+            assert (r.status_code == 200) == expected, where
+            if expected:
+                assert r.content == payload, where
+                allowed += 1
+            elif not _visible(prober, owner, tier, published):
+                # What the caller may not see answers exactly as what does not exist.
+                fake = city.client.get(missing_path, headers=headers)
+                got, want = _strip(r), _strip(fake)
+                got[1]["error"] = got[1]["error"].replace(handle, f"{owner}.no-such-product")
+                assert got == want, where
+            else:
+                assert r.status_code in (401, 403), where
+            checked += 1
+    assert checked == len(products) * len(callers)
+    assert 0 < allowed < checked

@@ -51,3 +51,20 @@ def test_no_key_reaches_logs_or_bodies(city: City, caplog: pytest.LogCaptureFixt
     listing = city.client.get("/api/v1/keys", headers={"X-API-Key": admin}).json()["data"]
     assert all(k["prefix"] == f"cbk_{k['id']}_" for k in listing)
     assert any(k["last_used_at"] for k in listing)
+
+
+def test_settings_never_show_their_secrets() -> None:
+    """Settings reach tracebacks and debug output by their repr: no password, secret or key."""
+    from marketplace.config import BillingSettings, OIDCSettings, Settings, StripeSettings
+
+    cfg = Settings(
+        database_url="postgresql://citybrain:db-pass-1@db.city:5432/citybrain",
+        billing=BillingSettings(database_url="postgresql://usage:db-pass-2@pooler:6432/citybrain"),
+        oidc=OIDCSettings(server_url="https://sso.city", client_secret="oidc-secret-3"),
+        stripe=StripeSettings(api_key="sk_live_stripe-key-4"),
+    )
+    shown = "\n".join([repr(cfg), str(cfg), f"{cfg!r}", repr(cfg.billing), repr(cfg.oidc)])
+    for secret in ("db-pass-1", "db-pass-2", "oidc-secret-3", "stripe-key-4"):
+        assert secret not in shown
+    assert "postgresql://citybrain:***@db.city:5432/citybrain" in shown  # still useful
+    assert cfg.database_url.endswith(":db-pass-1@db.city:5432/citybrain")  # the value is intact

@@ -1,0 +1,1 @@
+"""One module per resource of the platform, each with a blocking and an awaited class."""
