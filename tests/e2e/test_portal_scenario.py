@@ -3,8 +3,8 @@
 1. a developer (parkeasy) signs in with the city account (OIDC code flow + PKCE), finds a
    restricted dataset and asks for access with a purpose;
 2. its owner (city-management) signs in and approves;
-3. the developer creates an API key, calls a model with it from a program, and the call shows
-   in the portal's usage chart;
+3. the developer creates an API key, calls a model with it through the SDK, and the call
+   shows in the portal's usage chart;
 4. the operator closes last month's billing and downloads the report and an invoice as PDF.
 
 Each step leaves a screenshot in var/screenshots/.
@@ -17,7 +17,8 @@ import re
 import time
 from typing import Any
 
-import httpx
+import numpy as np
+from citybrain_sdk import Client
 from pypdf import PdfReader
 
 from tests.e2e.conftest import Platform
@@ -65,22 +66,11 @@ def _developer_calls_with_a_new_key(page: Any, platform: Platform) -> None:
     secret = page.get_by_label("Secret", exact=True).input_value()
     assert secret.startswith("cbk_")
     shot(page, "05-developer-key-created")
-    # The program the developer writes: a v2 call with the key (httpx until the SDK lands).
-    r = httpx.post(
-        f"{platform.url}/v2/models/{MODEL}/infer",
-        headers={"Authorization": f"Bearer {secret}"},
-        json={
-            "inputs": [
-                {
-                    "name": "flow",
-                    "datatype": "FP32",
-                    "shape": [1, 8],
-                    "data": [10, 30, 12, 28, 14, 35, 11, 29],
-                }
-            ]
-        },
-    )
-    assert r.status_code == 200, r.text
+    # The program the developer writes, with the SDK and that key.
+    with Client(platform.url, api_key=secret) as cb:
+        flow = np.array([[10, 30, 12, 28, 14, 35, 11, 29]], np.float32)
+        out = cb.models.infer(MODEL, {"flow": flow})
+    assert out["smoothed"].shape == (1, 8)
     page.get_by_role("link", name="Usage").click()
     deadline = time.monotonic() + 30  # the spool flushes every 0.2 s; a bound on waiting
     while not page.locator("svg.chart rect").count():
