@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration bench clean serve system-deps image image-tools
+.PHONY: demo test lint unit integration e2e bench clean serve system-deps image image-tools
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml sdk/pyproject.toml
 	@touch $(STAMP)
 
 # System packages the tests use: espeak-ng speaks the hotline test sentences; kubectl renders
-# the Kustomize overlays in k8s/ (`kubectl kustomize`, offline) for tests/unit/k8s.
+# the Kustomize overlays in k8s/ (`kubectl kustomize`, offline) for tests/unit/k8s; Debian's
+# chromium is the browser of the end-to-end tests (Playwright drives it; its own browser
+# downloads are never used); fonts-noto-cjk lets pages and screenshots show Chinese.
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
-	  echo "installing espeak-ng (test audio)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+	@command -v espeak-ng >/dev/null 2>&1 && test -x /usr/bin/chromium \
+	  && fc-list :lang=zh | grep -q . || { \
+	  echo "installing espeak-ng (test audio), chromium and fonts-noto-cjk (browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    espeak-ng chromium fonts-noto-cjk >/dev/null; }
 	@command -v kubectl >/dev/null 2>&1 || { \
 	  echo "installing kubectl (kubernetes-client: renders k8s/ for the tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
@@ -47,6 +51,12 @@ $(OIDC_STAMP): tests/oidc/package-lock.json
 	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(OIDC_STAMP)
 
+# axe-core, which the browser tests inject into the portal's pages (tests/e2e).
+E2E_STAMP := tests/e2e/node_modules/.installed-stamp
+$(E2E_STAMP): tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(E2E_STAMP)
+
 ## Set up, migrate, seed the demo city and serve it on http://127.0.0.1:8000 (SQLite, embedded).
 demo: $(STAMP) system-deps
 	$(BIN)/citybrain demo
@@ -55,7 +65,7 @@ serve: $(STAMP)
 	$(BIN)/citybrain serve
 
 ## Lint (ruff, mypy, import-linter contracts), then the whole suite (SQLite and PostgreSQL).
-test: $(STAMP) system-deps $(OIDC_STAMP) lint
+test: $(STAMP) system-deps $(OIDC_STAMP) $(E2E_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -70,6 +80,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+## The portal in a real browser (Debian's chromium, headless); screenshots in var/screenshots/.
+e2e: $(STAMP) system-deps $(OIDC_STAMP) $(E2E_STAMP)
+	$(BIN)/python -m pytest -q tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/python bench/catalog_search.py

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -131,6 +131,34 @@ class OIDCSettings(BaseModel):
     # Also ask the realm whether the token is still active (needs client_secret; costs a call).
     introspect: bool = False
     jwks_ttl_s: int = 300
+
+
+class PortalSettings(BaseModel):
+    """The web portal at ``/`` (``CITYBRAIN_PORTAL__*``).
+
+    Sessions live in the server process (an in-memory store): the cookie holds only a signed,
+    random session id, never a key or a token. Without ``session_secret`` each process draws a
+    random one at start, which suits the one-process demo (sessions end with the process); set
+    it when several processes serve the portal (they must also share sessions: route a user to
+    one process, e.g. with sticky sessions).
+    """
+
+    enabled: bool = True
+    session_secret: SecretStr | None = Field(default=None, repr=False)
+    # A session unused this long ends (its sign-in with it).
+    session_idle_s: int = Field(default=8 * 3600, ge=60)
+    # At most this many sessions are kept per process; the least recently used go first.
+    max_sessions: int = Field(default=10_000, ge=10)
+    # Mark the cookie Secure (only sent over HTTPS); None: when the request came over HTTPS.
+    secure_cookie: bool | None = None
+    # The portal's own OIDC client (authorization code flow with PKCE) at the realm that
+    # ``oidc`` names; sign-in with a city account is offered when oidc.server_url is set.
+    oidc_client_id: str = "citybrain-portal"
+    oidc_client_secret: SecretStr | None = Field(default=None, repr=False)
+    oidc_scope: str = "openid profile"
+    # The portal's address as the browser sees it (the redirect URI is <public_url>/auth/callback);
+    # None: the address the request came to.
+    public_url: str | None = None
 
 
 class BillingSettings(BaseModel):
@@ -282,6 +310,7 @@ class Settings(BaseSettings):
     kserve: KServeSettings = Field(default_factory=KServeSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -27,6 +27,7 @@ from marketplace.api.routes import (
     data,
     keys,
     models,
+    portal,
     quotas,
     tenants,
     usage,
@@ -285,6 +286,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.include_router(v2.router)
     for module in (tenants, keys, catalog, models, data, audit, access, billing, usage, quotas):
         app.include_router(module.router, prefix=API_PREFIX)
+    portal.install(app, settings)  # the web portal at /
 
     @app.get(f"{API_PREFIX}/health", tags=["health"], response_class=JSONResponse)
     async def health(request: Request) -> JSONResponse:

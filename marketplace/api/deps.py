@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Annotated, Any
 
+import anyio.from_thread
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
@@ -114,6 +115,29 @@ async def get_caller(request: Request, session: SessionDep) -> Caller:
     else:
         set_tenant_context(session, **context)  # recorded only; applied as it begins
     return caller
+
+
+def principal_for_token(request: Request, token: str) -> Principal:
+    """Who a credential names, by the platform's one authentication (the same
+    :class:`Authenticator` as every API route), for the portal's sessions. Called from a worker
+    thread (the portal's pages are synchronous): the check runs on the event loop."""
+    authenticator: Authenticator = request.app.state.authenticator
+    caller = anyio.from_thread.run(partial(authenticator.authenticate, token, stamp_now=True))
+    return require_principal(caller)
+
+
+def bind_caller(session: Session, caller: Caller) -> None:
+    """From here on the database enforces the caller's tenant too (row-level security on
+    PostgreSQL; nothing on SQLite)."""
+    if caller is None:
+        set_tenant_context(session, tenant_id=ANONYMOUS_TENANT)
+        return
+    set_tenant_context(
+        session,
+        tenant_id=caller.tenant_id,
+        government=caller.is_government,
+        operator=caller.is_operator,
+    )
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -50,7 +50,8 @@ def error_response(
     )
 
 
-def _audit_denial(request: Request, status: int, code: str, extra: dict[str, Any]) -> None:
+def audit_denial(request: Request, status: int, code: str, extra: dict[str, Any]) -> None:
+    """Write a denial (401, 403, a hidden 404) to the audit log (the portal's pages too)."""
     factory = getattr(request.app.state, "session_factory", None)
     if factory is None:
         return
@@ -86,7 +87,7 @@ async def service_error(request: Request, exc: Exception) -> JSONResponse:
     if status in (401, 403) or extra.get("denied"):
         from starlette.concurrency import run_in_threadpool
 
-        await run_in_threadpool(_audit_denial, request, status, code, extra)
+        await run_in_threadpool(audit_denial, request, status, code, extra)
     return error_response(status, code, message, getattr(exc, "headers", None))
 
 

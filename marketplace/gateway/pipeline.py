@@ -81,6 +81,9 @@ class InferCall:
         request_id: The platform's request id.
         request_id_chosen: Whether the client chose ``request_id`` (``X-Request-Id``); then it
             cannot name the usage event, which takes a fresh id of its own.
+        principal: A caller the platform has authenticated already (the portal's signed-in
+            user, whose credential may be a realm token rather than a key); step 1 then takes
+            it instead of reading ``token``. Every later step is the same.
     """
 
     name: str
@@ -91,6 +94,7 @@ class InferCall:
     idempotency_key: str | None
     request_id: str
     request_id_chosen: bool = False
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +153,10 @@ class Gateway:
         self.in_flight += 1
         try:
             check_idempotency_key(call.idempotency_key)
-            # 1
-            caller = await self.authenticator.authenticate(call.credential)
+            # 1 (a caller the portal authenticated already is taken as it is)
+            caller = call.principal
+            if caller is None:
+                caller = await self.authenticator.authenticate(call.credential)
             # 2
             model, granted = await self.lookup(caller, call.name, call.version)
             # 3

@@ -1,0 +1,193 @@
+"""End-to-end fixtures: the platform as a real server process, the OpenID provider of
+tests/oidc, and Debian's Chromium driven by Playwright.
+
+The server is ``python -m marketplace.cli serve`` on a free port over a migrated SQLite
+database holding the demo city (with the built-in flow-smoother model) and a month of billable
+history (``tests.utils.portal.bill_last_month``), so the operator has a month to close. Usage
+is flushed every 0.2 s, so a call shows in the portal's usage chart at once.
+
+Chromium is Debian's (``apt-get install chromium``, ``make system-deps`` does it); Playwright's
+own browser downloads are never used. axe-core comes from tests/e2e/node_modules
+(``npm ci``, as ``make test`` runs it). Screenshots go to ``var/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from marketplace.db import make_engine, make_session_factory, transaction
+from marketplace.migrate import upgrade
+from marketplace.seed import seed_demo_city
+from model_store import BlobStore
+from tests.e2e.helpers import CHROMIUM, PASSWORD, ROOT
+from tests.utils.portal import bill_last_month
+
+OIDC_DIR = ROOT / "tests" / "oidc"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+def _free_port() -> int:
+    # tests/utils/server.py (another branch) will hold the shared launcher; until it is
+    # merged this module starts its processes itself.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Platform:
+    url: str
+    oidc_url: str
+    keys: dict[str, str]
+    billed_month: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    node = shutil.which("node")
+    if node is None or not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+        pytest.fail("the test OIDC provider is not installed: run `npm ci` in tests/oidc")
+    base = tmp_path_factory.mktemp("e2e")
+    port, idp_port = _free_port(), _free_port()
+    url = f"http://127.0.0.1:{port}"
+    idp = subprocess.Popen(
+        [
+            node,
+            str(OIDC_DIR / "server.mjs"),
+            *("--port", str(idp_port)),
+            *("--redirect-uri", f"{url}/auth/callback"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert idp.stdout is not None
+        line = idp.stdout.readline().decode()
+        assert line.startswith("READY"), f"the OIDC provider did not start: {line!r}"
+        database_url = f"sqlite:///{base / 'citybrain.db'}"
+        upgrade(database_url)
+        engine = make_engine(database_url)
+        with transaction(make_session_factory(engine)) as session:
+            keys = seed_demo_city(session, blobs=BlobStore(base / "var" / "artifacts")).keys
+            month = bill_last_month(
+                session, consumer="parkeasy", handle="traffic-police.flow-smoother", calls=40
+            )
+        engine.dispose()
+        env = {
+            **os.environ,
+            "CITYBRAIN_LOG_LEVEL": "warning",
+            "CITYBRAIN_OIDC__SERVER_URL": f"http://127.0.0.1:{idp_port}",
+            "CITYBRAIN_OIDC__REALM": "citybrain",
+            "CITYBRAIN_PORTAL__OIDC_CLIENT_ID": "citybrain-portal",
+            "CITYBRAIN_PORTAL__OIDC_CLIENT_SECRET": PASSWORD,
+            "CITYBRAIN_BILLING__FLUSH_INTERVAL_S": "0.2",
+        }
+        log = base / "server.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port)),
+                    *("--database-url", database_url, "--data-dir", str(base / "var")),
+                    "--no-migrate",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 60  # a bound on waiting, not a measurement
+            while True:
+                if server.poll() is not None:
+                    pytest.fail(f"the server exited:\n{log.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the server did not become ready:\n{log.read_text()[-3000:]}")
+                time.sleep(0.1)
+            yield Platform(url, f"http://127.0.0.1:{idp_port}", keys, str(month), log)
+        finally:
+            _stop(server)
+    finally:
+        _stop(idp)
+        if idp.stdout is not None:
+            idp.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (make system-deps)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def new_context(browser: Any, platform: Platform) -> Iterator[Any]:
+    """Make browser contexts (one per user: each its own cookies), closed afterwards.
+
+    ``bypass_csp``: the pages forbid every script (Content-Security-Policy), and axe-core is
+    a script the tests inject; the CSP header itself is checked on its own.
+    """
+    made: list[Any] = []
+
+    def make(locale: str = "en-GB") -> Any:
+        context = browser.new_context(
+            base_url=platform.url,
+            locale=locale,
+            viewport={"width": 1280, "height": 860},
+            bypass_csp=True,
+            accept_downloads=True,
+        )
+        context.set_default_timeout(15_000)
+        made.append(context)
+        return context
+
+    yield make
+    for context in made:
+        context.close()
