@@ -269,7 +269,7 @@ async def try_model(visit: VisitDep, form: FormDep, handle: str) -> Response:
             InferCall(
                 name=handle,
                 version=None,
-                token=None,
+                credential=None,
                 body=body.encode(),
                 header_length=None,
                 idempotency_key=None,
