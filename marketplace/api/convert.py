@@ -41,6 +41,8 @@ _PRODUCT_FIELDS = (
     "kind",
     "title",
     "description",
+    "title_zh",
+    "description_zh",
     "domain",
     "tier",
     "license",
