@@ -92,7 +92,13 @@ def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> 
     A bearer token is a portal user's realm JWT when OIDC is configured and it looks like one,
     else an API key; API keys keep working beside tokens. Bad credentials get 401.
     """
-    token = presented_token(request)
+    return caller_for_token(request, session, settings, presented_token(request))
+
+
+def caller_for_token(
+    request: Request, session: Session, settings: Settings, token: str | None
+) -> Caller:
+    """``get_caller`` for a token found elsewhere (CKAN clients send a bare key)."""
     if token is None:
         set_tenant_context(session, tenant_id=ANONYMOUS_TENANT)
         return None

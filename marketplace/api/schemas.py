@@ -74,7 +74,9 @@ class ProductCreate(BaseModel):
     kind: str
     title: str = Field(min_length=1, max_length=300)
     description: str = Field(default="", max_length=20_000)
-    title_zh: str | None = Field(default=None, max_length=300, description="Simplified Chinese title")
+    title_zh: str | None = Field(
+        default=None, max_length=300, description="Simplified Chinese title"
+    )
     description_zh: str | None = Field(
         default=None, max_length=20_000, description="Simplified Chinese description"
     )

@@ -83,8 +83,7 @@ def has_chinese(text: str) -> bool:
 
 def _words(pieces: Iterable[str]) -> Iterator[str]:
     for piece in pieces:
-        for word in _WORD.findall(piece.lower()):
-            yield word
+        yield from _WORD.findall(piece.lower())
 
 
 def query_words(term: str) -> list[str]:

@@ -35,8 +35,12 @@ def _vector(with_zh: bool) -> str:
     parts = [("title", "A"), ("tags_text", "B"), ("description", "C")]
     if with_zh:
         parts += [(c, w) for c, w in zip(ZH_COLUMNS, "ABC", strict=True)]
-    body = " || ".join(f"setweight(to_tsvector('simple', coalesce({c}, '')), '{w}')" for c, w in parts)
-    return f"ALTER TABLE product ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ({body}) STORED"
+    body = " || ".join(
+        f"setweight(to_tsvector('simple', coalesce({c}, '')), '{w}')" for c, w in parts
+    )
+    return (
+        f"ALTER TABLE product ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ({body}) STORED"
+    )
 
 
 def _fts(columns: tuple[str, ...]) -> list[str]:

@@ -32,7 +32,9 @@ def test_demo_city_products_are_found_by_chinese_words(city: City) -> None:
     assert listing["title_zh"] == "12345热线投诉工单"
     # The secret signal timing plans never show to another tenant, whatever the words.
     assert _handles(_search(city, "信号灯", "parkeasy")) == ["traffic-police.intersection-flow"]
-    assert "traffic-police.signal-timing-plans" in _handles(_search(city, "信号灯", "traffic-police"))
+    assert "traffic-police.signal-timing-plans" in _handles(
+        _search(city, "信号灯", "traffic-police")
+    )
 
 
 def test_chinese_title_ranks_above_description_with_facets(city: City) -> None:
