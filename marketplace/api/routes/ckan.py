@@ -117,13 +117,9 @@ def _envelope(request: Request, name: str, **rest: Any) -> dict[str, Any]:
     return {"help": f"{request.base_url}api/3/action/help_show?name={name}", **rest}
 
 
-@router.api_route("/api/3/action/{name}", methods=["GET", "POST"])
-@router.api_route("/api/action/{name}", methods=["GET", "POST"], include_in_schema=False)
-async def action(
-    name: str, request: Request, session: SessionDep, settings: SettingsDep
+async def _action(
+    name: str, request: Request, session: Session, settings: Settings
 ) -> JSONResponse:
-    """A CKAN action (package_list, package_show, package_search, organization_list,
-    organization_show, tag_list, status_show) in CKAN's envelope."""
     try:
         if name not in ACTIONS:
             raise CkanError("Bad request", f"Action name not known: {name}", 400)
@@ -140,3 +136,25 @@ async def action(
         body = _envelope(request, name, success=False, error=error)
         return JSONResponse(body, status_code=403 if e.status == 401 else e.status)
     return JSONResponse(_envelope(request, name, success=True, result=result))
+
+
+_DOC = "A CKAN action (package_list, package_show, package_search, organization_list, \
+organization_show, tag_list, status_show) in CKAN's envelope."
+
+
+@router.get("/api/3/action/{name}", operation_id="ckan_action_get", description=_DOC)
+@router.get("/api/action/{name}", include_in_schema=False)
+async def action_get(
+    name: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> JSONResponse:
+    """A CKAN action, parameters in the query string."""
+    return await _action(name, request, session, settings)
+
+
+@router.post("/api/3/action/{name}", operation_id="ckan_action_post", description=_DOC)
+@router.post("/api/action/{name}", include_in_schema=False)
+async def action_post(
+    name: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> JSONResponse:
+    """A CKAN action, parameters in a JSON object."""
+    return await _action(name, request, session, settings)

@@ -37,7 +37,9 @@ def test_errors_in_ckans_shape(city: City) -> None:
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "Bad request: Action name not known: package_create"
     r = city.client.post(
-        "/api/3/action/package_list", content=b"{not json", headers={"Content-Type": "application/json"}
+        "/api/3/action/package_list",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 400 and r.json()["success"] is False
     r = city.client.get("/api/3/action/package_list", headers={"X-CKAN-API-Key": "cbk_nope_bad"})
