@@ -156,6 +156,71 @@ PRODUCTS: tuple[tuple[str, str, str, str, str, str, list[str], str], ...] = (
 )
 
 
+# Simplified Chinese title and description of each demo product, by handle.
+ZH_TEXT: dict[str, tuple[str, str]] = {
+    "traffic-police.intersection-flow": (
+        "路口车流量计数",
+        "信号灯控制路口每分钟的车流量，来自线圈检测器和摄像头，用于交通拥堵分析。",
+    ),
+    "traffic-police.violation-records": (
+        "交通违章记录",
+        "摄像头抓拍的交通违章记录，含车牌号；车牌属于个人信息。",
+    ),
+    "city-management.manhole-covers": (
+        "井盖台账",
+        "全市窨井盖的位置和巡检状态。",
+    ),
+    "hotline-12345.complaint-tickets": (
+        "12345热线投诉工单",
+        "12345市民热线受理的市民投诉，含承办部门和办理结果。",
+    ),
+    "tourism.scenic-spot-visitors": (
+        "景区客流统计",
+        "西湖各景点每小时的游客人数，用于客流管控。",
+    ),
+    "environment.air-quality": (
+        "空气质量监测",
+        "全市空气质量监测站每小时的PM2.5、PM10、二氧化氮和臭氧读数。",
+    ),
+    "health.clinic-capacity": (
+        "社区诊所接诊能力",
+        "社区诊所每日的床位和医护人员容量。",
+    ),
+    "traffic-police.signal-timing-plans": (
+        "信号灯配时方案",
+        "受控路口当前的信号灯配时方案，仅限本局内部使用。",
+    ),
+    "parkeasy.parking-availability": (
+        "停车位余量",
+        "ParkEasy运营停车场的空余停车位，每五分钟更新。",
+    ),
+    "traffic-police.flow-smoother": (
+        "交通流量平滑模型",
+        "按路口对每分钟车流量做平滑（居中滑动平均），供拥堵分析使用。",
+    ),
+    "hotline-12345.hotline-asr": (
+        "12345热线语音识别",
+        "把12345热线来电录音转写为文字，按音频秒计费。",
+    ),
+    "hotline-12345.complaint-router": (
+        "12345投诉分派模型",
+        "根据投诉内容把市民投诉分派到承办部门。",
+    ),
+    "traffic-police.congestion-forecaster": (
+        "路口拥堵预测",
+        "预测各路口未来15分钟的交通拥堵程度。",
+    ),
+}
+
+
+def _title_zh(handle: str) -> str | None:
+    return ZH_TEXT[handle][0] if handle in ZH_TEXT else None
+
+
+def _description_zh(handle: str) -> str | None:
+    return ZH_TEXT[handle][1] if handle in ZH_TEXT else None
+
+
 @dataclass(frozen=True, slots=True)
 class SeedResult:
     created_tenants: list[str]
@@ -206,6 +271,8 @@ def _seed_demo_model(session: Session, owner: Tenant, blobs: BlobStore) -> str |
         tags=["flow", "smoothing", "torchscript"],
         tier="public",
         license="Apache-2.0",
+        title_zh=_title_zh(f"{owner.slug}.{DEMO_MODEL_NAME}"),
+        description_zh=_description_zh(f"{owner.slug}.{DEMO_MODEL_NAME}"),
     )
     handle = f"{owner.slug}.{DEMO_MODEL_NAME}"
     catalog.create_version(
@@ -334,6 +401,8 @@ def _register_city_model(
         tags=list(product["tags"]),
         tier=product["tier"],
         license=model.license,
+        title_zh=_title_zh(model.handle),
+        description_zh=_description_zh(model.handle),
     )
     handle = model.handle
     catalog.create_version(
@@ -452,6 +521,8 @@ def seed_demo_city(
             license="CC-BY-4.0" if tier == "public" else "",
             # Open data (public, CC-BY) may be downloaded whole; the rest is for querying.
             downloadable=kind == "dataset" and tier == "public",
+            title_zh=_title_zh(f"{owner}.{name}"),
+            description_zh=_description_zh(f"{owner}.{name}"),
         )
         handle = f"{owner}.{name}"
         if handle in snapshots:

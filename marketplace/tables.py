@@ -79,10 +79,18 @@ class Product(Base):
     kind: Mapped[str] = mapped_column(String(20))
     title: Mapped[str] = mapped_column(String(300))
     description: Mapped[str] = mapped_column(Text, default="")
+    # Simplified Chinese title and description, next to the English ones (migration 0013).
+    title_zh: Mapped[str | None] = mapped_column(String(300))
+    description_zh: Mapped[str | None] = mapped_column(Text)
     domain: Mapped[str] = mapped_column(String(40))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Space-joined tags, indexed for full-text search next to title and description.
     tags_text: Mapped[str] = mapped_column(Text, default="")
+    # The Chinese words of title, tags and description (both languages), segmented by jieba
+    # and space-joined (``catalog.zh``), indexed for full-text search with those columns.
+    search_title_zh: Mapped[str | None] = mapped_column(Text)
+    search_tags_zh: Mapped[str | None] = mapped_column(Text)
+    search_description_zh: Mapped[str | None] = mapped_column(Text)
     tier: Mapped[str] = mapped_column(String(20))
     license: Mapped[str] = mapped_column(String(100), default="")
     # Whether others who may use the product may also download its bytes (the owner always may).

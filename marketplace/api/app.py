@@ -24,7 +24,9 @@ from marketplace.api.routes import (
     audit,
     billing,
     catalog,
+    ckan,
     data,
+    dcat,
     keys,
     models,
     portal,
@@ -284,8 +286,22 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     install_error_handlers(app)
     # The inference routes first: routing tries routes in order, and /v2 is the hot path.
     app.include_router(v2.router)
-    for module in (tenants, keys, catalog, models, data, audit, access, billing, usage, quotas):
+    for module in (
+        tenants,
+        keys,
+        catalog,
+        models,
+        data,
+        audit,
+        access,
+        billing,
+        usage,
+        quotas,
+        dcat,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
+    # CKAN's Action API lives at CKAN's own paths, where its clients look for it.
+    app.include_router(ckan.router)
     portal.install(app, settings)  # the web portal at /
 
     @app.get(f"{API_PREFIX}/health", tags=["health"], response_class=JSONResponse)

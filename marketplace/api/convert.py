@@ -43,6 +43,8 @@ _PRODUCT_FIELDS = (
     "kind",
     "title",
     "description",
+    "title_zh",
+    "description_zh",
     "domain",
     "tier",
     "license",

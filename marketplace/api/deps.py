@@ -126,6 +126,14 @@ def principal_for_token(request: Request, token: str) -> Principal:
     return require_principal(caller)
 
 
+def caller_for_token(request: Request, session: Session, token: str | None) -> Caller:
+    """The caller a credential found elsewhere names (CKAN clients send a bare key), with the
+    session bound to it as :func:`get_caller` binds the request's."""
+    caller = principal_for_token(request, token) if token is not None else None
+    bind_caller(session, caller)
+    return caller
+
+
 def bind_caller(session: Session, caller: Caller) -> None:
     """From here on the database enforces the caller's tenant too (row-level security on
     PostgreSQL; nothing on SQLite)."""

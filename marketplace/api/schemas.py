@@ -74,6 +74,12 @@ class ProductCreate(BaseModel):
     kind: str
     title: str = Field(min_length=1, max_length=300)
     description: str = Field(default="", max_length=20_000)
+    title_zh: str | None = Field(
+        default=None, max_length=300, description="Simplified Chinese title"
+    )
+    description_zh: str | None = Field(
+        default=None, max_length=20_000, description="Simplified Chinese description"
+    )
     domain: str
     tags: list[str] = Field(default_factory=list)
     tier: str = "public"
@@ -89,6 +95,10 @@ class ProductUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str | None = Field(default=None, min_length=1, max_length=300)
     description: str | None = Field(default=None, max_length=20_000)
+    title_zh: str | None = Field(
+        default=None, max_length=300, description="Simplified Chinese title; empty clears it"
+    )
+    description_zh: str | None = Field(default=None, max_length=20_000)
     domain: str | None = None
     tags: list[str] | None = None
     tier: str | None = None
@@ -108,6 +118,8 @@ class ProductPublic(BaseModel):
     kind: str
     title: str
     description: str
+    title_zh: str | None = None
+    description_zh: str | None = None
     domain: str
     tags: list[str]
     tier: str

@@ -1,6 +1,9 @@
 """Full-text search with facets: PostgreSQL tsvector + GIN, SQLite FTS5.
 
-Both index title, tags and description (PostgreSQL: the generated ``product.search_vector``;
+Both index title, tags and description, and the Chinese words of each (``catalog.zh``: jieba
+segments Chinese text into the ``search_*_zh`` columns when a product is written, and query
+words the same way, so 拥堵 finds 交通拥堵指数; migration 0013) with the weight of the column
+they come from (PostgreSQL: the generated ``product.search_vector``;
 SQLite: the external-content table ``product_fts`` kept in step by triggers). Every query term
 must match, as a prefix; results are ranked title above tags above description (PostgreSQL:
 by where the terms are found — all in the title, all in the title or the tags, elsewhere —
@@ -33,6 +36,7 @@ from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.orm import Session
 
+from marketplace.catalog import zh
 from marketplace.catalog.policy import visible_clause
 from marketplace.catalog.service import ProductFilter, filtered_query
 from marketplace.context import Caller, Principal
@@ -50,7 +54,7 @@ MAX_TERMS = 12
 FACETS = ("kind", "domain", "tier")
 # A term PostgreSQL's 'simple' text-search configuration may keep whole, as one lexeme (the
 # statement checks that it does: '1e5x' is two).
-_PLAIN_TERM = re.compile(r"[a-z0-9]+")
+_PLAIN_TERM = re.compile(r"[a-z0-9\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # A one-word query goes through the per-term tables when its prefix stands for at most this
 # many distinct lexemes and the page lies within this many results.
 MAX_PREFIX_LEXEMES = 8
@@ -69,6 +73,8 @@ class Listing:
     kind: str
     title: str
     description: str
+    title_zh: str | None
+    description_zh: str | None
     domain: str
     tags: list[str]
     tier: str
@@ -90,7 +96,11 @@ class SearchResult:
 
 
 def query_terms(q: str | None) -> list[str]:
-    return _TERM_RE.findall((q or "").lower())[:MAX_TERMS]
+    """The query's words: \\w+ runs, those holding Chinese cut into words (``catalog.zh``)."""
+    terms: list[str] = []
+    for term in _TERM_RE.findall((q or "").lower()):
+        terms.extend(w for w in zh.query_words(term) if w not in terms)
+    return terms[:MAX_TERMS]
 
 
 def _empty_facets() -> Facets:
@@ -123,6 +133,8 @@ def _listing_columns() -> list[Any]:
         Product.kind,
         Product.title,
         Product.description,
+        Product.title_zh,
+        Product.description_zh,
         Product.domain,
         Product.tags,
         Product.tier,
@@ -175,7 +187,8 @@ def _sqlite_search(
     if terms:
         ranked = (
             text(
-                "SELECT rowid AS id, bm25(product_fts, 5.0, 2.0, 1.0) AS score FROM product_fts "
+                "SELECT rowid AS id, bm25(product_fts, 5.0, 2.0, 1.0, 5.0, 2.0, 1.0) AS score"
+                " FROM product_fts "
                 "WHERE product_fts MATCH :match"
             )
             .bindparams(match=_fts_match(terms))
@@ -208,7 +221,8 @@ def _sqlite_search(
 _FILTERS = ("kind", "domain", "tier", "state", "owner")
 
 _LISTING_SQL = """product.id, tenant.slug, product.name, product.kind, product.title,
-  product.description, product.domain, product.tags, product.tier, product.license,
+  product.description, product.title_zh, product.description_zh, product.domain, product.tags,
+  product.tier, product.license,
   product.downloadable, product.state, product.review_note, product.created_at, product.updated_at,
   (SELECT max(v.version) FROM product_version v WHERE v.product_id = product.id),
   product.quality_score"""

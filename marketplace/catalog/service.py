@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import Session
 
 from marketplace.audit.service import record
+from marketplace.catalog import zh
 from marketplace.catalog.policy import can_see, visible_clause
 from marketplace.constants import Domain, ProductKind, ProductState, Tier
 from marketplace.context import Caller, Principal
@@ -35,6 +36,8 @@ class ProductFields:
 
     title: str | None = None
     description: str | None = None
+    title_zh: str | None = None
+    description_zh: str | None = None
     domain: str | None = None
     tags: list[str] | None = None
     tier: str | None = None
@@ -81,6 +84,13 @@ def _clean_tags(tags: list[str]) -> list[str]:
     return out
 
 
+def index_chinese(product: Product) -> None:
+    """Write the product's Chinese search words (``catalog.zh``) from its text."""
+    product.search_title_zh = zh.index_text(product.title, product.title_zh)
+    product.search_tags_zh = zh.index_text(product.tags_text)
+    product.search_description_zh = zh.index_text(product.description, product.description_zh)
+
+
 def product_handle(product: Product) -> str:
     return f"{product.tenant.slug}.{product.name}"
 
@@ -93,6 +103,8 @@ def create_product(
     kind: str,
     title: str,
     description: str = "",
+    title_zh: str | None = None,
+    description_zh: str | None = None,
     domain: str,
     tags: list[str] | None = None,
     tier: str = Tier.PUBLIC.value,
@@ -118,6 +130,8 @@ def create_product(
         kind=kind,
         title=title,
         description=description,
+        title_zh=title_zh or None,
+        description_zh=description_zh or None,
         domain=domain,
         tags=tag_list,
         tags_text=" ".join(tag_list),
@@ -126,6 +140,7 @@ def create_product(
         downloadable=downloadable,
         state=ProductState.DRAFT.value,
     )
+    index_chinese(product)
     product.tenant = session.get_one(Tenant, caller.tenant_id)
     session.add(product)
     session.flush()
@@ -201,7 +216,16 @@ def update_product(
         # Not the owner: the operator may only change the tier.
         others = {
             k
-            for k in ("title", "description", "domain", "tags", "license", "downloadable")
+            for k in (
+                "title",
+                "description",
+                "title_zh",
+                "description_zh",
+                "domain",
+                "tags",
+                "license",
+                "downloadable",
+            )
             if getattr(fields, k) is not None
         }
         if others:
@@ -227,6 +251,14 @@ def update_product(
         if value is not None and value != getattr(product, attr):
             changes[attr] = True
             setattr(product, attr, value)
+    for attr in ("title_zh", "description_zh"):
+        value = getattr(fields, attr)
+        # An empty string clears the Chinese text.
+        if value is not None and (value or None) != getattr(product, attr):
+            changes[attr] = True
+            setattr(product, attr, value or None)
+    if changes.keys() & {"title", "description", "title_zh", "description_zh", "tags"}:
+        index_chinese(product)
     if fields.downloadable is not None and fields.downloadable != product.downloadable:
         changes["downloadable"] = [product.downloadable, fields.downloadable]
         product.downloadable = fields.downloadable

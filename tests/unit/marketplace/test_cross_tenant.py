@@ -322,6 +322,9 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
                 assert needle not in text, (path, needle)
             probed += 1
             continue
+        if path == "/api/3/action/{name}":
+            probed += _probe_ckan(city, method, h, owner, hidden)
+            continue
         varying = [p for p in params if p not in FIXED_PARAMS]
         unknown = [p for p in varying if p not in resources]
         if unknown or len(varying) != 1:
@@ -351,6 +354,32 @@ def test_nothing_of_a_tenant_leaks_to_another(city: City, owner: str, prober: st
     }
     assert after == before
     assert city.client.get("/api/v1/me", headers={"X-API-Key": owner_key}).status_code == 200
+
+
+def _probe_ckan(city: City, method: str, h: dict[str, str], owner: str, hidden: list[str]) -> int:
+    """CKAN's actions (``/api/3/action/{name}``): lists name none of A's hidden listings, and
+    showing one answers exactly as showing a missing one."""
+
+    def call(action: str, **params: Any) -> Any:
+        if method == "GET":
+            return city.client.get(f"/api/3/action/{action}", params=params, headers=h)
+        return city.client.post(f"/api/3/action/{action}", json=params, headers=h)
+
+    probed = 0
+    for action in ("package_list", "tag_list", "organization_list"):
+        r = call(action)
+        assert r.status_code == 200, r.text
+        assert not set(hidden) & set(r.json()["result"]), (method, action)
+        probed += 1
+    r = call("package_search", q="zebra", rows=100)
+    assert not set(hidden) & {p["name"] for p in r.json()["result"]["results"]}
+    for handle in hidden:
+        real = call("package_show", id=handle)
+        fake = call("package_show", id=f"{owner}.no-such-product")
+        assert (real.status_code, real.json()) == (fake.status_code, fake.json()), handle
+        assert real.status_code == 404
+        probed += 1
+    return probed
 
 
 # --------------------------------------------------------------------------- downloads
@@ -422,6 +451,9 @@ DOWNLOAD_ROUTES = [
 ]
 # Path endings that name a download, besides routes documented as answering other than JSON.
 _DOWNLOAD_ENDINGS = ("artifact", "data", "download", "export")
+# GET routes that answer something other than JSON but hand out no bytes of a product: the
+# catalog's own metadata as RDF.
+_METADATA_ROUTES = {"/api/v1/catalog/dcat", "/api/v1/products/{handle}/dcat"}
 
 
 def test_every_download_route_is_probed(city: City) -> None:
@@ -433,6 +465,8 @@ def test_every_download_route_is_probed(city: City) -> None:
             continue
         content = op.get("responses", {}).get("200", {}).get("content", {})
         binary = any(kind != "application/json" for kind in content)
+        if path in _METADATA_ROUTES:
+            continue
         if binary or path.rsplit("/", 1)[-1] in _DOWNLOAD_ENDINGS:
             served.add(path)
     assert served == {route.path for route in DOWNLOAD_ROUTES}
