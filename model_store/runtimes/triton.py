@@ -7,7 +7,8 @@
 * :meth:`~TritonRuntime.infer` forwards with ``tritonclient.http.aio`` (binary tensors). It
   was measured against the sync client in a thread pool: the sync client wins slightly one
   request at a time, the async client clearly under concurrency, which is the gateway's case.
-* A watcher polls the server (repository index, every ``probe_interval_s``). When the server
+* A watcher polls the server (repository index, every ``probe_interval_s``; it lives with the
+  clients in :mod:`model_store.runtimes.triton_backend`). When the server
   is unreachable, :meth:`~TritonRuntime.is_ready` is False and :meth:`~TritonRuntime.infer`
   raises :class:`~model_store.errors.ModelUnavailableError` (503, ``Retry-After``). When it
   comes back without the models (a restarted server starts empty), the watcher loads them
@@ -29,88 +30,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import numpy as np
 import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
-from model_store.datatypes import BYTES, to_numpy_dtype
 from model_store.errors import (
     InferenceFailedError,
     InferenceInputError,
-    ModelStoreError,
     ModelUnavailableError,
     QueueFullError,
 )
 from model_store.manifest import ModelManifest
 from model_store.runtimes.base import ModelStats, Runtime, RuntimeStats
-from model_store.triton.repository import (
-    ExportedModel,
-    export_model,
-    remove_model,
-    triton_model_name,
+from model_store.runtimes.triton_backend import (
+    CONNECTION_ERRORS,
+    RETRY,
+    Arrays,
+    ModelEntry,
+    ModelMissingError,
+    TritonBackend,
+    as_array,
+    file_size,
+    infer_input,
+    short_message,
 )
+from model_store.triton.repository import export_model, remove_model, triton_model_name
 from model_store.triton.server import ManagedTritonServer
 
 __all__ = ["TritonRuntime"]
 
 logger = logging.getLogger(__name__)
 
-Arrays = dict[str, np.ndarray[Any, Any]]
-
-_RETRY = {"Retry-After": "1"}
-_CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError)
 _MISSING_MODEL_HINTS = ("unknown model", "is not found", "no available versions", "not ready")
-_RESTART_BACKOFF_S = 2.0
 
 
-class _ModelMissingError(Exception):
-    """Triton answered that the model is not loaded (e.g. the server restarted empty)."""
-
-
-@dataclass(slots=True)
-class _Entry:
-    key: str
-    name: str
-    manifest: ModelManifest
-    artifact_path: Path
-    stats: ModelStats
-    lock: asyncio.Lock | None = None
-    exported: ExportedModel | None = None
-    wanted: bool = False  # a load was asked for: keep it loaded across server restarts
-    loaded: bool = False  # Triton had it ready at our last contact
-    failed: bool = False  # the last load was refused by Triton (the model's fault)
-    loaded_at: float = 0.0
-    memory_bytes: int = 0
-
-
-@dataclass(slots=True)
-class _Clients:
-    loop: asyncio.AbstractEventLoop
-    address: str
-    infer: triton_aio.InferenceServerClient
-    control: triton_aio.InferenceServerClient
-    probe: triton_aio.InferenceServerClient
-    watcher: asyncio.Task[None] | None = None
-    restarting: asyncio.Task[None] | None = None
-    all: list[triton_aio.InferenceServerClient] = field(default_factory=list)
-    stale: list[triton_aio.InferenceServerClient] = field(default_factory=list)
-
-
-def _address(url: str) -> str:
-    for scheme in ("http://", "https://"):
-        if url.startswith(scheme):
-            url = url[len(scheme) :]
-    return url.rstrip("/")
-
-
-class TritonRuntime(Runtime):
+class TritonRuntime(TritonBackend, Runtime):
     """Serves models on a Triton Inference Server, managed by us or external.
 
     Args:
@@ -157,8 +114,8 @@ class TritonRuntime(Runtime):
         self._load_timeout = load_timeout_s
         self._probe_interval = probe_interval_s
         self._python_paths = python_paths
-        self._models: dict[str, _Entry] = {}
-        self._clients: _Clients | None = None
+        self._models = {}
+        self._clients = None
         self._backend_up = False
         self._last_restart = 0.0
         self._probe_failures = 0
@@ -261,7 +218,7 @@ class TritonRuntime(Runtime):
             if current.artifact_path != path or current.manifest != manifest:
                 raise ValueError(f"model '{key}' is registered with another artifact")
             return
-        self._models[key] = _Entry(
+        self._models[key] = ModelEntry(
             key=key,
             name=triton_model_name(key),
             manifest=manifest,
@@ -308,17 +265,17 @@ class TritonRuntime(Runtime):
             await self._load(entry)
         try:
             outputs = await self._infer_once(entry, inputs)
-        except _ModelMissingError:
+        except ModelMissingError:
             # The server lost it (restarted empty, or unloaded behind our back): load again.
             entry.loaded = False
             await self._load(entry)
             try:
                 outputs = await self._infer_once(entry, inputs)
-            except _ModelMissingError:
+            except ModelMissingError:
                 entry.loaded = False
                 raise ModelUnavailableError(
                     f"model '{key}' is not available on the Triton backend; retry shortly",
-                    headers=_RETRY,
+                    headers=RETRY,
                 ) from None
         entry.stats.requests += 1
         return outputs
@@ -354,7 +311,7 @@ class TritonRuntime(Runtime):
             try:
                 clients = await self._get_clients()
                 await clients.control.unload_model(entry.name)
-            except (InferenceServerException, *_CONNECTION_ERRORS):
+            except (InferenceServerException, *CONNECTION_ERRORS):
                 logger.warning("unloading %s from Triton failed", entry.name, exc_info=True)
         entry.loaded = False
         await asyncio.to_thread(remove_model, self.repository, key)
@@ -383,115 +340,9 @@ class TritonRuntime(Runtime):
             loaded_models=sum(1 for m in models.values() if m.loaded),
         )
 
-    # ------------------------------------------------------------------ connection
-
-    def _current_address(self) -> str:
-        if self._server is not None:
-            return self._server.address
-        assert self._url is not None
-        return _address(self._url)
-
-    async def _ensure_started(self) -> _Clients:
-        if self._closed:
-            raise ModelUnavailableError("the Triton runtime is closed")
-        server = self._server
-        if server is not None and not server.is_running():
-            if self._clients is None or self._own_server:
-                await self._start_server(server)
-            else:
-                self._backend_up = False
-                raise self._unreachable()
-        return await self._get_clients()
-
-    async def _start_server(self, server: ManagedTritonServer) -> None:
-        self._last_restart = time.monotonic()
-        try:
-            await asyncio.to_thread(server.start)
-        except ModelStoreError:
-            self._backend_up = False
-            raise
-        self._backend_up = True
-
-    async def _get_clients(self) -> _Clients:
-        loop = asyncio.get_running_loop()
-        address = self._current_address()
-        clients = self._clients
-        if clients is not None and clients.loop is loop and clients.address == address:
-            if self._reconnect:
-                self._fresh_connections(clients)
-            return clients
-        if clients is not None and clients.loop is loop:
-            # The managed server moved to other ports on restart.
-            for client in clients.all:
-                with contextlib.suppress(Exception):
-                    await client.close()
-            if clients.watcher is not None:
-                clients.watcher.cancel()
-        infer = triton_aio.InferenceServerClient(address, conn_timeout=self._infer_timeout)
-        control = triton_aio.InferenceServerClient(address, conn_timeout=self._load_timeout)
-        probe = triton_aio.InferenceServerClient(
-            address, conn_timeout=max(2.0, self._probe_interval * 2)
-        )
-        clients = _Clients(loop, address, infer, control, probe, all=[infer, control, probe])
-        self._clients = clients
-        clients.watcher = loop.create_task(self._watch(clients), name="triton-runtime-watch")
-        return clients
-
-    def _new_client(self, address: str, timeout_s: float) -> triton_aio.InferenceServerClient:
-        return triton_aio.InferenceServerClient(address, conn_timeout=timeout_s)
-
-    def _fresh_connections(self, clients: _Clients) -> None:
-        """Replace the clients (and their connection pools) after an outage.
-
-        A killed tritonserver leaves its Python-backend stubs running for a while, and they
-        inherited the server's open connections: a pooled keep-alive connection then stays open
-        with nobody answering, and a request on it hangs until its timeout instead of failing
-        at once. New pools connect afresh (refused at once while the server is down). The old
-        clients are closed a moment later, which also fails calls still hanging on them.
-        """
-        self._reconnect = False
-        old = [clients.infer, clients.control, clients.probe]
-        clients.infer = self._new_client(clients.address, self._infer_timeout)
-        clients.control = self._new_client(clients.address, self._load_timeout)
-        clients.probe = self._new_client(clients.address, max(2.0, self._probe_interval * 2))
-        clients.all = [clients.infer, clients.control, clients.probe]
-        clients.stale.extend(old)
-
-        async def close_later() -> None:
-            await asyncio.sleep(1.0)  # calls that already picked an old client issue theirs
-            for client in old:
-                if client in clients.stale:
-                    clients.stale.remove(client)
-                    with contextlib.suppress(Exception):
-                        await client.close()
-
-        task = clients.loop.create_task(close_later(), name="triton-runtime-close-stale")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _unreachable(self) -> ModelUnavailableError:
-        try:
-            where = self._current_address()
-        except ModelStoreError:
-            where = "(not started)"
-        return ModelUnavailableError(
-            f"the Triton backend at {where} is unreachable; retry shortly", headers=_RETRY
-        )
-
-    def _mark_down(self) -> None:
-        if self._backend_up:
-            logger.warning(
-                "Triton backend at %s is unreachable", self._clients and self._clients.address
-            )
-        if self._backend_up:
-            self._reconnect = True  # once per outage: the pools opened before it are suspect
-        self._backend_up = False
-        for entry in self._models.values():
-            entry.loaded = False
-
     # ------------------------------------------------------------------ loading
 
-    async def _load(self, entry: _Entry) -> None:
+    async def _load(self, entry: ModelEntry) -> None:
         if entry.lock is None:
             entry.lock = asyncio.Lock()
         async with entry.lock:
@@ -523,25 +374,25 @@ class TritonRuntime(Runtime):
                 entry.loaded = False
                 logger.warning("Triton refused to load %s: %s", entry.name, e.message())
                 raise ModelUnavailableError(
-                    f"model '{entry.key}' failed to load on Triton: {_short(e.message())}"
+                    f"model '{entry.key}' failed to load on Triton: {short_message(e.message())}"
                 ) from None
-            except _CONNECTION_ERRORS as e:
+            except CONNECTION_ERRORS as e:
                 self._mark_down()
                 raise self._unreachable() from e
             entry.loaded = True
             entry.loaded_at = time.monotonic()
             entry.failed = False
             entry.stats.loads += 1
-            entry.memory_bytes = _size(entry.artifact_path)
+            entry.memory_bytes = file_size(entry.artifact_path)
             self._backend_up = True
 
     # ------------------------------------------------------------------ inference
 
-    async def _infer_once(self, entry: _Entry, inputs: Arrays) -> Arrays:
+    async def _infer_once(self, entry: ModelEntry, inputs: Arrays) -> Arrays:
         clients = await self._ensure_started()
         try:
             request = [
-                _infer_input(spec.name, spec.datatype, inputs) for spec in entry.manifest.inputs
+                infer_input(spec.name, spec.datatype, inputs) for spec in entry.manifest.inputs
             ]
             outputs = [
                 triton_aio.InferRequestedOutput(spec.name, binary_data=True)
@@ -555,13 +406,13 @@ class TritonRuntime(Runtime):
             result = await clients.infer.infer(entry.name, request, outputs=outputs)
         except InferenceServerException as e:
             raise self._map_infer_error(entry, e) from None
-        except _CONNECTION_ERRORS as e:
+        except CONNECTION_ERRORS as e:
             self._mark_down()
             raise self._unreachable() from e
         self._backend_up = True
         try:
             return {
-                spec.name: _as_array(result.as_numpy(spec.name)) for spec in entry.manifest.outputs
+                spec.name: as_array(result.as_numpy(spec.name)) for spec in entry.manifest.outputs
             }
         except Exception as e:  # tritonclient decoding: never let it escape unmapped
             logger.exception("decoding Triton's response for %s failed", entry.name)
@@ -569,105 +420,20 @@ class TritonRuntime(Runtime):
                 f"model '{entry.key}' returned an unreadable response"
             ) from e
 
-    def _map_infer_error(self, entry: _Entry, error: InferenceServerException) -> Exception:
+    def _map_infer_error(self, entry: ModelEntry, error: InferenceServerException) -> Exception:
         message = error.message() or ""
         lowered = message.lower()
         status = str(error.status() or "")
         if any(hint in lowered for hint in _MISSING_MODEL_HINTS):
-            return _ModelMissingError(message)
+            return ModelMissingError(message)
         if "exceeds maximum queue size" in lowered or status == "429":
             return QueueFullError(
                 f"model '{entry.key}' has too many requests waiting; retry shortly"
             )
         if status == "400":
-            return InferenceInputError(f"Triton rejected the request: {_short(message)}")
+            return InferenceInputError(f"Triton rejected the request: {short_message(message)}")
         if status in ("502", "503", "504"):
             self._mark_down()
             return self._unreachable()
         logger.warning("Triton failed on %s (%s): %s", entry.name, status, message)
         return InferenceFailedError(f"model '{entry.key}' failed to run the request")
-
-    # ------------------------------------------------------------------ watcher
-
-    async def _watch(self, clients: _Clients) -> None:
-        while self._clients is clients and not self._closed:
-            try:
-                await self._check(clients)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("Triton health check failed", exc_info=True)
-            await asyncio.sleep(self._probe_interval)
-
-    async def _check(self, clients: _Clients) -> None:
-        if self._reconnect:
-            self._fresh_connections(clients)
-        server = self._server
-        if server is not None and not server.is_running():
-            self._mark_down()
-            if self._own_server and time.monotonic() - self._last_restart > _RESTART_BACKOFF_S:
-                logger.warning("the managed tritonserver exited; restarting it")
-                with contextlib.suppress(ModelStoreError):
-                    await self._start_server(server)
-            return
-        probed_at = time.monotonic()
-        try:
-            up = await clients.probe.is_server_ready()
-        except (InferenceServerException, *_CONNECTION_ERRORS):
-            up = False
-        if not up:
-            # One slow probe on a busy machine is not an outage; a dead process or two
-            # failed probes in a row are (a failed request marks it down at once).
-            self._probe_failures += 1
-            if self._probe_failures >= 2:
-                self._mark_down()
-            return
-        self._probe_failures = 0
-        if not self._backend_up:
-            logger.info("Triton backend at %s is reachable again", clients.address)
-        self._backend_up = True
-        try:
-            # The index can wait behind a model that is loading: slow is not down.
-            index = await clients.control.get_model_repository_index()
-        except (InferenceServerException, *_CONNECTION_ERRORS):
-            return
-        ready = {item.get("name") for item in index if item.get("state") == "READY"}
-        for entry in list(self._models.values()):
-            if entry.loaded_at >= probed_at or (entry.lock is not None and entry.lock.locked()):
-                continue  # loaded (or loading) since the index was read
-            entry.loaded = entry.name in ready
-            if entry.wanted and not entry.loaded and not entry.failed:
-                try:
-                    await self._load(entry)
-                    logger.info("reloaded %s on the Triton backend", entry.name)
-                except ModelStoreError as e:
-                    logger.warning("reloading %s failed: %s", entry.name, e.message)
-
-
-def _infer_input(name: str, datatype: str, inputs: Arrays) -> triton_aio.InferInput:
-    array = inputs[name]
-    if datatype == BYTES:
-        data = np.asarray(array, dtype=np.object_)
-    else:
-        data = np.ascontiguousarray(array, dtype=to_numpy_dtype(datatype))
-    tensor = triton_aio.InferInput(name, list(data.shape), datatype)
-    tensor.set_data_from_numpy(data, binary_data=True)
-    return tensor
-
-
-def _as_array(value: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
-    if value is None:
-        raise ValueError("an output is missing from the response")
-    return value
-
-
-def _short(message: str, limit: int = 300) -> str:
-    message = re.sub(r"^\[request id: [^\]]*\]\s*", "", " ".join(message.split()))
-    return message if len(message) <= limit else message[: limit - 1] + "…"
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
