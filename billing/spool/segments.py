@@ -31,6 +31,7 @@ next group tries again. A failed event is never counted, indexed or delivered.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import itertools
@@ -131,7 +132,7 @@ class _Record(Protocol):
     event: UsageEvent
 
 
-class _SegmentLog:
+class _SegmentLog(abc.ABC):
     """The segment files and what is known of them: a base of :class:`~billing.spool.Spool`.
 
     It only declares the attributes it works on; ``Spool.__init__`` sets them. ``_lock`` guards
@@ -166,12 +167,12 @@ class _SegmentLog:
     _available: bool
     _last_error: str | None
 
+    @abc.abstractmethod
     def _ensure_open(self) -> None:
         """Create, lock and replay the directory, once; raise OSError on failure.
 
         :class:`billing.spool.recovery._Recovery` implements it: opening is replaying.
         """
-        raise NotImplementedError
 
     def _segment_path(self, seq: int) -> Path:
         return self._dir / f"{seq:016d}.seg"
