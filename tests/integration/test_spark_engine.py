@@ -397,3 +397,22 @@ def test_the_api_answers_through_spark(engines: Engines, city: City) -> None:
         {"group_by": ["plate"], "aggregates": [{"fn": "sum", "column": "fine_cny", "as": "s"}]},
     )
     assert grouped == [["浙A·***45", 400], ["浙B·***21", 150], ["浙C·***11", None]]
+    # The owner's ad hoc SQL (DuckDB's dialect) runs on Spark too, fenced the same way.
+    sql = f"/api/v1/products/{handle}/sql"
+    owner_sql = city.client.post(
+        sql,
+        json={"sql": "SELECT plate, count(*) AS n FROM data GROUP BY plate ORDER BY n DESC, plate"},
+        headers=city.headers("traffic-police"),
+    )
+    assert owner_sql.status_code == 200, owner_sql.text
+    assert owner_sql.json()["rows"] == [["浙A·12345", 2], ["浙B·54321", 1], ["浙C·11111", 1]]
+    java = city.client.post(
+        sql,
+        json={"sql": "SELECT reflect('java.lang.System', 'getenv', 'HOME') AS h FROM data"},
+        headers=city.headers("traffic-police"),
+    )
+    # (the message names the engine: this app runs on Spark, not DuckDB)
+    assert (
+        java.status_code == 422
+        and "reflect() is not available on the Spark engine" in java.json()["error"]
+    )
