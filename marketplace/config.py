@@ -92,6 +92,17 @@ class DataSettings(BaseModel):
     # for one node (``spark_master``: local[2] in tests, spark://host:7077 in production).
     engine: Literal["duckdb", "spark"] = "duckdb"
     spark_master: str = "local[2]"
+    # The address the Spark driver binds and advertises: loopback for local masters; the
+    # pod's address when executors elsewhere must reach it.
+    spark_driver_host: str = "127.0.0.1"
+    # The driver JVM's heap (read once, when the process's Spark session starts).
+    spark_driver_memory: str = "1g"
+    # The blob store as Spark reads it (e.g. s3a://bucket/artifacts for s3://bucket/artifacts,
+    # with the fs.s3a.* settings in spark_conf); empty: the local copy of each snapshot, which
+    # only a local master can read.
+    spark_snapshot_url: str | None = None
+    # Further Spark settings (JSON object), e.g. {"spark.executor.memory": "8g"}.
+    spark_conf: dict[str, str] = Field(default_factory=dict)
     # Largest upload (CSV, Parquet or JSON Lines) accepted, in bytes.
     max_upload_bytes: int = 1024 * 1024 * 1024
     # Where uploads are staged while they become snapshots (default: <data_dir>/data-staging).

@@ -1,4 +1,4 @@
-"""The query engine interface: one compiled plan in, Arrow out, on DuckDB or (later) Spark.
+"""The query engine interface: one compiled plan in, Arrow out, on DuckDB or Spark.
 
 An engine receives a sqlglot expression that reads the table
 :data:`~marketplace.data.masking.SNAPSHOT_TABLE` and named placeholders (``p0``, ``mask_ipad``
@@ -10,8 +10,8 @@ time limit raises :class:`~marketplace.data.errors.QueryTimeoutError`, past the 
 :class:`~marketplace.data.errors.EngineBusyError` (503 each); a bound value that does not
 convert to its column's type raises ``InvalidInputError`` (422).
 
-Implementations: :class:`marketplace.data.duckdb_engine.DuckDBEngine` (embedded, the default);
-a Spark SQL engine is selected with ``CITYBRAIN_DATA__ENGINE=spark``.
+Implementations: :class:`marketplace.data.duckdb_engine.DuckDBEngine` (embedded, the default)
+and :class:`marketplace.data.spark_engine.SparkEngine` (``CITYBRAIN_DATA__ENGINE=spark``).
 """
 
 from __future__ import annotations
@@ -85,6 +85,12 @@ def make_engine(settings: DataSettings, blobs: BlobStore) -> QueryEngine:
         from marketplace.data.duckdb_engine import DuckDBEngine
 
         return DuckDBEngine(settings, blobs)
+    if settings.engine == "spark":
+        # Nothing starts here: pyspark (an optional extra) is imported, and the process's
+        # Spark session started, on the first query.
+        from marketplace.data.spark_engine import SparkEngine
+
+        return SparkEngine(settings, blobs)
     raise UnavailableError(
         f"the {settings.engine} data engine is not available in this deployment "
         "(CITYBRAIN_DATA__ENGINE=duckdb serves every dataset)"

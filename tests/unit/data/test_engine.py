@@ -12,9 +12,7 @@ import sqlglot
 
 from marketplace.config import DataSettings
 from marketplace.data.duckdb_engine import DuckDBEngine
-from marketplace.data.engine import make_engine
 from marketplace.data.errors import QueryMemoryError, QueryTimeoutError
-from marketplace.errors import UnavailableError
 from model_store import BlobStore
 from tests.unit.data.conftest import snapshot_of
 
@@ -76,9 +74,3 @@ def test_a_query_past_the_memory_limit_fails_cleanly(
         assert e.value.status == 503 and e.value.code == "QueryOutOfMemory"
     finally:
         engine.close()
-
-
-def test_spark_is_named_until_its_engine_is_installed(blobs: BlobStore) -> None:
-    with pytest.raises(UnavailableError, match="spark data engine"):
-        make_engine(DataSettings(engine="spark"), blobs)
-    assert isinstance(make_engine(DataSettings(), blobs), DuckDBEngine)
