@@ -1,8 +1,8 @@
 """The process's telemetry: where OpenTelemetry spans go, and how log records are written.
 
-The platform's modules take their tracers from ``opentelemetry.trace.get_tracer(__name__)``;
-until :func:`configure_tracing` installs a provider, those tracers are OpenTelemetry's no-op
-ones (traces are off by default and then cost next to nothing). OpenTelemetry lets a process
+The platform's modules take their tracers from ``opentelemetry.trace.get_tracer(__name__)`` and
+open spans through :func:`span`, which makes none at all until :func:`configure_tracing` turns
+tracing on (off by default: then a span costs a function call). OpenTelemetry lets a process
 set its global provider only once, and tracers taken before keep the provider they first saw,
 so the provider installed here is installed once and feeds one forwarding span processor; a
 later :func:`configure_tracing` (a test's in-memory exporter, a new endpoint) changes where
@@ -14,9 +14,11 @@ that processor sends spans, never the provider.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 from opentelemetry import trace
@@ -69,10 +71,24 @@ class _Forwarding(SpanProcessor):
 
 _lock = threading.Lock()
 _forwarding: _Forwarding | None = None
+# Whether spans go anywhere (ours or another installed provider's).
+_active = False
+_OFF: AbstractContextManager[None] = contextlib.nullcontext()
+
+
+def tracing_active() -> bool:
+    return _active
+
+
+def span(tracer: trace.Tracer, name: str) -> AbstractContextManager[object]:
+    """``tracer``'s span ``name``, current inside the block; while tracing is off, a shared
+    do-nothing context instead: even OpenTelemetry's no-op spans cost some 10 us each
+    (contexts attached and detached), and the inference path opens six."""
+    return tracer.start_as_current_span(name) if _active else _OFF
 
 
 def _install_provider(service_name: str) -> _Forwarding | None:
-    global _forwarding
+    global _forwarding, _active
     if _forwarding is None:
         provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         forwarding = _Forwarding()
@@ -81,6 +97,7 @@ def _install_provider(service_name: str) -> _Forwarding | None:
         if trace.get_tracer_provider() is not provider:
             # Someone else's provider (an auto-instrumentation agent): spans go where it says.
             log.warning("a tracer provider is installed already: citybrain's is not used")
+            _active = True
             return None
         _forwarding = forwarding
     return _forwarding
@@ -104,12 +121,14 @@ def configure_tracing(settings: TelemetrySettings, exporter: SpanExporter | None
                 "(pip install 'citybrain[otlp]')"
             ) from e
         processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+    global _active
     with _lock:
         forwarding = _install_provider(settings.service_name)
         if forwarding is None:
             processor.shutdown()
             return False
         previous, forwarding.target = forwarding.target, processor
+        _active = True
     if previous is not None:
         previous.shutdown()
     return True
@@ -124,9 +143,11 @@ def flush_tracing() -> None:
 
 
 def stop_tracing() -> None:
-    """Flush the spans still queued and stop sending any (spans are dropped from now on)."""
+    """Flush the spans still queued and stop tracing (no spans are made from now on)."""
+    global _active
     with _lock:
         forwarding = _forwarding
+        _active = False
     if forwarding is not None:
         forwarding.shutdown()
 

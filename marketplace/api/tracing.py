@@ -1,6 +1,6 @@
 """One OpenTelemetry server span per HTTP request, with the request id on it
-(``citybrain.request_id``); ``marketplace.telemetry`` says where spans go (nowhere by default:
-the tracers are then OpenTelemetry's no-op ones).
+(``citybrain.request_id``); ``marketplace.telemetry`` says where spans go (nowhere by default,
+and then the fast path makes none).
 
 FastAPI opens the span of every request it answers itself (its native telemetry: method, route
 template, status, an incoming ``traceparent``); the request id middleware tags it
@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, StatusCode
+
+from marketplace.telemetry import tracing_active
 
 REQUEST_ID_ATTRIBUTE = "citybrain.request_id"
 
@@ -24,7 +26,11 @@ _tracer = trace.get_tracer(__name__)
 
 @contextmanager
 def request_span(method: str, request_id: str) -> Iterator[Span]:
-    """The request's span, current for the code inside (exceptions are recorded on it)."""
+    """The request's span, current for the code inside (exceptions are recorded on it); a
+    non-recording one, never made current, while tracing is off (``marketplace.telemetry``)."""
+    if not tracing_active():
+        yield INVALID_SPAN
+        return
     with _tracer.start_as_current_span(method, kind=SpanKind.SERVER) as span:
         if span.is_recording():
             span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)

@@ -60,13 +60,14 @@ from marketplace.gateway.policy import authorize, find_grant, needs_grant, visib
 from marketplace.gateway.quota import NoQuota, Quota
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
 from marketplace.gateway.serving import ServingState, decode, run
+from marketplace.telemetry import span
 from model_store.errors import ModelUnavailableError
 from model_store.v2 import encode_response, model_metadata
 
 __all__ = ["Gateway", "InferCall", "Reply"]
 
 # Each step's span (gateway.auth, .resolve, .quota, .runtime, .meter) is a child of the
-# request's; a no-op tracer unless ``marketplace.telemetry`` turned tracing on.
+# request's; none are made unless ``marketplace.telemetry`` turned tracing on.
 _tracer = trace.get_tracer(__name__)
 
 # Bodies larger than this are decoded in a worker thread, so big JSON never stalls the loop.
@@ -163,20 +164,20 @@ class Gateway:
             # 1 (a caller the portal authenticated already is taken as it is)
             caller = call.principal
             if caller is None:
-                with _tracer.start_as_current_span("gateway.auth"):
+                with span(_tracer, "gateway.auth"):
                     caller = await self.authenticator.authenticate(call.credential)
             # 2
-            with _tracer.start_as_current_span("gateway.resolve"):
+            with span(_tracer, "gateway.resolve"):
                 model, granted = await self.lookup(caller, call.name, call.version)
             # 3
             principal = authorize(caller, model, call.name, call.version, granted=granted)
             assert model is not None and model.version is not None
             label = model.label
             # 4
-            with _tracer.start_as_current_span("gateway.quota"):
+            with span(_tracer, "gateway.quota"):
                 await self.quota.check(principal, model)
             # 5
-            with _tracer.start_as_current_span("gateway.runtime"):
+            with span(_tracer, "gateway.runtime"):
                 if len(call.body) > _DECODE_INLINE_BYTES:
                     request = await asyncio.to_thread(decode, call.body, call.header_length)
                 else:
@@ -187,7 +188,7 @@ class Gateway:
             unit, quantity = usage_quantity(model, outputs)
             replayed = False
             if self.metering:
-                with _tracer.start_as_current_span("gateway.meter"):
+                with span(_tracer, "gateway.meter"):
                     recorded = await record_usage(
                         self.usage,
                         principal,
