@@ -293,6 +293,19 @@ class KServeSettings(BaseModel):
         return self.kubeconfig is not None or self.in_cluster
 
 
+class TelemetrySettings(BaseModel):
+    """Traces and log format (``CITYBRAIN_TELEMETRY__*``; ``marketplace.telemetry``)."""
+
+    # Where spans go: an OpenTelemetry collector's OTLP/HTTP traces URL, e.g.
+    # http://otel-collector:4318/v1/traces (needs the ``otlp`` extra). None: no traces.
+    otlp_endpoint: str | None = None
+    # The service.name the spans carry.
+    service_name: str = "citybrain"
+    # The platform's log records as one JSON object a line (time, level, logger, message,
+    # request_id), for log collectors; plain text lines otherwise.
+    json_logs: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CITYBRAIN_", env_nested_delimiter="__", extra="ignore"
@@ -322,6 +335,7 @@ class Settings(BaseSettings):
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

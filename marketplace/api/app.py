@@ -51,6 +51,7 @@ from marketplace.gateway.quota import LimitQuota
 from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
 from marketplace.gateway.serving import RUNTIME_SETTINGS, ServingState
 from marketplace.health import HealthChecker, readiness_of
+from marketplace.telemetry import configure_tracing, flush_tracing
 from model_store import BlobStore, EmbeddedRuntime, ModelManifest, Runtime
 from model_store.runtimes.registry import RuntimeFactory, Runtimes
 from model_store.sandbox import Isolation, SandboxConfig, TrustPolicy
@@ -183,6 +184,7 @@ def _kserve_runtime(settings: Settings) -> Runtime:
 
 def create_app(settings: Settings | None = None) -> PlatformApp:
     settings = settings or Settings()
+    configure_tracing(settings.telemetry)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     # The gateway's lookups only read (but for a best-effort last-used stamp).
@@ -260,6 +262,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             await asyncio.to_thread(plane.close)
             await authenticator.close()
             await runtime.close()
+            await asyncio.to_thread(flush_tracing)
             await asyncio.to_thread(usage.stop)
             usage_engine.dispose()
             engine.dispose()

@@ -4,7 +4,8 @@
 a second. Through FastAPI it would cross seven middleware layers, route matching, dependency
 resolution and a ``Request`` object before the gateway saw the body — more than the gateway's
 own work for a small model. :class:`PlatformApp` answers it here instead, with what those layers
-did for it done inline: the request id (taken or made, echoed), the body limit (declared and
+did for it done inline: the request id (taken or made, echoed), the request's trace span
+(``marketplace.api.tracing``), the body limit (declared and
 streamed), the error body and status (the same handlers as every other route, audit of denials
 included), and the access-log line. Every other request is FastAPI's; the infer routes' OpenAPI
 entries are added to FastAPI's document by :meth:`PlatformApp.openapi`
@@ -34,6 +35,7 @@ from marketplace.api.middleware import (
     reject_too_large,
 )
 from marketplace.api.routes.v2_openapi import document_infer_routes
+from marketplace.api.tracing import end_request, request_span
 from marketplace.auth.authenticate import presented_credential
 from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER
 from marketplace.context import new_request_id, request_id_var
@@ -42,6 +44,8 @@ from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
 from marketplace.gateway.pipeline import Gateway, InferCall
 
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+# The route templates the request spans are named for (by whether a version is in the path).
+_INFER_ROUTES = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 
 _AUTHORIZATION = b"authorization"
 _API_KEY = API_KEY_HEADER.lower().encode()
@@ -114,22 +118,24 @@ class PlatformApp(FastAPI):
                 message["headers"] = headers
             await send(message)
 
-        try:
-            if scope["method"] == "POST":
-                await self._answer(
-                    scope, receive, send_with_id, name, version, rid, chosen is not None, state
-                )
-            else:  # what routing would say of a POST-only route
-                method = scope["method"]
-                response = error_response(
-                    405, "MethodNotAllowed", f"{method} is not allowed here", {"Allow": "POST"}
-                )
-                await response(scope, receive, send_with_id)
-        except _ClientGone:
-            status = 499  # logged as nginx does; nothing is sent
-        finally:
-            log_access(scope, status, started, rid)
-            request_id_var.reset(token)
+        method = scope["method"]
+        with request_span(method, rid) as span:
+            try:
+                if method == "POST":
+                    await self._answer(
+                        scope, receive, send_with_id, name, version, rid, chosen is not None, state
+                    )
+                else:  # what routing would say of a POST-only route
+                    response = error_response(
+                        405, "MethodNotAllowed", f"{method} is not allowed here", {"Allow": "POST"}
+                    )
+                    await response(scope, receive, send_with_id)
+            except _ClientGone:
+                status = 499  # logged as nginx does; nothing is sent
+            finally:
+                end_request(span, method, _INFER_ROUTES[version is not None], status)
+                log_access(scope, status, started, rid)
+                request_id_var.reset(token)
 
     async def _answer(
         self,

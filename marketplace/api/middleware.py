@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (no per-request task hop): request ids and body-size limits."""
+"""Pure ASGI middleware (no per-request task hop): request ids (also on the request's trace
+span) and body-size limits."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from marketplace.api.tracing import tag_current_span
 from marketplace.constants import REQUEST_ID_HEADER
 from marketplace.context import new_request_id, request_id_var
 from marketplace.errors import PayloadTooLargeError
@@ -73,6 +75,7 @@ class RequestIdMiddleware:
         rid = request_id_of(scope)
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
+        tag_current_span(rid)
 
         status = 500
         started = time.perf_counter()

@@ -30,6 +30,7 @@ from marketplace.cli._common import (
     worker_spools,
 )
 from marketplace.config import Settings
+from marketplace.telemetry import configure_logging
 
 if TYPE_CHECKING:
     from marketplace.api.fastpath import PlatformApp
@@ -121,9 +122,7 @@ def _tune_gc() -> None:
 
 def _configure_logging(cfg: Settings) -> None:
     # The platform's own loggers (citybrain.access: one line per request, keys by id only).
-    logging.basicConfig(
-        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(cfg.log_level, cfg.telemetry)
 
 
 def _serve(cfg: Settings, *, migrate: bool, workers: int = 1) -> None:

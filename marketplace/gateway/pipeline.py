@@ -21,6 +21,8 @@ Step 1 reads an API key on a raw driver connection (``marketplace.keys.reader``:
 psycopg pool on PostgreSQL, a connection of its own on SQLite), on the event loop; step 2 is
 usually answered by the resolution cache. A cache miss or a grant check takes one short
 read-only connection (in a worker thread on PostgreSQL). Failed calls are never metered.
+Steps 1, 2, 4, 5 and 6 each have a trace span of their own (``gateway.auth``, ``.resolve``,
+``.quota``, ``.runtime``, ``.meter``) under the request's.
 :class:`Gateway` also answers the model metadata and readiness routes (the server's
 readiness is ``marketplace.health``'s). Nothing here knows HTTP
 frameworks: errors are domain errors that carry their status (``marketplace.errors``,
@@ -35,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,10 +60,15 @@ from marketplace.gateway.policy import authorize, find_grant, needs_grant, visib
 from marketplace.gateway.quota import NoQuota, Quota
 from marketplace.gateway.resolve import MISSING, ResolveCache, ResolvedModel, resolve_model
 from marketplace.gateway.serving import ServingState, decode, run
+from marketplace.telemetry import span
 from model_store.errors import ModelUnavailableError
 from model_store.v2 import encode_response, model_metadata
 
 __all__ = ["Gateway", "InferCall", "Reply"]
+
+# Each step's span (gateway.auth, .resolve, .quota, .runtime, .meter) is a child of the
+# request's; none are made unless ``marketplace.telemetry`` turned tracing on.
+_tracer = trace.get_tracer(__name__)
 
 # Bodies larger than this are decoded in a worker thread, so big JSON never stalls the loop.
 _DECODE_INLINE_BYTES = 64 * 1024
@@ -156,40 +164,45 @@ class Gateway:
             # 1 (a caller the portal authenticated already is taken as it is)
             caller = call.principal
             if caller is None:
-                caller = await self.authenticator.authenticate(call.credential)
+                with span(_tracer, "gateway.auth"):
+                    caller = await self.authenticator.authenticate(call.credential)
             # 2
-            model, granted = await self.lookup(caller, call.name, call.version)
+            with span(_tracer, "gateway.resolve"):
+                model, granted = await self.lookup(caller, call.name, call.version)
             # 3
             principal = authorize(caller, model, call.name, call.version, granted=granted)
             assert model is not None and model.version is not None
             label = model.label
             # 4
-            await self.quota.check(principal, model)
+            with span(_tracer, "gateway.quota"):
+                await self.quota.check(principal, model)
             # 5
-            if len(call.body) > _DECODE_INLINE_BYTES:
-                request = await asyncio.to_thread(decode, call.body, call.header_length)
-            else:
-                request = decode(call.body, call.header_length)
-            outputs = await run(self.serving, model, request)
-            body, headers = encode_response(call.name, str(model.version), outputs, request)
+            with span(_tracer, "gateway.runtime"):
+                if len(call.body) > _DECODE_INLINE_BYTES:
+                    request = await asyncio.to_thread(decode, call.body, call.header_length)
+                else:
+                    request = decode(call.body, call.header_length)
+                outputs = await run(self.serving, model, request)
+                body, headers = encode_response(call.name, str(model.version), outputs, request)
             # 6
             unit, quantity = usage_quantity(model, outputs)
             replayed = False
             if self.metering:
-                recorded = await record_usage(
-                    self.usage,
-                    principal,
-                    product=model.handle,
-                    product_id=model.product_id,
-                    version=model.version,
-                    unit=unit,
-                    quantity=quantity,
-                    latency_ms=(time.perf_counter() - started) * 1000.0,
-                    idempotency_key=call.idempotency_key,
-                    request_id=call.request_id,
-                    request_id_chosen=call.request_id_chosen,
-                    others_in_flight=self.in_flight - 1,
-                )
+                with span(_tracer, "gateway.meter"):
+                    recorded = await record_usage(
+                        self.usage,
+                        principal,
+                        product=model.handle,
+                        product_id=model.product_id,
+                        version=model.version,
+                        unit=unit,
+                        quantity=quantity,
+                        latency_ms=(time.perf_counter() - started) * 1000.0,
+                        idempotency_key=call.idempotency_key,
+                        request_id=call.request_id,
+                        request_id_chosen=call.request_id_chosen,
+                        others_in_flight=self.in_flight - 1,
+                    )
                 replayed = recorded.replayed
             if replayed:
                 headers[IDEMPOTENT_REPLAYED_HEADER] = "true"  # a retry: billed once already
