@@ -71,12 +71,17 @@ def test_the_catalog_in_chinese(platform: Platform, new_context: Any) -> None:
     assert page.locator(".card .badge", has_text="公开").count() >= 1
     assert page.get_by_role("button", name="搜索").is_visible()
     shot(page, "09-catalog-zh")
-    page.get_by_role("link", name="Traffic flow smoother").click()  # titles are the data's
+    # A product with a Chinese title shows it to a Chinese reader.
+    page.get_by_role("link", name="交通流量平滑模型").click()
+    assert page.get_by_role("heading", level=1, name="交通流量平滑模型", exact=True).is_visible()
     assert page.get_by_role("heading", name="输入与输出").is_visible()
     shot(page, "10-product-zh")
     # The switch keeps the page and changes the language, for good (a cookie).
     page.get_by_role("link", name="English").click()
     assert page.get_by_role("heading", name="Inputs and outputs").is_visible()
+    assert page.get_by_role(
+        "heading", level=1, name="Traffic flow smoother", exact=True
+    ).is_visible()
     page.goto("/")
     assert page.get_by_role("heading", level=1).inner_text() == "Data and model catalog"
 
