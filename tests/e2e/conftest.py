@@ -145,7 +145,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             idp.stdout.close()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in the main
+# thread while it is open, and every later test that calls asyncio.run() would fail on it.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (make system-deps)")
