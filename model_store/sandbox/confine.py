@@ -188,6 +188,10 @@ def build_root(plan: RootPlan) -> None:
             os.mkdir(f"{new}{host}")
             _bind(host, f"{new}{host}")
             bound.append(host)
+    # /tmp before the sources: an interpreter or checkout under /tmp (a CI clone) is bound
+    # inside the tmpfs rather than hidden by it.
+    os.mkdir(f"{new}/tmp")
+    _tmpfs(f"{new}/tmp", plan.scratch_bytes, 0o1777)
     for source in _read_only_sources(plan.package_dir):
         if _inside(source, bound) or _inside(os.path.realpath(source), bound):
             continue
@@ -198,8 +202,6 @@ def build_root(plan: RootPlan) -> None:
     _make_dev(new, plan.scratch_bytes)
     os.mkdir(f"{new}/proc")
     _mount("proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.mkdir(f"{new}/tmp")
-    _tmpfs(f"{new}/tmp", plan.scratch_bytes, 0o1777)
     size = plan.artifact.stat().st_size
     os.mkdir(f"{new}/sandbox")
     _tmpfs(f"{new}/sandbox", plan.scratch_bytes + 2 * size, 0o700)
