@@ -5,13 +5,20 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from model_store.manifest import ModelManifest
 
-__all__ = ["ModelStats", "Runtime", "RuntimeObserver", "RuntimeStats"]
+__all__ = [
+    "ModelStats",
+    "RegisteredModel",
+    "Runtime",
+    "RuntimeObserver",
+    "RuntimeStats",
+    "TableRuntime",
+]
 
 
 class RuntimeObserver(Protocol):
@@ -70,6 +77,24 @@ class RuntimeStats:
     memory_used_bytes: int
     memory_budget_bytes: int
     loaded_models: int
+
+    @classmethod
+    def of(cls, models: dict[str, ModelStats], memory_budget_bytes: int = 0) -> RuntimeStats:
+        """Sum per-model counters into a snapshot.
+
+        Args:
+            models: Per-model counters, by key (``memory_bytes`` 0 when not loaded).
+            memory_budget_bytes: The configured budget (0: the backend holds the models).
+
+        Returns:
+            The snapshot, with memory used and loaded models counted from ``models``.
+        """
+        return cls(
+            models=models,
+            memory_used_bytes=sum(m.memory_bytes for m in models.values()),
+            memory_budget_bytes=memory_budget_bytes,
+            loaded_models=sum(1 for m in models.values() if m.loaded),
+        )
 
 
 class Runtime(abc.ABC):
@@ -148,3 +173,73 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release every model and worker."""
+
+
+class RegisteredModel(Protocol):
+    """What a runtime's record of a registered model holds at least."""
+
+    @property
+    def manifest(self) -> ModelManifest:
+        """The artifact's manifest."""
+        ...
+
+    @property
+    def artifact_path(self) -> Path:
+        """A local file holding the artifact."""
+        ...
+
+
+EntryT = TypeVar("EntryT", bound=RegisteredModel)
+
+
+class TableRuntime(Runtime, Generic[EntryT]):
+    """A runtime that keeps its own table of registered models, by key.
+
+    Registration (idempotent, refusing another artifact under a known key) and "load now"
+    (register, then load) are the same for every such runtime; a subclass says how to build its
+    record (:meth:`_new_entry`) and how to load a registered model (:meth:`_load_registered`).
+    """
+
+    _models: dict[str, EntryT]
+
+    def register(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
+        """Make a model servable under ``key``; it loads on :meth:`load` or its first request.
+
+        Args:
+            key: The runtime key, unique per model version.
+            manifest: The artifact's manifest.
+            artifact_path: A local file holding the artifact.
+
+        Raises:
+            ValueError: ``key`` is registered with a different artifact or manifest.
+        """
+        path = Path(artifact_path)
+        current = self._models.get(key)
+        if current is not None:
+            if current.artifact_path != path or current.manifest != manifest:
+                raise ValueError(f"model '{key}' is registered with another artifact")
+            return
+        self._models[key] = self._new_entry(key, manifest, path)
+
+    async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
+        """Register a model (see :meth:`register`) and load it now.
+
+        Args:
+            key: The runtime key, unique per model version.
+            manifest: The artifact's manifest.
+            artifact_path: A local file holding the artifact.
+
+        Raises:
+            ModelUnavailableError: The model could not be loaded (the runtime's
+                :meth:`_load_registered` says why it may fail).
+        """
+        self.register(key, manifest, artifact_path)
+        await self._load_registered(key)
+
+    @abc.abstractmethod
+    def _new_entry(self, key: str, manifest: ModelManifest, artifact_path: Path) -> EntryT:
+        """Return the record of a model registered now."""
+
+    @abc.abstractmethod
+    async def _load_registered(self, key: str) -> None:
+        """Load the registered model ``key`` now (no-op when it is loaded)."""

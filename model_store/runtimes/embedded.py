@@ -52,7 +52,7 @@ from pathlib import Path
 from model_store.errors import ModelUnavailableError
 from model_store.formats import LoadedModel, Loader
 from model_store.manifest import ModelManifest
-from model_store.runtimes.base import ModelStats, Runtime, RuntimeObserver, RuntimeStats
+from model_store.runtimes.base import ModelStats, RuntimeObserver, RuntimeStats, TableRuntime
 from model_store.runtimes.batching import Arrays, Batcher, Notifier, request_error
 from model_store.sandbox import Isolation, SandboxedModel
 
@@ -131,7 +131,7 @@ _PROBE_BELOW = 4.0
 ``_PROBE_EVERY`` on the loop, to be timed there (see the module docstring)."""
 
 
-class EmbeddedRuntime(Runtime):
+class EmbeddedRuntime(TableRuntime[_Registration]):
     """Serves models in-process with lazy loading, LRU unloading and dynamic batching.
 
     Args:
@@ -177,46 +177,12 @@ class EmbeddedRuntime(Runtime):
             max_workers=max_workers or min(32, (os.cpu_count() or 1) + 4),
             thread_name_prefix="model-store",
         )
-        self._registry: dict[str, _Registration] = {}
+        self._models: dict[str, _Registration] = {}
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ public API
-
-    def register(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Make a model servable under ``key``; it loads on its first request.
-
-        Args:
-            key: The runtime key, unique per model version.
-            manifest: The artifact's manifest.
-            artifact_path: A local file holding the artifact.
-
-        Raises:
-            ValueError: ``key`` is registered with a different artifact or manifest.
-        """
-        path = Path(artifact_path)
-        current = self._registry.get(key)
-        if current is not None:
-            if current.artifact_path != path or current.manifest != manifest:
-                raise ValueError(f"model '{key}' is registered with another artifact")
-            return
-        self._registry[key] = _Registration(manifest, path, ModelStats(key=key))
-
-    async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Register a model and load it now (see :meth:`register`).
-
-        Args:
-            key: The runtime key, unique per model version.
-            manifest: The artifact's manifest.
-            artifact_path: A local file holding the artifact.
-
-        Raises:
-            ModelUnavailableError: The model could not be loaded.
-        """
-        self.register(key, manifest, artifact_path)
-        entry = await self._acquire(key)
-        entry.in_use -= 1
 
     async def infer(self, key: str, inputs: Arrays) -> Arrays:
         """Run a registered model, loading it first if needed.
@@ -243,7 +209,7 @@ class EmbeddedRuntime(Runtime):
                 outputs = await self._predict_direct(key, entry, inputs)
         finally:
             entry.in_use -= 1
-        registration = self._registry.get(key)
+        registration = self._models.get(key)
         if registration is not None:
             registration.stats.requests += 1
         return outputs
@@ -257,7 +223,7 @@ class EmbeddedRuntime(Runtime):
         Returns:
             True if the model is loaded or can be loaded on demand.
         """
-        registration = self._registry.get(key)
+        registration = self._models.get(key)
         return registration is not None and not registration.failed
 
     def is_loaded(self, key: str) -> bool:
@@ -277,7 +243,7 @@ class EmbeddedRuntime(Runtime):
         Args:
             key: The runtime key (unknown keys are ignored).
         """
-        self._registry.pop(key, None)
+        self._models.pop(key, None)
         entry = self._loaded.pop(key, None)
         if entry is not None:
             await self._close_entry(key, entry)
@@ -289,7 +255,7 @@ class EmbeddedRuntime(Runtime):
             The snapshot (copies; safe to keep).
         """
         models: dict[str, ModelStats] = {}
-        for key, registration in self._registry.items():
+        for key, registration in self._models.items():
             s = registration.stats
             entry = self._loaded.get(key)
             models[key] = ModelStats(
@@ -311,7 +277,7 @@ class EmbeddedRuntime(Runtime):
 
     async def close(self) -> None:
         """Unload every model and stop the worker threads."""
-        for key in list(self._registry):
+        for key in list(self._models):
             await self.unload(key)
         for key in list(self._loaded):
             await self._close_entry(key, self._loaded.pop(key))
@@ -320,6 +286,13 @@ class EmbeddedRuntime(Runtime):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ internals
+
+    def _new_entry(self, key: str, manifest: ModelManifest, artifact_path: Path) -> _Registration:
+        return _Registration(manifest, artifact_path, ModelStats(key=key))
+
+    async def _load_registered(self, key: str) -> None:
+        entry = await self._acquire(key)
+        entry.in_use -= 1
 
     async def _acquire(self, key: str) -> _Loaded:
         """Return the loaded entry of ``key``, pinned (``in_use`` + 1) against eviction."""
@@ -338,7 +311,7 @@ class EmbeddedRuntime(Runtime):
         raise ModelUnavailableError(f"model '{key}' is being unloaded too often; retry")
 
     async def _load_once(self, key: str) -> None:
-        if key not in self._registry:
+        if key not in self._models:
             raise ModelUnavailableError(f"model '{key}' is not loaded")
         task = self._loading.get(key)
         if task is None:
@@ -355,7 +328,7 @@ class EmbeddedRuntime(Runtime):
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _do_load(self, key: str) -> None:
-        registration = self._registry[key]
+        registration = self._models[key]
         loop = asyncio.get_running_loop()
         try:
             stat = await loop.run_in_executor(self._executor, registration.artifact_path.stat)
@@ -381,7 +354,7 @@ class EmbeddedRuntime(Runtime):
             registration.failed = True
             logger.exception("model %s failed to load from %s", key, registration.artifact_path)
             raise ModelUnavailableError(f"model '{key}' could not be loaded") from e
-        if self._registry.get(key) is not registration:
+        if self._models.get(key) is not registration:
             await loop.run_in_executor(self._executor, model.close)
             raise ModelUnavailableError(f"model '{key}' was unloaded")
         registration.failed = False

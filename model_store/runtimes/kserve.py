@@ -47,7 +47,7 @@ from model_store.kserve.render import (
 )
 from model_store.kserve.storage import export_version
 from model_store.manifest import ModelManifest
-from model_store.runtimes.base import ModelStats, Runtime, RuntimeStats
+from model_store.runtimes.base import ModelStats, RuntimeStats, TableRuntime
 from model_store.triton.repository import triton_model_name
 from model_store.v2 import HEADER_CONTENT_LENGTH, decode_response, encode_request
 
@@ -84,7 +84,7 @@ class _Entry:
     exported: bool = False
 
 
-class KServeRuntime(Runtime):
+class KServeRuntime(TableRuntime[_Entry]):
     """Serves each model version as a KServe InferenceService and forwards v2 requests to it.
 
     Args:
@@ -150,48 +150,6 @@ class KServeRuntime(Runtime):
             namespace=self._client.namespace,
             **self._render_options,
         )
-
-    def register(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Record a model; its InferenceService is applied on :meth:`load` or first request.
-
-        Args:
-            key: The runtime key, unique per model version.
-            manifest: The artifact's manifest.
-            artifact_path: A local file holding the artifact (the storage URI must hold a
-                copy the cluster can read).
-
-        Raises:
-            ValueError: ``key`` is registered with a different artifact or manifest.
-        """
-        path = Path(artifact_path)
-        current = self._models.get(key)
-        if current is not None:
-            if current.artifact_path != path or current.manifest != manifest:
-                raise ValueError(f"model '{key}' is registered with another artifact")
-            return
-        self._models[key] = _Entry(
-            key=key,
-            manifest=manifest,
-            artifact_path=path,
-            stats=ModelStats(key=key),
-            name=inference_service_name(key),
-            model_name=triton_model_name(key),
-        )
-
-    async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Export the model, apply its InferenceService and wait until KServe reports it ready.
-
-        Args:
-            key: The runtime key, unique per model version.
-            manifest: The artifact's manifest.
-            artifact_path: A local file holding the artifact.
-
-        Raises:
-            ModelUnavailableError: The export failed, the API refused the service, or it was
-                not ready in time.
-        """
-        self.register(key, manifest, artifact_path)
-        await self._ensure_ready(self._models[key])
 
     async def infer(self, key: str, inputs: Arrays) -> Arrays:
         """Forward a v2 request to the model's InferenceService.
@@ -267,12 +225,7 @@ class KServeRuntime(Runtime):
             )
             for key, entry in self._models.items()
         }
-        return RuntimeStats(
-            models=models,
-            memory_used_bytes=0,
-            memory_budget_bytes=0,
-            loaded_models=sum(1 for m in models.values() if m.loaded),
-        )
+        return RuntimeStats.of(models)
 
     async def close(self) -> None:
         """Close the HTTP client (InferenceServices keep running in the cluster)."""
@@ -281,6 +234,25 @@ class KServeRuntime(Runtime):
         self._http = None
 
     # ------------------------------------------------------------------ internals
+
+    def _new_entry(self, key: str, manifest: ModelManifest, artifact_path: Path) -> _Entry:
+        return _Entry(
+            key=key,
+            manifest=manifest,
+            artifact_path=artifact_path,
+            stats=ModelStats(key=key),
+            name=inference_service_name(key),
+            model_name=triton_model_name(key),
+        )
+
+    async def _load_registered(self, key: str) -> None:
+        """Export the model, apply its InferenceService and wait until KServe reports it ready.
+
+        Raises:
+            ModelUnavailableError: The export failed, the API refused the service, or it was
+                not ready in time.
+        """
+        await self._ensure_ready(self._models[key])
 
     def _entry(self, key: str) -> _Entry:
         entry = self._models.get(key)

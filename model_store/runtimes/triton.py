@@ -44,7 +44,7 @@ from model_store.errors import (
     QueueFullError,
 )
 from model_store.manifest import ModelManifest
-from model_store.runtimes.base import ModelStats, Runtime, RuntimeStats
+from model_store.runtimes.base import ModelStats, RuntimeStats, TableRuntime
 from model_store.runtimes.triton_backend import (
     CONNECTION_ERRORS,
     RETRY,
@@ -67,7 +67,7 @@ logger = logging.getLogger(__name__)
 _MISSING_MODEL_HINTS = ("unknown model", "is not found", "no available versions", "not ready")
 
 
-class TritonRuntime(TritonBackend, Runtime):
+class TritonRuntime(TritonBackend, TableRuntime[ModelEntry]):
     """Serves models on a Triton Inference Server, managed by us or external.
 
     Args:
@@ -201,46 +201,6 @@ class TritonRuntime(TritonBackend, Runtime):
 
     # ------------------------------------------------------------------ Runtime API
 
-    def register(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Record a model; it is exported and loaded on :meth:`load` or its first request.
-
-        Args:
-            key: The runtime key, unique per model version.
-            manifest: The artifact's manifest.
-            artifact_path: A local file holding the artifact.
-
-        Raises:
-            ValueError: ``key`` is registered with a different artifact or manifest.
-        """
-        path = Path(artifact_path)
-        current = self._models.get(key)
-        if current is not None:
-            if current.artifact_path != path or current.manifest != manifest:
-                raise ValueError(f"model '{key}' is registered with another artifact")
-            return
-        self._models[key] = ModelEntry(
-            key=key,
-            name=triton_model_name(key),
-            manifest=manifest,
-            artifact_path=path,
-            stats=ModelStats(key=key),
-        )
-
-    async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Register a model, export it to the repository and load it in Triton now.
-
-        Args:
-            key: The runtime key, unique per model version.
-            manifest: The artifact's manifest.
-            artifact_path: A local file holding the artifact.
-
-        Raises:
-            ModelUnavailableError: The server is unreachable, or Triton refused the model
-                (the message holds Triton's reason).
-        """
-        self.register(key, manifest, artifact_path)
-        await self._load(self._models[key])
-
     async def infer(self, key: str, inputs: Arrays) -> Arrays:
         """Run a model on Triton, loading it first if needed.
 
@@ -333,14 +293,27 @@ class TritonRuntime(TritonBackend, Runtime):
             )
             for key, entry in self._models.items()
         }
-        return RuntimeStats(
-            models=models,
-            memory_used_bytes=sum(m.memory_bytes for m in models.values()),
-            memory_budget_bytes=0,
-            loaded_models=sum(1 for m in models.values() if m.loaded),
-        )
+        return RuntimeStats.of(models)
 
     # ------------------------------------------------------------------ loading
+
+    def _new_entry(self, key: str, manifest: ModelManifest, artifact_path: Path) -> ModelEntry:
+        return ModelEntry(
+            key=key,
+            name=triton_model_name(key),
+            manifest=manifest,
+            artifact_path=artifact_path,
+            stats=ModelStats(key=key),
+        )
+
+    async def _load_registered(self, key: str) -> None:
+        """Export the model to the repository and load it in Triton.
+
+        Raises:
+            ModelUnavailableError: The server is unreachable, or Triton refused the model
+                (the message holds Triton's reason).
+        """
+        await self._load(self._models[key])
 
     async def _load(self, entry: ModelEntry) -> None:
         if entry.lock is None:
