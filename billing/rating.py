@@ -237,12 +237,17 @@ def rate_period(
                     commission_rate=commission_rate,
                 )
             )
-    for agg in current:
-        priced = pricing(agg)
-        if priced is None:
-            continue
-        product, version = priced
-        for charge in version.plan.usage_charges(version.plan.to_plan_units(agg.quantity)):
+
+    def add_usage(
+        agg: UsageAggregate,
+        product: ProductInfo,
+        version: PlanVersion,
+        *,
+        prior: Decimal,
+        late: bool,
+    ) -> None:
+        units = version.plan.to_plan_units(agg.quantity)
+        for charge in version.plan.usage_charges(units, prior=prior):
             lines.append(
                 _line(
                     agg.tenant_id,
@@ -250,31 +255,22 @@ def rate_period(
                     version,
                     charge,
                     usage_period=agg.period,
-                    late=False,
+                    late=late,
                     commission_rate=commission_rate,
                 )
             )
+
+    for agg in current:
+        priced = pricing(agg)
+        if priced is not None:
+            add_usage(agg, *priced, prior=Decimal(0), late=False)
     priced_late = [(agg, p) for agg in late if (p := pricing(agg)) is not None]
     billed = _already_billed(
         conn, {(a.tenant_id, a.product_id, v.plan.unit, a.period) for a, (_, v) in priced_late}
     )
     for agg, (product, version) in priced_late:
         prior = billed.get((agg.tenant_id, agg.product_id, version.plan.unit, agg.period))
-        charges = version.plan.usage_charges(
-            version.plan.to_plan_units(agg.quantity), prior=prior or Decimal(0)
-        )
-        for charge in charges:
-            lines.append(
-                _line(
-                    agg.tenant_id,
-                    product,
-                    version,
-                    charge,
-                    usage_period=agg.period,
-                    late=True,
-                    commission_rate=commission_rate,
-                )
-            )
+        add_usage(agg, product, version, prior=prior or Decimal(0), late=True)
     lines.sort(key=lambda x: (x.tenant_id, x.late, x.usage_period, x.product, x.kind != "fee"))
     return lines
 

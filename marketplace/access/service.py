@@ -20,10 +20,10 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select
+from sqlalchemy import ColumnElement, Connection, bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from marketplace.audit.service import record
+from marketplace.audit.service import record_action
 from marketplace.catalog.service import get_product, product_handle
 from marketplace.constants import ProductState, Scope, Tier
 from marketplace.context import Principal
@@ -120,10 +120,9 @@ def create_request(
     req.product = product
     session.add(req)
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="access.request",
         target=f"product:{handle}",
         detail={"request": req.id, "scopes": wanted, "duration_days": duration_days},
@@ -150,20 +149,23 @@ def get_request(session: Session, caller: Principal, request_id: str) -> AccessR
     return req
 
 
+def _held_or_on_own_products(
+    caller: Principal, table: type[AccessRequest] | type[Grant]
+) -> ColumnElement[bool]:
+    """Rows of ``table`` that belong to the caller's tenant or are on one of its products."""
+    return or_(
+        table.tenant_id == caller.tenant_id,
+        table.product_id.in_(select(Product.id).where(Product.tenant_id == caller.tenant_id)),
+    )
+
+
 def list_requests(
     session: Session, caller: Principal, *, state: str | None = None
 ) -> list[AccessRequest]:
     """The caller's own requests and those for its products; the operator sees all."""
     stmt = select(AccessRequest)
     if not caller.is_operator:
-        stmt = stmt.where(
-            or_(
-                AccessRequest.tenant_id == caller.tenant_id,
-                AccessRequest.product_id.in_(
-                    select(Product.id).where(Product.tenant_id == caller.tenant_id)
-                ),
-            )
-        )
+        stmt = stmt.where(_held_or_on_own_products(caller, AccessRequest))
     if state:
         stmt = stmt.where(AccessRequest.state == state)
     return list(session.scalars(stmt.order_by(AccessRequest.created_at.desc())))
@@ -206,10 +208,9 @@ def decide_request(
         session.add(grant)
         req.grant_id = grant.id
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="access.approve" if approve else "access.reject",
         target=f"product:{handle}",
         outcome="allow" if approve else "deny",
@@ -240,14 +241,7 @@ def list_grants(session: Session, caller: Principal) -> list[Grant]:
     """Grants the caller holds, grants on its products; the operator sees all."""
     stmt = select(Grant)
     if not caller.is_operator:
-        stmt = stmt.where(
-            or_(
-                Grant.tenant_id == caller.tenant_id,
-                Grant.product_id.in_(
-                    select(Product.id).where(Product.tenant_id == caller.tenant_id)
-                ),
-            )
-        )
+        stmt = stmt.where(_held_or_on_own_products(caller, Grant))
     return list(session.scalars(stmt.order_by(Grant.created_at.desc())))
 
 
@@ -257,10 +251,9 @@ def revoke_grant(session: Session, caller: Principal, grant_id: str, *, reason: 
         grant.revoked_at = utcnow()
         grant.revoked_by = caller.label
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="grant.revoke",
         target=f"product:{product_handle(grant.product)}",
         detail={"grant": grant.id, "grantee_tenant": grant.tenant_id, "reason": reason},

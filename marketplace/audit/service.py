@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from marketplace.context import current_request_id
+from marketplace.context import Principal, current_request_id
 from marketplace.tables import AuditEntry, AuditHead, utcnow
 
 GENESIS = "0" * 64
@@ -54,6 +54,24 @@ def entry_hash(
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+_HASHED_FIELDS = (
+    "seq",
+    "at",
+    "request_id",
+    "actor",
+    "tenant_id",
+    "action",
+    "target",
+    "outcome",
+    "detail",
+)
+"""The entry's columns that :func:`entry_hash` covers (all but the hashes themselves)."""
+
+
+def _hashed_fields(entry: AuditEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in _HASHED_FIELDS}
+
+
 def record(
     session: Session,
     *,
@@ -76,18 +94,6 @@ def record(
     at = utcnow()
     seq = head.seq + 1
     rid = request_id or current_request_id()
-    digest = entry_hash(
-        head.hash,
-        seq=seq,
-        at=at,
-        request_id=rid,
-        actor=actor,
-        tenant_id=tenant_id,
-        action=action,
-        target=target,
-        outcome=outcome,
-        detail=detail_norm,
-    )
     entry = AuditEntry(
         seq=seq,
         at=at,
@@ -99,13 +105,35 @@ def record(
         outcome=outcome,
         detail=detail_norm,
         prev_hash=head.hash,
-        hash=digest,
     )
+    entry.hash = digest = entry_hash(head.hash, **_hashed_fields(entry))
     session.add(entry)
     head.seq = seq
     head.hash = digest
     session.flush()
     return entry
+
+
+def record_action(
+    session: Session,
+    caller: Principal,
+    *,
+    action: str,
+    target: str,
+    outcome: str = "ok",
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append an entry for what ``caller`` did (see :func:`record`): the actor is the caller's
+    label, the tenant its tenant."""
+    return record(
+        session,
+        actor=caller.label,
+        tenant_id=caller.tenant_id,
+        action=action,
+        target=target,
+        outcome=outcome,
+        detail=detail,
+    )
 
 
 def record_decision(factory: sessionmaker[Session], **fields: Any) -> None:
@@ -157,18 +185,7 @@ def verify_chain(session: Session) -> VerifyResult:
             return VerifyResult(
                 False, checked, entry.seq, "prev_hash does not match the entry before it"
             )
-        digest = entry_hash(
-            prev,
-            seq=entry.seq,
-            at=entry.at,
-            request_id=entry.request_id,
-            actor=entry.actor,
-            tenant_id=entry.tenant_id,
-            action=entry.action,
-            target=entry.target,
-            outcome=entry.outcome,
-            detail=entry.detail,
-        )
+        digest = entry_hash(prev, **_hashed_fields(entry))
         if digest != entry.hash:
             return VerifyResult(False, checked, entry.seq, "content does not match its hash")
         prev = entry.hash

@@ -17,7 +17,7 @@ from sqlalchemy import Text, cast, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import Session
 
-from marketplace.audit.service import record
+from marketplace.audit.service import record_action
 from marketplace.catalog import zh
 from marketplace.catalog.policy import can_see, visible_clause
 from marketplace.constants import Domain, ProductKind, ProductState, Tier
@@ -144,10 +144,9 @@ def create_product(
     product.tenant = session.get_one(Tenant, caller.tenant_id)
     session.add(product)
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="product.create",
         target=f"product:{product_handle(product)}",
         detail={"tier": tier, "kind": kind, "downloadable": downloadable},
@@ -264,10 +263,9 @@ def update_product(
         product.downloadable = fields.downloadable
     if changes:
         session.flush()
-        record(
+        record_action(
             session,
-            actor=caller.label,
-            tenant_id=caller.tenant_id,
+            caller,
             action="product.update",
             target=f"product:{product_handle(product)}",
             detail={"changes": changes, "owner": product.tenant.slug},
@@ -288,10 +286,9 @@ def _transition(
     if note is not None:
         product.review_note = note
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action=action,
         target=f"product:{product_handle(product)}",
         detail={"from": old, "to": new_state, "owner": product.tenant.slug, "note": note},
@@ -379,10 +376,9 @@ def delete_product(session: Session, caller: Principal, handle: str) -> None:
     target = f"product:{product_handle(product)}"
     session.delete(product)
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="product.delete",
         target=target,
     )
@@ -422,10 +418,9 @@ def create_version(
     )
     session.add(version)
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="version.create",
         target=f"product:{product_handle(product)}:{version.version}",
         detail={"artifact": artifact_digest or (data or {}).get("data_digest")},

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from marketplace.audit.service import record
+from marketplace.audit.service import record_action
 from marketplace.catalog.service import HANDLE_RE, get_product, product_handle
 from marketplace.constants import GOVERNMENT_KINDS, ProductKind
 from marketplace.context import Principal
@@ -44,10 +44,9 @@ def set_trusted_code(session: Session, caller: Principal, handle: str, trusted: 
         )
     changed = product.trusted_code != trusted
     product.trusted_code = trusted
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="product.trust" if trusted else "product.untrust",
         target=f"product:{product_handle(product)}",
         detail={"changed": changed},

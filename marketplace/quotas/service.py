@@ -18,7 +18,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from billing.quotas import METRICS, WINDOWS, Limit
-from marketplace.audit.service import record
+from marketplace.audit.service import record_action
 from marketplace.catalog.service import get_product, product_handle
 from marketplace.context import Principal
 from marketplace.errors import ForbiddenError, InvalidInputError, NotFoundError
@@ -75,10 +75,9 @@ def create_limit(
     )
     session.add(row)
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="quota.set",
         target=f"quota:{row.id}",
         detail={
@@ -131,10 +130,9 @@ def delete_limit(session: Session, caller: Principal, limit_id: str) -> None:
         raise ForbiddenError("only whoever set a limit (or the operator) removes it")
     session.delete(row)
     session.flush()
-    record(
+    record_action(
         session,
-        actor=caller.label,
-        tenant_id=caller.tenant_id,
+        caller,
         action="quota.delete",
         target=f"quota:{limit_id}",
     )
