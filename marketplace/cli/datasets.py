@@ -9,45 +9,30 @@ to a file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import IO, Annotated, Any, Literal
 
 import typer
 
-from marketplace.cli._common import console, err, fail
+from marketplace.cli._api import (
+    ApiKey,
+    ApiUrl,
+    api_client,
+    api_error,
+    download_part,
+    read_json_text,
+    upload_progress,
+)
+from marketplace.cli._common import console, fail
 
 app = typer.Typer(
     no_args_is_help=True, help="Dataset versions (data + schema) through the platform's API."
 )
 
-ApiUrl = Annotated[
-    str, typer.Option("--url", envvar="CITYBRAIN_API_URL", help="The platform's base URL")
-]
-ApiKey = Annotated[
-    str | None, typer.Option("--api-key", envvar="CITYBRAIN_API_KEY", help="An API key")
-]
 _MEDIA = {"csv": "text/csv", "parquet": "application/x-parquet", "jsonl": "application/x-ndjson"}
 
-
-def _client(url: str, api_key: str | None) -> Any:
-    import httpx
-
-    if not api_key:
-        fail("an API key is needed", "pass --api-key or set CITYBRAIN_API_KEY")
-    return httpx.Client(
-        base_url=url,
-        headers={"Authorization": f"Bearer {api_key}"},
-        timeout=httpx.Timeout(30.0, read=600.0),
-    )
-
-
-def _api_error(r: Any) -> str:
-    try:
-        body = r.json()
-        return f"{r.status_code} {body.get('code', '')}: {body.get('error', r.text)}"
-    except ValueError:
-        return f"{r.status_code}: {r.text[:200]}"
+# The client the commands use (tests replace it with one on an in-process app).
+_client = api_client
 
 
 class _Counted:
@@ -117,26 +102,14 @@ def datasets_push(
     notes: Annotated[str, typer.Option(help="Release notes of the version")] = "",
 ) -> None:
     """Upload a data version (file + schema) with a progress bar."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    try:
-        schema_text = schema.read_text(encoding="utf-8")
-        json.loads(schema_text)
-    except ValueError as e:
-        fail(f"{schema} is not JSON: {e}")
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-    )
-    with _client(url, api_key) as client, Progress(*columns, console=err) as progress:
+    schema_text = read_json_text(schema)
+    with _client(url, api_key) as client, upload_progress() as progress:
         r = push_dataset(
             client, handle, data, schema_text, fmt=format, notes=notes, progress=progress
         )
     if r.status_code != 201:
         fail(
-            f"upload refused: {_api_error(r)}",
+            f"upload refused: {api_error(r)}",
             "check the schema against the file (`citybrain datasets push --help`)",
         )
     v = r.json()
@@ -162,21 +135,13 @@ def datasets_pull(
     ] = "parquet",
 ) -> None:
     """Download a version's data (what the key may see of it, masks applied)."""
-    tmp = output.with_name(output.name + ".part")
-    with (
-        _client(url, api_key) as client,
-        client.stream(
-            "GET",
+    with _client(url, api_key) as client:
+        tmp, headers = download_part(
+            client,
             f"/api/v1/products/{handle}/versions/{version}/data",
+            output,
             params={"format": format},
-        ) as r,
-    ):
-        if r.status_code != 200:
-            r.read()
-            fail(f"download refused: {_api_error(r)}")
-        with tmp.open("wb") as f:
-            for chunk in r.iter_bytes():
-                f.write(chunk)
-        rows = r.headers.get("X-Row-Count", "?")
+        )
+    rows = headers.get("X-Row-Count", "?")
     tmp.replace(output)
     console.print(f"{handle} version {version}: {rows} rows written to {output}", soft_wrap=True)

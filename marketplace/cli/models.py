@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from marketplace.cli._common import console, err, fail
+from marketplace.cli._api import (
+    ApiKey,
+    ApiUrl,
+    api_client,
+    api_error,
+    download_part,
+    read_json_text,
+    upload_progress,
+)
+from marketplace.cli._common import console, fail
 
 app = typer.Typer(
     no_args_is_help=True, help="Model versions (artifact + manifest) through the platform's API."
@@ -20,27 +29,8 @@ app = typer.Typer(
 
 
 def _http_client(url: str, api_key: str | None) -> Any:
-    """The HTTP client the ``models`` commands talk to the platform with."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30.0, read=600.0))
-
-
-def _api_error(r: Any) -> str:
-    try:
-        body = r.json()
-        return f"{r.status_code} {body.get('code', '')}: {body.get('error', r.text)}"
-    except ValueError:
-        return f"{r.status_code}: {r.text[:200]}"
-
-
-ApiUrl = Annotated[
-    str, typer.Option("--url", envvar="CITYBRAIN_API_URL", help="The platform's base URL")
-]
-ApiKey = Annotated[
-    str | None, typer.Option("--api-key", envvar="CITYBRAIN_API_KEY", help="An API key")
-]
+    """The HTTP client the ``models`` commands talk to the platform with (tests replace it)."""
+    return api_client(url, api_key, key_required=False)
 
 
 def push_model(
@@ -121,36 +111,16 @@ def models_push(
     notes: Annotated[str, typer.Option(help="Release notes of the version")] = "",
 ) -> None:
     """Upload a model version (artifact + manifest, or a .bentomodel) with a progress bar."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
     if not api_key:
         fail("an API key is needed", "pass --api-key or set CITYBRAIN_API_KEY")
     if manifest is None and artifact.suffix != ".bentomodel":
         fail("a manifest is needed", "pass --manifest manifest.json (or push a .bentomodel)")
-    manifest_text = ""
-    if manifest is not None:
-        try:
-            manifest_text = manifest.read_text(encoding="utf-8")
-            json.loads(manifest_text)
-        except ValueError as e:
-            fail(f"{manifest} is not JSON: {e}")
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-    )
-    with _http_client(url, api_key) as client, Progress(*columns, console=err) as progress:
+    manifest_text = "" if manifest is None else read_json_text(manifest)
+    with _http_client(url, api_key) as client, upload_progress() as progress:
         r = push_model(client, handle, artifact, manifest_text, notes=notes, progress=progress)
     if r.status_code != 201:
         fail(
-            f"upload refused: {_api_error(r)}",
+            f"upload refused: {api_error(r)}",
             "check the manifest against the artifact (`citybrain models push --help`)",
         )
     v = r.json()
@@ -171,19 +141,14 @@ def models_pull(
     from marketplace.gateway.constants import ARTIFACT_DIGEST_HEADER
 
     hasher = hashlib.sha256()
-    tmp = output.with_name(output.name + ".part")
-    with (
-        _http_client(url, api_key) as client,
-        client.stream("GET", f"/api/v1/products/{handle}/versions/{version}/artifact") as r,
-    ):
-        if r.status_code != 200:
-            r.read()
-            fail(f"download refused: {_api_error(r)}")
-        with tmp.open("wb") as f:
-            for chunk in r.iter_bytes():
-                hasher.update(chunk)
-                f.write(chunk)
-        digest = r.headers.get(ARTIFACT_DIGEST_HEADER)
+    with _http_client(url, api_key) as client:
+        tmp, headers = download_part(
+            client,
+            f"/api/v1/products/{handle}/versions/{version}/artifact",
+            output,
+            on_chunk=hasher.update,
+        )
+    digest = headers.get(ARTIFACT_DIGEST_HEADER)
     if digest != f"sha256:{hasher.hexdigest()}":
         tmp.unlink(missing_ok=True)
         fail("the download does not match its digest; try again")
