@@ -51,6 +51,11 @@ def _join(*parts: np.ndarray[Any, Any]) -> list[str]:
     return list(out)
 
 
+def _grid(entities: int, steps: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Every (entity, step) pair, entity by entity: each row's entity index and its step."""
+    return np.repeat(np.arange(entities), steps), np.tile(np.arange(steps), entities)
+
+
 def _col(name: str, type_: str, description: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": type_, "description": description, **extra}
 
@@ -69,8 +74,7 @@ def _daily_profile(hours: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def intersection_flow(settings: DataSettings) -> Table:
     rng = _rng("intersection-flow")
     n_int, minutes = settings.demo_intersections, settings.demo_flow_days * 1440
-    idx = np.repeat(np.arange(n_int), minutes)
-    offset = np.tile(np.arange(minutes), n_int)
+    idx, offset = _grid(n_int, minutes)
     hour = (offset % 1440) / 60.0
     weekend = ((offset // 1440) % 7) >= 5
     base = rng.uniform(6.0, 40.0, n_int)[idx]
@@ -172,8 +176,7 @@ def air_quality(settings: DataSettings) -> Table:
         ]
     )
     hours = 30 * 24
-    idx = np.repeat(np.arange(len(stations)), hours)
-    offset = np.tile(np.arange(hours), len(stations))
+    idx, offset = _grid(len(stations), hours)
     daily = np.sin((offset % 24) / 24.0 * 2 * np.pi - 1.2)
     weather = np.repeat(rng.normal(0, 12, hours // 24 + 1), 24)[offset]
     pm25 = np.clip(38 + 10 * daily + weather + rng.normal(0, 6, len(idx)), 2, None)
@@ -325,8 +328,7 @@ def complaint_tickets(settings: DataSettings) -> Table:
 def clinic_capacity(settings: DataSettings) -> Table:
     rng = _rng("clinic-capacity")
     clinics, days = 40, 30
-    idx = np.repeat(np.arange(clinics), days)
-    day = np.tile(np.arange(days), clinics)
+    idx, day = _grid(clinics, days)
     beds = rng.integers(20, 120, clinics)[idx].astype(np.int32)
     occupancy = np.clip(rng.normal(0.72, 0.12, len(idx)), 0.05, 1.0)
     free = (beds * (1 - occupancy)).astype(np.int32)
@@ -375,8 +377,7 @@ def scenic_spot_visitors(settings: DataSettings) -> Table:
         ]
     )
     hours = 7 * 24
-    idx = np.repeat(np.arange(len(spots)), hours)
-    offset = np.tile(np.arange(hours), len(spots))
+    idx, offset = _grid(len(spots), hours)
     hod = offset % 24
     open_hours = (hod >= 7) & (hod <= 21)
     weekend = (offset // 24) % 7 >= 5
@@ -405,8 +406,8 @@ def scenic_spot_visitors(settings: DataSettings) -> Table:
 def parking_availability(settings: DataSettings) -> Table:
     rng = _rng("parking-availability")
     lots, slots = 20, 7 * 288
-    idx = np.repeat(np.arange(lots), slots)
-    offset = np.tile(np.arange(slots), lots) * 5
+    idx, slot = _grid(lots, slots)
+    offset = slot * 5
     capacity = rng.integers(80, 600, lots)[idx].astype(np.int32)
     busy = np.clip(
         _daily_profile((offset % 1440) / 60.0) / 1.1 + rng.normal(0, 0.05, len(idx)), 0.0, 1.0

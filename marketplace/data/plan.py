@@ -17,7 +17,7 @@ may be a group-by key (above) or an aggregate ``{"fn": "time_bucket", "column": 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,21 +34,6 @@ __all__ = [
     "QueryPlan",
 ]
 
-OPS = (
-    "eq",
-    "ne",
-    "lt",
-    "le",
-    "gt",
-    "ge",
-    "in",
-    "not_in",
-    "between",
-    "is_null",
-    "not_null",
-    "prefix",
-    "contains",
-)
 Op = Literal[
     "eq",
     "ne",
@@ -64,10 +49,12 @@ Op = Literal[
     "prefix",
     "contains",
 ]
-AGGREGATE_FNS = ("count", "count_distinct", "sum", "avg", "min", "max", "time_bucket")
 AggregateFn = Literal["count", "count_distinct", "sum", "avg", "min", "max", "time_bucket"]
-TIME_UNITS = ("minute", "hour", "day")
 TimeUnit = Literal["minute", "hour", "day"]
+# The same names as tuples, from the one list each (the Literal types above).
+OPS: tuple[str, ...] = get_args(Op)
+AGGREGATE_FNS: tuple[str, ...] = get_args(AggregateFn)
+TIME_UNITS: tuple[str, ...] = get_args(TimeUnit)
 Scalar = str | int | float | bool | None
 
 MAX_IN_VALUES = 1000
