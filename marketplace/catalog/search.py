@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.catalog import zh
 from marketplace.catalog.policy import visible_clause
-from marketplace.catalog.service import ProductFilter, filtered_query
+from marketplace.catalog.service import ProductFilter, equal_clauses, filtered_query
 from marketplace.context import Caller, Principal
 from marketplace.tables import (
     Product,
@@ -151,15 +151,9 @@ def _listing_columns() -> list[Any]:
 
 def _facets_from_counts(session: Session, caller: Caller, flt: ProductFilter) -> Facets:
     c = product_facet.c
-    stmt = select(c.kind, c.domain, c.tier, func.sum(c.n)).where(visible_clause(caller, c), c.n > 0)
-    if flt.kind:
-        stmt = stmt.where(c.kind == flt.kind)
-    if flt.domain:
-        stmt = stmt.where(c.domain == flt.domain)
-    if flt.tier:
-        stmt = stmt.where(c.tier == flt.tier)
-    if flt.state:
-        stmt = stmt.where(c.state == flt.state)
+    stmt = select(c.kind, c.domain, c.tier, func.sum(c.n)).where(
+        visible_clause(caller, c), c.n > 0, *equal_clauses(flt, c)
+    )
     if flt.owner:
         stmt = stmt.where(c.tenant_id == _owner_id(flt.owner))
     facets = _empty_facets()

@@ -176,18 +176,20 @@ def get_owned_product(session: Session, caller: Principal, handle: str) -> Produ
     return product
 
 
+def equal_clauses(flt: ProductFilter, columns: Any) -> list[Any]:
+    """``column == value`` for each of kind, domain, tier and state that ``flt`` sets, on
+    ``columns`` (``Product``, or the ``.c`` of a table with the same column names)."""
+    return [
+        getattr(columns, name) == value
+        for name in ("kind", "domain", "tier", "state")
+        if (value := getattr(flt, name))
+    ]
+
+
 def filtered_query(caller: Caller, flt: ProductFilter, *, dialect: str = "sqlite") -> Any:
-    stmt = select(Product).join(Tenant).where(visible_clause(caller))
-    if flt.kind:
-        stmt = stmt.where(Product.kind == flt.kind)
-    if flt.domain:
-        stmt = stmt.where(Product.domain == flt.domain)
-    if flt.tier:
-        stmt = stmt.where(Product.tier == flt.tier)
+    stmt = select(Product).join(Tenant).where(visible_clause(caller), *equal_clauses(flt, Product))
     if flt.owner:
         stmt = stmt.where(Tenant.slug == flt.owner)
-    if flt.state:
-        stmt = stmt.where(Product.state == flt.state)
     if flt.min_quality is not None:
         stmt = stmt.where(Product.quality_score >= flt.min_quality)
     if flt.tag:
