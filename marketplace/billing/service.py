@@ -31,7 +31,7 @@ from billing.plans import PricePlan
 from billing.rating import DailyUsage, usage_by_day
 from billing.stripe_sync import StripeSync, SyncResult
 from marketplace.access.service import GRANTABLE_SCOPES, active_grant
-from marketplace.audit.service import record
+from marketplace.audit.service import record, record_action
 from marketplace.catalog.service import get_owned_product, get_product, product_handle
 from marketplace.config import StripeSettings
 from marketplace.context import Caller, Principal
@@ -95,10 +95,9 @@ def set_plan(
     version = plan_store.set_plan(
         session.connection(), product.id, plan, now=now, actor=principal.label
     )
-    record(
+    record_action(
         session,
-        actor=principal.label,
-        tenant_id=principal.tenant_id,
+        principal,
         action="billing.plan.set",
         target=f"product:{handle}",
         detail={
@@ -148,10 +147,9 @@ def subscribe(
         now=now,
         actor=principal.label,
     )
-    record(
+    record_action(
         session,
-        actor=principal.label,
-        tenant_id=principal.tenant_id,
+        principal,
         action="billing.subscribe",
         target=f"product:{handle}",
         detail={"subscription": sub.id, "tenant_id": tenant_id},
@@ -186,10 +184,9 @@ def cancel_subscription(
         visible_to=lambda s: s.tenant_id == principal.tenant_id or s.product_id in owned,
     )
     done = plan_store.cancel_subscription(session.connection(), sub, now=now)
-    record(
+    record_action(
         session,
-        actor=principal.label,
-        tenant_id=principal.tenant_id,
+        principal,
         action="billing.unsubscribe",
         target=f"subscription:{subscription_id}",
     )

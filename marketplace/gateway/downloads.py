@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from billing import Meter
 from marketplace.access.service import grant_in_force
-from marketplace.audit.service import record
+from marketplace.audit.service import record_action
 from marketplace.auth.authenticate import check_scope, require_principal
 from marketplace.catalog import policy
 from marketplace.constants import Scope
@@ -181,10 +181,9 @@ def audit_download(
     detail: dict[str, object] | None = None,
 ) -> None:
     """Append the download's audit entry (``product.download``) in ``session``'s transaction."""
-    record(
+    record_action(
         session,
-        actor=principal.label,
-        tenant_id=principal.tenant_id,
+        principal,
         action="product.download",
         target=f"product:{target.handle}:{target.version}",
         outcome="allow",
