@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     JSON,
@@ -31,6 +31,30 @@ from marketplace.db import Base
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored time as an aware datetime: SQLite hands back naive ones, and all stored are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def lifetime_status(
+    revoked_at: datetime | None, expires_at: datetime | None, now: datetime | None = None
+) -> str:
+    """``revoked``, ``expired`` or ``active``: the state of what may be revoked and may expire
+    (API keys, access grants)."""
+    if revoked_at is not None:
+        return "revoked"
+    expires = as_utc(expires_at)
+    if expires is not None and expires <= (now or utcnow()):
+        return "expired"
+    return "active"
 
 
 class Tenant(Base):

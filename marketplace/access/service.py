@@ -17,7 +17,7 @@ working on the very next one. Every decision is audited.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, bindparam, or_, select
@@ -33,7 +33,7 @@ from marketplace.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from marketplace.tables import AccessRequest, Grant, Product, utcnow
+from marketplace.tables import AccessRequest, Grant, Product, lifetime_status, utcnow
 
 GRANTABLE_SCOPES = (Scope.INFER.value, Scope.DATA_READ.value)
 MAX_DURATION_DAYS = 366
@@ -44,20 +44,8 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def grant_status(grant: Grant, now: datetime | None = None) -> str:
-    now = now or utcnow()
-    if grant.revoked_at is not None:
-        return "revoked"
-    expires = _aware(grant.expires_at)
-    if expires is not None and expires <= now:
-        return "expired"
-    return "active"
+    return lifetime_status(grant.revoked_at, grant.expires_at, now)
 
 
 def decider_for(product: Product) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -42,7 +42,7 @@ from marketplace.context import Caller, Principal
 from marketplace.errors import ForbiddenError, UnauthenticatedError
 from marketplace.keys.reader import KeyReader, key_reader_for
 from marketplace.keys.service import KEY_BY_ID, check_key, parse_token, touch_key
-from marketplace.tables import utcnow
+from marketplace.tables import as_utc, utcnow
 
 __all__ = [
     "Authenticator",
@@ -186,9 +186,7 @@ class Authenticator:
         if last is not None and now - last < period:
             return
         if stored is not None:
-            if stored.tzinfo is None:  # SQLite keeps naive UTC
-                stored = stored.replace(tzinfo=UTC)
-            age = (utcnow() - stored).total_seconds()
+            age = (utcnow() - as_utc(stored)).total_seconds()
             if age < period:  # another process (or request) stamped it lately
                 self._stamped[key_id] = now - age
                 return

@@ -14,7 +14,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -24,7 +24,7 @@ from marketplace.audit.service import record
 from marketplace.constants import ALL_SCOPES, API_KEY_PREFIX
 from marketplace.context import Principal
 from marketplace.errors import InvalidInputError, NotFoundError, UnauthenticatedError
-from marketplace.tables import ApiKey, Tenant, utcnow
+from marketplace.tables import ApiKey, Tenant, as_utc, lifetime_status, utcnow
 
 KEY_RE = re.compile(rf"^{API_KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{20,100}})$")
 _DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -106,13 +106,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _as_aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; everything stored is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def get_key(session: Session, key_id: str, *, tenant_id: int | None) -> ApiKey:
     """Look a key up by id; with ``tenant_id`` another tenant's key reads as missing."""
     key = session.get(ApiKey, key_id)
@@ -162,13 +155,7 @@ def rotate_key(session: Session, key: ApiKey, *, grace: timedelta, actor: str) -
 
 
 def key_status(key: ApiKey) -> str:
-    now = utcnow()
-    if key.revoked_at is not None:
-        return "revoked"
-    expires = _as_aware(key.expires_at)
-    if expires is not None and expires <= now:
-        return "expired"
-    return "active"
+    return lifetime_status(key.revoked_at, key.expires_at)
 
 
 # One Core statement (no ORM identity map): authentication runs on every request.
@@ -215,7 +202,7 @@ def check_key(key: Any, key_id: str, secret: str, now: datetime) -> Principal:
     digest = hash_secret(secret)
     matched = hmac.compare_digest(digest, key.secret_hash)
     if not matched and key.previous_secret_hash is not None:
-        grace_end = _as_aware(key.previous_expires_at)
+        grace_end = as_utc(key.previous_expires_at)
         matched = (
             hmac.compare_digest(digest, key.previous_secret_hash)
             and grace_end is not None
@@ -225,7 +212,7 @@ def check_key(key: Any, key_id: str, secret: str, now: datetime) -> Principal:
         raise UnauthenticatedError("invalid API key", reason="wrong-secret", key_id=key_id)
     if key.revoked_at is not None:
         raise UnauthenticatedError("invalid API key", reason="revoked", key_id=key_id)
-    expires = _as_aware(key.expires_at)
+    expires = as_utc(key.expires_at)
     if expires is not None and expires <= now:
         raise UnauthenticatedError("invalid API key", reason="expired", key_id=key_id)
     return Principal(
