@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -180,6 +180,30 @@ def _export_triton(
             fs.put_file(str(path), target)
 
 
+def _read_mark(
+    read: Callable[[], str | bytes], where: str, mark_at: str, fields: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Parse an export's mark (``where``: its folder or URI; ``mark_at``: the mark's own).
+
+    Returns:
+        The mark and its ``fields`` as strings; ``artifact`` is checked to be a plain file name.
+
+    Raises:
+        InvalidArtifactError: No mark, a malformed one, or an unsafe artifact name.
+    """
+    try:
+        mark = json.loads(read())
+        values = {field: str(mark[field]) for field in fields}
+    except FileNotFoundError:
+        raise InvalidArtifactError(f"{where} holds no {EXPORT_FILE}: not a model export") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidArtifactError(f"{mark_at} is malformed: {e}") from None
+    name = values.get("artifact", "")
+    if "/" in name or name.startswith("."):
+        raise InvalidArtifactError(f"{mark_at} names an unsafe artifact {name!r}")
+    return mark, values
+
+
 def read_bundle(folder: Path) -> Bundle:
     """Read and check a bundle on local disk (``/mnt/models`` or a fetched copy).
 
@@ -194,15 +218,14 @@ def read_bundle(folder: Path) -> Bundle:
             missing or does not match its digest (a half-written or tampered export).
     """
     folder = Path(folder)
-    try:
-        mark = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
-        key, name, digest = str(mark["key"]), str(mark["artifact"]), str(mark["sha256"])
-    except FileNotFoundError:
-        raise InvalidArtifactError(f"{folder} holds no {EXPORT_FILE}: not a model export") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise InvalidArtifactError(f"{folder / EXPORT_FILE} is malformed: {e}") from None
-    if "/" in name or name.startswith("."):
-        raise InvalidArtifactError(f"{folder / EXPORT_FILE} names an unsafe artifact {name!r}")
+    mark_path = folder / EXPORT_FILE
+    _, fields = _read_mark(
+        lambda: mark_path.read_text(encoding="utf-8"),
+        str(folder),
+        str(mark_path),
+        ("key", "artifact", "sha256"),
+    )
+    key, name, digest = fields["key"], fields["artifact"], fields["sha256"]
     artifact = folder / name
     if not artifact.is_file() or _sha256(artifact) != digest:
         raise InvalidArtifactError(f"{artifact} is missing or does not match its sha256")
@@ -238,15 +261,10 @@ def fetch_bundle(
     root = str(root).rstrip("/")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    try:
-        mark = json.loads(fs.cat_file(f"{root}/{EXPORT_FILE}"))
-        name = str(mark["artifact"])
-    except FileNotFoundError:
-        raise InvalidArtifactError(f"{uri} holds no {EXPORT_FILE}: not a model export") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise InvalidArtifactError(f"{uri}/{EXPORT_FILE} is malformed: {e}") from None
-    if "/" in name or name.startswith("."):
-        raise InvalidArtifactError(f"{uri}/{EXPORT_FILE} names an unsafe artifact {name!r}")
+    mark, fields = _read_mark(
+        lambda: fs.cat_file(f"{root}/{EXPORT_FILE}"), uri, f"{uri}/{EXPORT_FILE}", ("artifact",)
+    )
+    name = fields["artifact"]
     # The mark first, then the files it vouches for: read_bundle checks them against it.
     (dest / EXPORT_FILE).write_text(json.dumps(mark), encoding="utf-8")
     for filename in (MANIFEST_FILE, name):
