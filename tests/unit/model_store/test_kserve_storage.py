@@ -76,6 +76,28 @@ def test_a_tampered_or_unmarked_export_is_refused(
         read_bundle(store)
 
 
+def test_a_malformed_mark_or_one_naming_a_path_is_refused_locally_and_from_a_store(
+    tmp_path: Path, model: tuple[Path, ModelManifest]
+) -> None:
+    artifact, manifest = model
+    store = tmp_path / "store"
+    export_version(str(store), KEY, manifest, artifact, triton=False)
+    mark = json.loads((store / EXPORT_FILE).read_text(encoding="utf-8"))
+    for bad, reason in (
+        ("{not json", "is malformed"),
+        (json.dumps({k: v for k, v in mark.items() if k != "artifact"}), "is malformed"),
+        (json.dumps({**mark, "artifact": "../secret"}), "names an unsafe artifact"),
+        (json.dumps({**mark, "artifact": ".hidden"}), "names an unsafe artifact"),
+    ):
+        (store / EXPORT_FILE).write_text(bad, encoding="utf-8")
+        with pytest.raises(InvalidArtifactError, match=f"{EXPORT_FILE} {reason}"):
+            read_bundle(store)
+        dest = tmp_path / f"copy-{len(bad)}"
+        with pytest.raises(InvalidArtifactError, match=f"{EXPORT_FILE} {reason}"):
+            fetch_bundle(store.as_uri(), dest)
+        assert not (dest / EXPORT_FILE).exists()
+
+
 def test_a_uri_nobody_here_can_write_is_a_503(
     tmp_path: Path, model: tuple[Path, ModelManifest]
 ) -> None:
