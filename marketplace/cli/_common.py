@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from marketplace.context import Principal
 
 T = TypeVar("T")
+
+# The global options, also taken by ``serve`` (which may be started on its own).
+DatabaseUrl = Annotated[str | None, typer.Option(help="Database URL (env CITYBRAIN_DATABASE_URL)")]
+DataDir = Annotated[Path | None, typer.Option(help="Data directory (env CITYBRAIN_DATA_DIR)")]
 
 console = Console()
 err = Console(stderr=True)

@@ -6,9 +6,6 @@ nothing of each other or of this front, so a new group is a new module added her
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
 from marketplace.cli import (
@@ -24,7 +21,7 @@ from marketplace.cli import (
     trust,
     usage,
 )
-from marketplace.cli._common import GlobalOptions
+from marketplace.cli._common import DatabaseUrl, DataDir, GlobalOptions
 
 app = typer.Typer(
     no_args_is_help=True, help="CityBrain Open Platform", pretty_exceptions_enable=False
@@ -47,12 +44,8 @@ app.command()(server.demo)
 @app.callback()
 def global_options(
     ctx: typer.Context,
-    database_url: Annotated[
-        str | None, typer.Option(help="Database URL (env CITYBRAIN_DATABASE_URL)")
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory (env CITYBRAIN_DATA_DIR)")
-    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
 ) -> None:
     # Every command below reads them back through `_common.settings(ctx)`.
     ctx.obj = GlobalOptions.given(database_url=database_url, data_dir=data_dir)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from marketplace.cli._common import (
+    DatabaseUrl,
+    DataDir,
     console,
     dispose_engines,
     redact,
@@ -84,12 +86,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (env CITYBRAIN_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (env CITYBRAIN_PORT)")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
-    database_url: Annotated[
-        str | None, typer.Option(help="Database URL (env CITYBRAIN_DATABASE_URL)")
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory (env CITYBRAIN_DATA_DIR)")
-    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
     workers: Annotated[
         int,
         typer.Option(
