@@ -222,12 +222,7 @@ class TableRuntime(Runtime, Generic[EntryT]):
         self._models[key] = self._new_entry(key, manifest, path)
 
     async def load(self, key: str, manifest: ModelManifest, artifact_path: Path) -> None:
-        """Register a model (see :meth:`register`) and load it now.
-
-        Args:
-            key: The runtime key, unique per model version.
-            manifest: The artifact's manifest.
-            artifact_path: A local file holding the artifact.
+        """Register a model (:meth:`register`, the same arguments) and load it now.
 
         Raises:
             ModelUnavailableError: The model could not be loaded (the runtime's
