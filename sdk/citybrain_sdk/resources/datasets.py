@@ -83,19 +83,11 @@ def _query_spec(
     return Spec(call, result)
 
 
-def _pager(
-    handle: str,
-    select: Sequence[str] | None,
-    where: Sequence[Where] | None,
-    group_by: Sequence[GroupKey] | None,
-    aggregates: Sequence[Aggregate] | None,
-    order_by: Sequence[Order] | None,
-    limit: int | None,
-    version: int | None,
-) -> Pager[QueryResult]:
+def _pager(handle: str, body: dict[str, Any]) -> Pager[QueryResult]:
+    """Every page of the query ``body``: the same body, with each page's cursor."""
+
     def page(cursor: str | None) -> Spec[QueryResult]:
-        body = query_body(select, where, group_by, aggregates, order_by, limit, cursor, version)
-        return _query_spec(handle, body)
+        return _query_spec(handle, body if cursor is None else {**body, "cursor": cursor})
 
     return Pager(page, lambda result: result.next_cursor)
 
@@ -242,7 +234,8 @@ class Datasets(SyncResource):
             >>> rows = [r for page in cb.datasets.pages("environment.air-quality", limit=1000)
             ...         for r in page.rows]
         """
-        pager = _pager(handle, select, where, group_by, aggregates, order_by, limit, version)
+        body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
+        pager = _pager(handle, body)
         while pager.more:
             yield pager.took(self._run(pager.next()))
 
@@ -416,7 +409,8 @@ class AsyncDatasets(AsyncResource):
             >>> async for page in cb.datasets.pages("environment.air-quality", limit=1000):
             ...     print(page.row_count)
         """
-        pager = _pager(handle, select, where, group_by, aggregates, order_by, limit, version)
+        body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
+        pager = _pager(handle, body)
         while pager.more:
             yield pager.took(await self._run(pager.next()))
 
