@@ -4,6 +4,7 @@ commands that move data, with progress bars for transfers."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from citybrain_sdk.cli.output import err, out, print_json, table
 from citybrain_sdk.client import Client
 from citybrain_sdk.resources.query import Aggregate, QueryResult, Where
 from citybrain_sdk.tensors import DATATYPES, InferResult
+from citybrain_sdk.types import Progress
 
 models_app = typer.Typer(help="Publish and fetch model artifacts.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Publish and download dataset versions.", no_args_is_help=True)
@@ -262,13 +264,9 @@ def models_pull(
     version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
 ) -> None:
     """Download a model version's artifact, digest-checked (progress bar)."""
-    path = move(
-        ctx,
-        f"downloading {handle}",
-        lambda cb, progress: cb.models.pull(handle, dest, version=version, progress=progress),
-        handle=handle,
+    _download(
+        ctx, handle, lambda cb, bar: cb.models.pull(handle, dest, version=version, progress=bar)
     )
-    out.print(str(path), markup=False)
 
 
 @datasets_app.command("push")
@@ -306,12 +304,15 @@ def datasets_download(
     fmt: Annotated[str, typer.Option("--format", help="parquet, csv or jsonl.")] = "parquet",
 ) -> None:
     """Download a whole dataset version (progress bar)."""
-    path = move(
+    _download(
         ctx,
-        f"downloading {handle}",
-        lambda cb, progress: cb.datasets.download(
-            handle, dest, version=version, format=fmt, progress=progress
+        handle,
+        lambda cb, bar: cb.datasets.download(
+            handle, dest, version=version, format=fmt, progress=bar
         ),
-        handle=handle,
     )
-    out.print(str(path), markup=False)
+
+
+def _download(ctx: typer.Context, handle: str, fn: Callable[[Client, Progress], Path]) -> None:
+    """Run a download with a progress bar and print the path written."""
+    out.print(str(move(ctx, f"downloading {handle}", fn, handle=handle)), markup=False)
