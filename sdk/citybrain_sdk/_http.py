@@ -31,7 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from citybrain_sdk._version import __version__
-from citybrain_sdk.errors import ConnectionFailed, error_for, retry_after_seconds
+from citybrain_sdk.errors import ConnectionFailed, raise_for_status, retry_after_seconds
 
 __all__ = [
     "AsyncHTTP",
@@ -303,7 +303,8 @@ class _Core:
                 return None
             delay = self.retry.delay_after_status(attempt, outcome)
             if delay is None:
-                raise error_for(outcome)
+                raise_for_status(outcome)  # an error status: it raises
+                raise AssertionError("unreachable")  # pragma: no cover
             response, error = outcome, None
         if self.retry.on_retry is not None:
             self.retry.on_retry(
@@ -313,7 +314,9 @@ class _Core:
                     method=call.method,
                     url=str(request.url),
                     status=response.status_code if response is not None else None,
-                    retry_after_s=retry_after_seconds(response.headers) if response else None,
+                    retry_after_s=retry_after_seconds(response.headers)
+                    if response is not None
+                    else None,
                     error=error,
                     idempotency_key=call.idempotency_key,
                 )

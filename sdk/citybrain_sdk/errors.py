@@ -275,9 +275,8 @@ def error_for(response: httpx.Response) -> APIError:
 def raise_for_status(response: httpx.Response) -> None:
     """Raise the typed exception for an error response; do nothing for a success.
 
-    Every error answer of :class:`~citybrain_sdk.Client` and :class:`~citybrain_sdk.AsyncClient`
-    is raised as :func:`error_for` maps it, as here. A streamed response must have been read
-    first (``response.read()``).
+    Every call of :class:`~citybrain_sdk.Client` and :class:`~citybrain_sdk.AsyncClient` goes
+    through here. A streamed response must have been read first (``response.read()``).
 
     Args:
         response: The response to check.
