@@ -70,7 +70,8 @@ def listing(parse: Callable[[Any], T]) -> Callable[[Any], list[T]]:
 
 
 def product_path(handle: str, *rest: str | int) -> str:
-    """``/api/v1/products/<handle>[/rest…]``, each part percent-encoded but ``rest``'s strings."""
+    """``/api/v1/products/<handle>[/rest…]``: the handle and number parts (a version) are
+    percent-encoded; string parts are the route's own words, used as they are."""
     parts = [segment(p) if isinstance(p, int) else p for p in rest]
     return "/".join([f"{API_PREFIX}/products/{segment(handle)}", *parts])
 
