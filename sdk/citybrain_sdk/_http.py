@@ -17,6 +17,7 @@ What is retried:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import ssl
 import time
@@ -24,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -37,6 +38,7 @@ __all__ = [
     "Call",
     "Retry",
     "RetryEvent",
+    "Settings",
     "SyncHTTP",
     "new_idempotency_key",
     "segment",
@@ -214,22 +216,48 @@ class Call:
         return self.method in ("GET", "HEAD") or self.idempotency_key is not None
 
 
-def _headers(api_key: str | None, token: str | None, extra: Mapping[str, str] | None) -> Any:
-    if api_key and token:
-        raise ValueError("pass api_key or token, not both")
-    headers = {"User-Agent": f"citybrain-sdk/{__version__} httpx/{httpx.__version__}"}
-    secret = api_key or token
-    if secret:
-        headers["Authorization"] = f"Bearer {secret}"
-    headers.update(extra or {})
-    return headers
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What :class:`~citybrain_sdk.Client` and :class:`~citybrain_sdk.AsyncClient` are made with
+    (their constructor's arguments but the transport, whose type differs).
+
+    Example:
+        >>> SyncHTTP(Settings("http://127.0.0.1:8000", api_key=KEY), transport=None)
+    """
+
+    base_url: str
+    api_key: str | None = None
+    token: str | None = None
+    retry: Retry | None = None
+    timeout: float = 60.0
+    headers: Mapping[str, str] | None = None
+    verify: bool | ssl.SSLContext = True
+
+    def client_options(self) -> dict[str, Any]:
+        """The httpx client's arguments (``base_url``, headers with the credentials, timeout,
+        TLS verification)."""
+        if self.api_key and self.token:
+            raise ValueError("pass api_key or token, not both")
+        headers = {"User-Agent": f"citybrain-sdk/{__version__} httpx/{httpx.__version__}"}
+        secret = self.api_key or self.token
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        headers.update(self.headers or {})
+        return {
+            "base_url": self.base_url.rstrip("/"),
+            "headers": headers,
+            "timeout": self.timeout,
+            "verify": self.verify,
+        }
 
 
 class _Core:
-    """What the blocking and the awaited loop share: building requests and notifying."""
+    """What the blocking and the awaited loop share: building requests, deciding what follows
+    each attempt, and notifying."""
 
-    retry: Retry
-    base_url: str
+    def __init__(self, settings: Settings) -> None:
+        self.base_url = settings.base_url.rstrip("/")
+        self.retry = settings.retry or Retry()
 
     def _request(self, client: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
         headers = dict(call.headers or {})
@@ -248,22 +276,43 @@ class _Core:
             timeout=httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout,
         )
 
-    def _notify(
+    @staticmethod
+    def _must_read(response: httpx.Response, read: bool) -> bool:
+        """Whether to read the body now: the caller wants it, or it is an error's."""
+        return read or response.status_code >= 400
+
+    def _wait(
         self,
         call: Call,
         attempt: int,
-        delay: float,
-        url: str,
-        response: httpx.Response | None,
-        error: Exception | None,
-    ) -> None:
+        request: httpx.Request,
+        outcome: httpx.Response | httpx.TransportError,
+    ) -> float | None:
+        """What follows an attempt: None when ``outcome`` is the call's answer, else the wait
+        before the next attempt. Raises the typed error when the attempt was the last."""
+        if isinstance(outcome, httpx.TransportError):
+            delay = self.retry.delay_after_error(attempt, outcome, call.resend_safe)
+            if delay is None:
+                url = f"{self.base_url}{call.path}"
+                raise ConnectionFailed(
+                    f"{call.method} {url} failed: {type(outcome).__name__}: {outcome}", url=url
+                ) from outcome
+            response, error = None, outcome
+        else:
+            if outcome.status_code < 400:
+                return None
+            delay = self.retry.delay_after_status(attempt, outcome)
+            if delay is None:
+                raise_for_status(outcome)  # an error status: it raises
+                raise AssertionError("unreachable")  # pragma: no cover
+            response, error = outcome, None
         if self.retry.on_retry is not None:
             self.retry.on_retry(
                 RetryEvent(
                     attempt=attempt + 1,
                     delay_s=delay,
                     method=call.method,
-                    url=url,
+                    url=str(request.url),
                     status=response.status_code if response is not None else None,
                     retry_after_s=retry_after_seconds(response.headers)
                     if response is not None
@@ -272,67 +321,39 @@ class _Core:
                     idempotency_key=call.idempotency_key,
                 )
             )
-
-    def _unreachable(self, call: Call, error: Exception) -> ConnectionFailed:
-        url = f"{self.base_url}{call.path}"
-        return ConnectionFailed(
-            f"{call.method} {url} failed: {type(error).__name__}: {error}", url=url
-        )
+        return delay
 
 
 class SyncHTTP(_Core):
     """The blocking loop (used by :class:`~citybrain_sdk.Client`)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None,
-        token: str | None,
-        retry: Retry,
-        timeout: float,
-        headers: Mapping[str, str] | None,
-        transport: httpx.BaseTransport | None,
-        verify: bool | ssl.SSLContext,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry
-        self.client = httpx.Client(
-            base_url=self.base_url,
-            headers=_headers(api_key, token, headers),
-            timeout=timeout,
-            transport=transport,
-            verify=verify,
-        )
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None) -> None:
+        super().__init__(settings)
+        self.client = httpx.Client(transport=transport, **settings.client_options())
+
+    def _attempt(self, request: httpx.Request, read: bool) -> httpx.Response:
+        response = self.client.send(request, stream=True)
+        if self._must_read(response, read):
+            try:
+                response.read()
+            finally:
+                response.close()
+        return response
 
     def _open(self, call: Call, *, read: bool) -> httpx.Response:
         """The call's final answer: read and closed when ``read`` (or an error), else open.
         A body that breaks off while being read is a connection error like any other."""
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             request = self._request(self.client, call)
             try:
-                response = self.client.send(request, stream=True)
-                if read or response.status_code >= 400:
-                    try:
-                        response.read()
-                    finally:
-                        response.close()
+                outcome: httpx.Response | httpx.TransportError = self._attempt(request, read)
             except httpx.TransportError as e:
-                delay = self.retry.delay_after_error(attempt, e, call.resend_safe)
-                if delay is None:
-                    raise self._unreachable(call, e) from e
-                self._notify(call, attempt, delay, str(request.url), None, e)
-            else:
-                if response.status_code < 400:
-                    return response
-                delay = self.retry.delay_after_status(attempt, response)
-                if delay is None:
-                    raise_for_status(response)
-                    return response  # pragma: no cover - raise_for_status raised
-                self._notify(call, attempt, delay, str(request.url), response, None)
+                outcome = e
+            delay = self._wait(call, attempt, request, outcome)
+            if delay is None:
+                return cast(httpx.Response, outcome)
             time.sleep(delay)
-            attempt += 1
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, call: Call) -> httpx.Response:
         """Send a call (retrying as :class:`Retry` allows); return the read response.
@@ -342,11 +363,6 @@ class SyncHTTP(_Core):
             ConnectionFailed: The platform could not be reached.
         """
         return self._open(call, read=True)
-
-    def json(self, call: Call) -> Any:
-        """Send a call and decode its JSON answer (None for an empty body)."""
-        response = self.send(call)
-        return response.json() if response.content else None
 
     @contextmanager
     def stream(self, call: Call) -> Iterator[httpx.Response]:
@@ -364,64 +380,36 @@ class SyncHTTP(_Core):
 class AsyncHTTP(_Core):
     """The awaited loop (used by :class:`~citybrain_sdk.AsyncClient`)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None,
-        token: str | None,
-        retry: Retry,
-        timeout: float,
-        headers: Mapping[str, str] | None,
-        transport: httpx.AsyncBaseTransport | None,
-        verify: bool | ssl.SSLContext,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=_headers(api_key, token, headers),
-            timeout=timeout,
-            transport=transport,
-            verify=verify,
-        )
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> None:
+        super().__init__(settings)
+        self.client = httpx.AsyncClient(transport=transport, **settings.client_options())
+
+    async def _attempt(self, request: httpx.Request, read: bool) -> httpx.Response:
+        response = await self.client.send(request, stream=True)
+        if self._must_read(response, read):
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
 
     async def _open(self, call: Call, *, read: bool) -> httpx.Response:
         """The call's final answer; see :meth:`SyncHTTP._open`."""
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             request = self._request(self.client, call)
             try:
-                response = await self.client.send(request, stream=True)
-                if read or response.status_code >= 400:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+                outcome: httpx.Response | httpx.TransportError = await self._attempt(request, read)
             except httpx.TransportError as e:
-                delay = self.retry.delay_after_error(attempt, e, call.resend_safe)
-                if delay is None:
-                    raise self._unreachable(call, e) from e
-                self._notify(call, attempt, delay, str(request.url), None, e)
-            else:
-                if response.status_code < 400:
-                    return response
-                delay = self.retry.delay_after_status(attempt, response)
-                if delay is None:
-                    raise_for_status(response)
-                    return response  # pragma: no cover - raise_for_status raised
-                self._notify(call, attempt, delay, str(request.url), response, None)
+                outcome = e
+            delay = self._wait(call, attempt, request, outcome)
+            if delay is None:
+                return cast(httpx.Response, outcome)
             await asyncio.sleep(delay)
-            attempt += 1
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def send(self, call: Call) -> httpx.Response:
         """Send a call (retrying as :class:`Retry` allows); return the read response."""
         return await self._open(call, read=True)
-
-    async def json(self, call: Call) -> Any:
-        """Send a call and decode its JSON answer (None for an empty body)."""
-        response = await self.send(call)
-        return response.json() if response.content else None
 
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:

@@ -15,7 +15,8 @@ from typing import Any, Self
 
 import httpx
 
-from citybrain_sdk._http import AsyncHTTP, Call, Retry, SyncHTTP
+from citybrain_sdk._http import AsyncHTTP, Call, Retry, Settings, SyncHTTP
+from citybrain_sdk.resources._base import AsyncResource, Spec, SyncResource, json_spec
 from citybrain_sdk.resources.access import Access, AsyncAccess
 from citybrain_sdk.resources.catalog import AsyncCatalog, Catalog
 from citybrain_sdk.resources.datasets import AsyncDatasets, Datasets
@@ -30,8 +31,21 @@ __all__ = ["AsyncClient", "Client"]
 
 DEFAULT_TIMEOUT_S = 60.0
 
+_ME = json_spec(Call("GET", "/api/v1/me"), Me.from_json)
 
-class Client:
+
+def _any_route(
+    method: str,
+    path: str,
+    params: Mapping[str, Any] | None,
+    json: Any,
+    idempotency_key: str | None,
+) -> Spec[Any]:
+    call = Call(method.upper(), path, params=params, json=json, idempotency_key=idempotency_key)
+    return json_spec(call, lambda doc: doc)
+
+
+class Client(SyncResource):
     """A blocking client of one CityBrain platform.
 
     Args:
@@ -79,16 +93,8 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         verify: bool | ssl.SSLContext = True,
     ) -> None:
-        self._http = SyncHTTP(
-            base_url,
-            api_key=api_key,
-            token=token,
-            retry=retry or Retry(),
-            timeout=timeout,
-            headers=headers,
-            transport=transport,
-            verify=verify,
-        )
+        settings = Settings(base_url, api_key, token, retry, timeout, headers, verify)
+        super().__init__(SyncHTTP(settings, transport))
         self.base_url = self._http.base_url
         self.catalog = Catalog(self._http)
         self.datasets = Datasets(self._http)
@@ -109,7 +115,7 @@ class Client:
             >>> cb.me().tenant.slug, cb.me().scopes
             ('parkeasy', ('billing:read', 'catalog:read', 'infer', …))
         """
-        return Me.from_json(self._http.json(Call("GET", "/api/v1/me")))
+        return self._run(_ME)
 
     def request(
         self,
@@ -134,8 +140,7 @@ class Client:
             >>> cb.request("GET", "/api/v1/tenants")["count"]
             9
         """
-        call = Call(method.upper(), path, params=params, json=json, idempotency_key=idempotency_key)
-        return self._http.json(call)
+        return self._run(_any_route(method, path, params, json, idempotency_key))
 
     def close(self) -> None:
         """Close the connection pool (``with Client(...) as cb:`` does it for you).
@@ -157,7 +162,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(AsyncResource):
     """The awaited twin of :class:`Client`: the same constructor and resources, every method a
     coroutine.
 
@@ -179,16 +184,8 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | ssl.SSLContext = True,
     ) -> None:
-        self._http = AsyncHTTP(
-            base_url,
-            api_key=api_key,
-            token=token,
-            retry=retry or Retry(),
-            timeout=timeout,
-            headers=headers,
-            transport=transport,
-            verify=verify,
-        )
+        settings = Settings(base_url, api_key, token, retry, timeout, headers, verify)
+        super().__init__(AsyncHTTP(settings, transport))
         self.base_url = self._http.base_url
         self.catalog = AsyncCatalog(self._http)
         self.datasets = AsyncDatasets(self._http)
@@ -206,7 +203,7 @@ class AsyncClient:
             >>> (await cb.me()).tenant.slug
             'parkeasy'
         """
-        return Me.from_json(await self._http.json(Call("GET", "/api/v1/me")))
+        return await self._run(_ME)
 
     async def request(
         self,
@@ -222,8 +219,7 @@ class AsyncClient:
         Example:
             >>> tenants = await cb.request("GET", "/api/v1/tenants")
         """
-        call = Call(method.upper(), path, params=params, json=json, idempotency_key=idempotency_key)
-        return await self._http.json(call)
+        return await self._run(_any_route(method, path, params, json, idempotency_key))
 
     async def aclose(self) -> None:
         """Close the connection pool (``async with`` does it for you).

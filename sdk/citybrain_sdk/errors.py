@@ -75,11 +75,19 @@ class APIError(CityBrainError):
     codes: ClassVar[tuple[str, ...]] = ()
     statuses: ClassVar[tuple[int, ...]] = ()
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, codes: tuple[str, ...] = (), statuses: tuple[int, ...] = (), **kwargs: Any
+    ) -> None:
+        """Register the subclass for the platform's ``codes`` and the HTTP ``statuses`` it
+        stands for (``class NotFound(APIError, codes=("NotFound",), statuses=(404,))``)."""
         super().__init_subclass__(**kwargs)
-        for code in cls.__dict__.get("codes", ()):
+        if codes:
+            cls.codes = codes
+        if statuses:
+            cls.statuses = statuses
+        for code in codes:
             _BY_CODE[code] = cls
-        for status in cls.__dict__.get("statuses", ()):
+        for status in statuses:
             _BY_STATUS.setdefault(status, cls)
 
     def __init__(
@@ -103,83 +111,53 @@ class APIError(CityBrainError):
         return f"{self.server_message} ({self.status} {self.code}{rid})"
 
 
-class BadRequest(APIError):
+class BadRequest(APIError, codes=("BadRequest", "InvalidUsageEvent"), statuses=(400,)):
     """400: the request is malformed (the message names what is wrong)."""
 
-    codes = ("BadRequest", "InvalidUsageEvent")
-    statuses = (400,)
 
-
-class Unauthorized(APIError):
+class Unauthorized(APIError, codes=("Unauthenticated",), statuses=(401,)):
     """401: no credentials, or an unknown, expired or revoked key or token."""
-
-    codes = ("Unauthenticated",)
-    statuses = (401,)
 
 
 Unauthenticated = Unauthorized
 """The server's own name for :class:`Unauthorized` (code ``Unauthenticated``)."""
 
 
-class Forbidden(APIError):
+class Forbidden(APIError, codes=("Forbidden",), statuses=(403,)):
     """403: authenticated, but the key's scope, the tenant's role or the tier does not allow it
     (for a restricted or confidential product: no access grant yet)."""
 
-    codes = ("Forbidden",)
-    statuses = (403,)
 
-
-class NotFound(APIError):
+class NotFound(APIError, codes=("NotFound",), statuses=(404,)):
     """404: missing, or not visible to the caller: the platform answers both alike."""
 
-    codes = ("NotFound",)
-    statuses = (404,)
 
-
-class MethodNotAllowed(APIError):
+class MethodNotAllowed(APIError, codes=("MethodNotAllowed",), statuses=(405,)):
     """405: the route exists but not with this method."""
 
-    codes = ("MethodNotAllowed",)
-    statuses = (405,)
 
-
-class Conflict(APIError):
+class Conflict(APIError, codes=("Conflict",), statuses=(409,)):
     """409: the resource exists already, or its state does not allow the change."""
 
-    codes = ("Conflict",)
-    statuses = (409,)
 
-
-class PayloadTooLarge(APIError):
+class PayloadTooLarge(APIError, codes=("PayloadTooLarge",), statuses=(413,)):
     """413: the body (a request, an upload, a tensor) is over the platform's limit."""
 
-    codes = ("PayloadTooLarge",)
-    statuses = (413,)
 
-
-class UnsupportedMediaType(APIError):
+class UnsupportedMediaType(APIError, codes=("UnsupportedMediaType",), statuses=(415,)):
     """415: the body's content type is not one the route reads."""
 
-    codes = ("UnsupportedMediaType",)
-    statuses = (415,)
 
-
-class ValidationError(APIError):
+class ValidationError(APIError, codes=("ValidationError", "InvalidArtifact"), statuses=(422,)):
     """422: well-formed but invalid values (an invalid manifest or artifact included)."""
 
-    codes = ("ValidationError", "InvalidArtifact")
-    statuses = (422,)
 
-
-class QuotaExceeded(APIError):
+class QuotaExceeded(APIError, codes=("QuotaExceeded",), statuses=(429,)):
     """429: a quota or rate limit refused the call; it was not billed.
 
     Attributes:
         retry_after: Seconds the server asked to wait (``Retry-After``), or None.
     """
-
-    codes = ("QuotaExceeded",)
-    statuses = (429,)
 
     def __init__(
         self,
@@ -196,19 +174,19 @@ class QuotaExceeded(APIError):
         )
 
 
-class InternalError(APIError):
+class InternalError(
+    APIError, codes=("InternalError", "InferenceFailed", "BillingError"), statuses=(500,)
+):
     """500: the platform failed; quote ``request_id`` when reporting it."""
 
-    codes = ("InternalError", "InferenceFailed", "BillingError")
-    statuses = (500,)
 
-
-class Unavailable(APIError):
+class Unavailable(
+    APIError,
+    codes=("Unavailable", "ModelUnavailable", "QueueFull", "MeteringUnavailable"),
+    statuses=(503, 502, 504),
+):
     """503: a model runtime, the metering spool or another dependency is unavailable right now
     (the call was not billed); retrying later is safe."""
-
-    codes = ("Unavailable", "ModelUnavailable", "QueueFull", "MeteringUnavailable")
-    statuses = (503, 502, 504)
 
 
 class ConnectionFailed(CityBrainError):

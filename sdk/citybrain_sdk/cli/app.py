@@ -8,14 +8,18 @@ usage and invoice commands; :mod:`citybrain_sdk.cli.data` adds ``query``, ``infe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from citybrain_sdk.cli import config
-from citybrain_sdk.cli.output import err, handled, out, print_json, table
+from citybrain_sdk.cli.output import err, handled, out, print_json, table, transfer
 from citybrain_sdk.client import Client
+from citybrain_sdk.types import DocumentDetail, Product, Progress, SearchResult
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="citybrain-dev",
@@ -60,6 +64,31 @@ def state(ctx: typer.Context) -> State:
         obj = State()
         ctx.find_root().obj = obj
     return obj
+
+
+def ask(ctx: typer.Context, fn: Callable[[Client], T], *, handle: str | None = None) -> T:
+    """``fn``'s answer, asked with this run's client: the SDK's errors become a message, a hint
+    (about ``handle`` when given) and an exit status."""
+    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
+        return fn(cb)
+
+
+def move(ctx: typer.Context, label: str, fn: Callable[[Client, Progress], T], *, handle: str) -> T:
+    """:func:`ask` for an upload or a download: ``fn`` gets a progress bar's callback too."""
+    with (
+        state(ctx).client() as cb,
+        handled(handle=handle, url=cb.base_url),
+        transfer(label) as progress,
+    ):
+        return fn(cb, progress)
+
+
+def reply(result: T, as_json: bool, show: Callable[[T], object]) -> None:
+    """Print ``result`` as JSON for scripts (``--json``), else as ``show`` renders it."""
+    if as_json:
+        print_json(result)
+    else:
+        show(result)
 
 
 @app.callback()
@@ -131,16 +160,15 @@ def logout(
 @app.command()
 def whoami(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """The tenant and scopes of the credential in use."""
-    st = state(ctx)
-    with st.client() as cb, handled(url=cb.base_url):
-        me = cb.me()
-    if as_json:
-        print_json(me)
-        return
-    table(
-        None,
-        ["tenant", "name", "kind", "key", "scopes", "url"],
-        [(me.tenant.slug, me.tenant.name, me.tenant.kind, me.key_id, me.scopes, cb.base_url)],
+    me, url = ask(ctx, lambda cb: (cb.me(), cb.base_url))
+    reply(
+        me,
+        as_json,
+        lambda me: table(
+            None,
+            ["tenant", "name", "kind", "key", "scopes", "url"],
+            [(me.tenant.slug, me.tenant.name, me.tenant.kind, me.key_id, me.scopes, url)],
+        ),
     )
 
 
@@ -161,20 +189,12 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search the catalog, with facet counts."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        hits = cb.catalog.search(
-            q,
-            kind=kind,
-            domain=domain,
-            tier=tier,
-            owner=owner,
-            tag=tag,
-            page=page,
-            per_page=per_page,
-        )
-    if as_json:
-        print_json(hits)
-        return
+    filters = {"kind": kind, "domain": domain, "tier": tier, "owner": owner, "tag": tag}
+    hits = ask(ctx, lambda cb: cb.catalog.search(q, page=page, per_page=per_page, **filters))
+    reply(hits, as_json, _show_hits)
+
+
+def _show_hits(hits: SearchResult) -> None:
     table(
         f"{hits.count} found (page {hits.page})",
         ["handle", "kind", "tier", "domain", "state", "title"],
@@ -192,9 +212,9 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """A product's listing and its versions."""
-    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
-        product = cb.catalog.get(handle)
-        versions = cb.catalog.versions(handle)
+    product, versions = ask(
+        ctx, lambda cb: (cb.catalog.get(handle), cb.catalog.versions(handle)), handle=handle
+    )
     if as_json:
         print_json({"product": product, "versions": versions})
         return
@@ -234,20 +254,18 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a product (a draft); then push a version and publish (or submit) it."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        product = cb.catalog.create(
-            name,
-            kind=kind,
-            title=title,
-            domain=domain,
-            tier=tier,
-            description=description,
-            tags=[t.strip() for t in (tags or "").split(",") if t.strip()],
-            license=license_,
-        )
-    if as_json:
-        print_json(product)
-        return
+    fields = {"kind": kind, "title": title, "domain": domain, "tier": tier}
+    tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
+    product = ask(
+        ctx,
+        lambda cb: cb.catalog.create(
+            name, description=description, tags=tag_list, license=license_, **fields
+        ),
+    )
+    reply(product, as_json, _show_created)
+
+
+def _show_created(product: Product) -> None:
     out.print(f"created {product.handle} ({product.kind}, {product.tier}, draft)", markup=False)
     step = "publish" if product.tier in ("public", "secret") else "submit"
     err.print(
@@ -261,9 +279,7 @@ def publish(
     ctx: typer.Context, handle: Annotated[str, typer.Argument(help="Your product.")]
 ) -> None:
     """Publish a public (or secret) product of yours."""
-    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
-        product = cb.catalog.publish(handle)
-    out.print(f"{product.handle}: {product.state}", markup=False)
+    _show_state(ask(ctx, lambda cb: cb.catalog.publish(handle), handle=handle))
 
 
 @app.command()
@@ -271,8 +287,10 @@ def submit(
     ctx: typer.Context, handle: Annotated[str, typer.Argument(help="Your product.")]
 ) -> None:
     """Send a restricted or confidential product to the operator's review."""
-    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
-        product = cb.catalog.submit(handle)
+    _show_state(ask(ctx, lambda cb: cb.catalog.submit(handle), handle=handle))
+
+
+def _show_state(product: Product) -> None:
     out.print(f"{product.handle}: {product.state}", markup=False)
 
 
@@ -292,15 +310,19 @@ def request_access(
     as_json: JsonOpt = False,
 ) -> None:
     """Ask for access to a restricted or confidential product."""
-    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
-        req = cb.access.request(handle, purpose, scopes=scope or None, duration_days=days)
-    if as_json:
-        print_json(req)
-        return
-    out.print(
-        f"requested {', '.join(req.scopes)} on {req.product} ({req.tier}): {req.state}, "
-        f"id {req.id}",
-        markup=False,
+    req = ask(
+        ctx,
+        lambda cb: cb.access.request(handle, purpose, scopes=scope or None, duration_days=days),
+        handle=handle,
+    )
+    reply(
+        req,
+        as_json,
+        lambda req: out.print(
+            f"requested {', '.join(req.scopes)} on {req.product} ({req.tier}): {req.state}, "
+            f"id {req.id}",
+            markup=False,
+        ),
     )
 
 
@@ -311,15 +333,15 @@ def access_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Your requests and those you decide."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        rows = cb.access.list(state=state_)
-    if as_json:
-        print_json(rows)
-        return
-    table(
-        "access requests",
-        ["id", "product", "from", "scopes", "state", "purpose", "reason"],
-        [(r.id, r.product, r.tenant, r.scopes, r.state, r.purpose, r.reason) for r in rows],
+    rows = ask(ctx, lambda cb: cb.access.list(state=state_))
+    reply(
+        rows,
+        as_json,
+        lambda rows: table(
+            "access requests",
+            ["id", "product", "from", "scopes", "state", "purpose", "reason"],
+            [(r.id, r.product, r.tenant, r.scopes, r.state, r.purpose, r.reason) for r in rows],
+        ),
     )
 
 
@@ -331,12 +353,12 @@ def access_approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a request (you own the restricted product, or are the operator)."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        req = cb.access.approve(request_id, reason)
-    if as_json:
-        print_json(req)
-        return
-    out.print(f"approved {req.id}: grant {req.grant_id}", markup=False)
+    req = ask(ctx, lambda cb: cb.access.approve(request_id, reason))
+    reply(
+        req,
+        as_json,
+        lambda req: out.print(f"approved {req.id}: grant {req.grant_id}", markup=False),
+    )
 
 
 @access_app.command("reject")
@@ -347,34 +369,28 @@ def access_reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a request, with a reason."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        req = cb.access.reject(request_id, reason)
-    if as_json:
-        print_json(req)
-        return
-    out.print(f"rejected {req.id}", markup=False)
+    req = ask(ctx, lambda cb: cb.access.reject(request_id, reason))
+    reply(req, as_json, lambda req: out.print(f"rejected {req.id}", markup=False))
 
 
 @access_app.command("grants")
 def access_grants(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Grants you hold or have given."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        grants = cb.access.grants()
-    if as_json:
-        print_json(grants)
-        return
-    table(
-        "grants",
-        ["id", "product", "tenant", "scopes", "status", "expires"],
-        [(g.id, g.product, g.tenant, g.scopes, g.status, g.expires_at) for g in grants],
+    reply(
+        ask(ctx, lambda cb: cb.access.grants()),
+        as_json,
+        lambda grants: table(
+            "grants",
+            ["id", "product", "tenant", "scopes", "status", "expires"],
+            [(g.id, g.product, g.tenant, g.scopes, g.status, g.expires_at) for g in grants],
+        ),
     )
 
 
 @access_app.command("revoke")
 def access_revoke(ctx: typer.Context, grant_id: Annotated[str, typer.Argument()]) -> None:
     """Revoke a grant now."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        grant = cb.access.revoke(grant_id)
+    grant = ask(ctx, lambda cb: cb.access.revoke(grant_id))
     out.print(f"revoked grant {grant.id} on {grant.product}", markup=False)
 
 
@@ -386,15 +402,17 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Your tenant's API keys (prefixes only)."""
     if ctx.invoked_subcommand is not None:
         return
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        keys = cb.keys.list()
-    if as_json:
-        print_json(keys)
-        return
-    table(
-        "API keys",
-        ["id", "prefix", "name", "scopes", "status", "expires", "last used"],
-        [(k.id, k.prefix, k.name, k.scopes, k.status, k.expires_at, k.last_used_at) for k in keys],
+    reply(
+        ask(ctx, lambda cb: cb.keys.list()),
+        as_json,
+        lambda keys: table(
+            "API keys",
+            ["id", "prefix", "name", "scopes", "status", "expires", "last used"],
+            [
+                (k.id, k.prefix, k.name, k.scopes, k.status, k.expires_at, k.last_used_at)
+                for k in keys
+            ],
+        ),
     )
 
 
@@ -409,13 +427,10 @@ def keys_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key; its secret is printed this once."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        issued = cb.keys.create(scopes, name=name, expires_in=expires_in)
-    if as_json:
-        print_json(issued)
-        return
-    typer.echo(issued.token)
-    err.print(f"key {issued.key.id} ({', '.join(issued.key.scopes)}): store the secret now")
+    issued = ask(ctx, lambda cb: cb.keys.create(scopes, name=name, expires_in=expires_in))
+    reply(issued, as_json, lambda issued: typer.echo(issued.token))
+    if not as_json:
+        err.print(f"key {issued.key.id} ({', '.join(issued.key.scopes)}): store the secret now")
 
 
 @keys_app.command("rotate")
@@ -423,19 +438,13 @@ def keys_rotate(
     ctx: typer.Context, key_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False
 ) -> None:
     """New secret for a key (the old one works for the grace period)."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        issued = cb.keys.rotate(key_id)
-    if as_json:
-        print_json(issued)
-        return
-    typer.echo(issued.token)
+    reply(ask(ctx, lambda cb: cb.keys.rotate(key_id)), as_json, lambda i: typer.echo(i.token))
 
 
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument()]) -> None:
     """Revoke a key now."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        key = cb.keys.revoke(key_id)
+    key = ask(ctx, lambda cb: cb.keys.revoke(key_id))
     out.print(f"revoked {key.id} ({key.prefix})", markup=False)
 
 
@@ -452,15 +461,19 @@ def usage(
     as_json: JsonOpt = False,
 ) -> None:
     """Metered usage per product (and day)."""
-    with state(ctx).client() as cb, handled(handle=product, url=cb.base_url):
-        rows = cb.usage.list(start=start, end=end, product=product, group_by=group_by)
-    if as_json:
-        print_json(rows)
-        return
-    table(
-        "usage",
-        ["product", "day", "events", "quantity", "unit"],
-        [(r.product, r.day, r.events, r.quantity, r.unit) for r in rows],
+    rows = ask(
+        ctx,
+        lambda cb: cb.usage.list(start=start, end=end, product=product, group_by=group_by),
+        handle=product,
+    )
+    reply(
+        rows,
+        as_json,
+        lambda rows: table(
+            "usage",
+            ["product", "day", "events", "quantity", "unit"],
+            [(r.product, r.day, r.events, r.quantity, r.unit) for r in rows],
+        ),
     )
 
 
@@ -476,15 +489,17 @@ def invoices_list(
     """Your invoices (or statements), newest period first."""
     if ctx.invoked_subcommand is not None:
         return
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        page = (cb.invoices.statements if statements else cb.invoices.list)(period=period)
-    if as_json:
-        print_json(page)
-        return
-    table(
-        f"{'statements' if statements else 'invoices'}: {page.count}",
-        ["id", "number", "period", "status", "total", "currency", "issued"],
-        [(d.id, d.number, d.period, d.status, d.total, d.currency, d.issued_at) for d in page],
+    page = ask(
+        ctx, lambda cb: (cb.invoices.statements if statements else cb.invoices.list)(period=period)
+    )
+    reply(
+        page,
+        as_json,
+        lambda page: table(
+            f"{'statements' if statements else 'invoices'}: {page.count}",
+            ["id", "number", "period", "status", "total", "currency", "issued"],
+            [(d.id, d.number, d.period, d.status, d.total, d.currency, d.issued_at) for d in page],
+        ),
     )
 
 
@@ -496,11 +511,11 @@ def invoices_show(
     as_json: JsonOpt = False,
 ) -> None:
     """One invoice or statement with its lines."""
-    with state(ctx).client() as cb, handled(url=cb.base_url):
-        detail = (cb.invoices.statement if statement else cb.invoices.get)(doc_id)
-    if as_json:
-        print_json(detail)
-        return
+    detail = ask(ctx, lambda cb: (cb.invoices.statement if statement else cb.invoices.get)(doc_id))
+    reply(detail, as_json, _show_detail)
+
+
+def _show_detail(detail: DocumentDetail) -> None:
     doc = detail.document
     table(
         f"{doc.number} · {doc.period} · {doc.status} · {doc.total} {doc.currency}",

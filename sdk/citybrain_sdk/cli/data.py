@@ -4,15 +4,18 @@ commands that move data, with progress bars for transfers."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from citybrain_sdk.cli.app import JsonOpt, app, state
-from citybrain_sdk.cli.output import err, handled, out, print_json, table, transfer
-from citybrain_sdk.resources.query import Aggregate, Where
-from citybrain_sdk.tensors import DATATYPES
+from citybrain_sdk.cli.app import JsonOpt, app, ask, move, reply
+from citybrain_sdk.cli.output import err, out, print_json, table
+from citybrain_sdk.client import Client
+from citybrain_sdk.resources.query import Aggregate, QueryResult, Where
+from citybrain_sdk.tensors import DATATYPES, InferResult
+from citybrain_sdk.types import Progress
 
 models_app = typer.Typer(help="Publish and fetch model artifacts.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Publish and download dataset versions.", no_args_is_help=True)
@@ -103,18 +106,22 @@ def query(
         "limit": limit,
         "version": version,
     }
-    with state(ctx).client() as cb, handled(handle=handle, url=cb.base_url):
-        if output is not None:
-            file_format = fmt or _FILE_FORMATS.get(output.suffix.lower())
-            if file_format is None:
-                raise typer.BadParameter("give --format csv|parquet|arrow, or a known suffix")
-            path = cb.datasets.query_to_file(handle, output, format=file_format, **plan)
-            err.print(f"wrote {path} ({path.stat().st_size} bytes, {file_format})")
-            return
-        result = cb.datasets.query(handle, **plan)
-    if as_json:
-        print_json(result)
+    if output is not None:
+        file_format = fmt or _FILE_FORMATS.get(output.suffix.lower())
+        if file_format is None:
+            raise typer.BadParameter("give --format csv|parquet|arrow, or a known suffix")
+        path = ask(
+            ctx,
+            lambda cb: cb.datasets.query_to_file(handle, output, format=file_format, **plan),
+            handle=handle,
+        )
+        err.print(f"wrote {path} ({path.stat().st_size} bytes, {file_format})")
         return
+    result = ask(ctx, lambda cb: cb.datasets.query(handle, **plan), handle=handle)
+    reply(result, as_json, lambda result: _show_rows(handle, result))
+
+
+def _show_rows(handle: str, result: QueryResult) -> None:
     table(
         f"{handle} v{result.version}" if result.version is not None else handle,
         result.column_names,
@@ -196,9 +203,12 @@ def infer(
         err.print("infer needs numpy: pip install 'citybrain-sdk[cli]'")
         raise typer.Exit(1) from None
     arrays = _inputs(np, list(input_ or ()), inputs_file)
-    with state(ctx).client() as cb, handled(handle=model, url=cb.base_url):
-        arrays = _cast_to_signature(np, arrays, cb.models.metadata(model, version=version))
-        result = cb.models.infer(model, arrays, version=version)
+
+    def run(cb: Client) -> InferResult:
+        typed = _cast_to_signature(np, arrays, cb.models.metadata(model, version=version))
+        return cb.models.infer(model, typed, version=version)
+
+    result = ask(ctx, run, handle=model)
     as_lists = {
         name: {"datatype": str(a.dtype), "shape": list(a.shape), "data": a.tolist()}
         for name, a in result.items()
@@ -231,16 +241,19 @@ def models_push(
     as_json: JsonOpt = False,
 ) -> None:
     """Upload a model artifact as a new version (progress bar)."""
-    with (
-        state(ctx).client() as cb,
-        handled(handle=handle, url=cb.base_url),
-        transfer(f"uploading {artifact.name}") as progress,
-    ):
-        version = cb.models.push(handle, artifact, manifest, notes=notes, progress=progress)
-    if as_json:
-        print_json(version)
-        return
-    out.print(f"{handle} version {version.version}: {version.artifact_digest}", markup=False)
+    version = move(
+        ctx,
+        f"uploading {artifact.name}",
+        lambda cb, progress: cb.models.push(
+            handle, artifact, manifest, notes=notes, progress=progress
+        ),
+        handle=handle,
+    )
+    reply(
+        version,
+        as_json,
+        lambda v: out.print(f"{handle} version {v.version}: {v.artifact_digest}", markup=False),
+    )
 
 
 @models_app.command("pull")
@@ -251,13 +264,9 @@ def models_pull(
     version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
 ) -> None:
     """Download a model version's artifact, digest-checked (progress bar)."""
-    with (
-        state(ctx).client() as cb,
-        handled(handle=handle, url=cb.base_url),
-        transfer(f"downloading {handle}") as progress,
-    ):
-        path = cb.models.pull(handle, dest, version=version, progress=progress)
-    out.print(str(path), markup=False)
+    _download(
+        ctx, handle, lambda cb, bar: cb.models.pull(handle, dest, version=version, progress=bar)
+    )
 
 
 @datasets_app.command("push")
@@ -269,18 +278,20 @@ def datasets_push(
     as_json: JsonOpt = False,
 ) -> None:
     """Upload CSV, Parquet or JSON Lines as a new dataset version (progress bar)."""
-    with (
-        state(ctx).client() as cb,
-        handled(handle=handle, url=cb.base_url),
-        transfer(f"uploading {data.name}") as progress,
-    ):
-        version = cb.datasets.push(handle, data, schema=schema, progress=progress)
-    if as_json:
-        print_json(version)
-        return
-    score = (version.quality or {}).get("score")
-    out.print(
-        f"{handle} version {version.version}: {version.rows} rows, quality {score}", markup=False
+    version = move(
+        ctx,
+        f"uploading {data.name}",
+        lambda cb, progress: cb.datasets.push(handle, data, schema=schema, progress=progress),
+        handle=handle,
+    )
+    reply(
+        version,
+        as_json,
+        lambda v: out.print(
+            f"{handle} version {v.version}: {v.rows} rows, quality "
+            f"{(v.quality or {}).get('score')}",
+            markup=False,
+        ),
     )
 
 
@@ -293,10 +304,15 @@ def datasets_download(
     fmt: Annotated[str, typer.Option("--format", help="parquet, csv or jsonl.")] = "parquet",
 ) -> None:
     """Download a whole dataset version (progress bar)."""
-    with (
-        state(ctx).client() as cb,
-        handled(handle=handle, url=cb.base_url),
-        transfer(f"downloading {handle}") as progress,
-    ):
-        path = cb.datasets.download(handle, dest, version=version, format=fmt, progress=progress)
-    out.print(str(path), markup=False)
+    _download(
+        ctx,
+        handle,
+        lambda cb, bar: cb.datasets.download(
+            handle, dest, version=version, format=fmt, progress=bar
+        ),
+    )
+
+
+def _download(ctx: typer.Context, handle: str, fn: Callable[[Client, Progress], Path]) -> None:
+    """Run a download with a progress bar and print the path written."""
+    out.print(str(move(ctx, f"downloading {handle}", fn, handle=handle)), markup=False)

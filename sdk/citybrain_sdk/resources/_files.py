@@ -42,45 +42,52 @@ def sha256_file(path: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+class _Tally:
+    """Bytes moved so far, told to a progress callback: ``(0, total)`` at the start, then after
+    each chunk."""
+
+    def __init__(self, total: int | None, progress: Progress | None) -> None:
+        self.total = total
+        self.done = 0
+        self._progress = progress
+        if progress is not None:
+            progress(0, total)
+
+    def add(self, chunk: bytes) -> bytes:
+        self.done += len(chunk)
+        if self._progress is not None:
+            self._progress(self.done, self.total)
+        return chunk
+
+
 def iter_file(path: Path, progress: Progress | None) -> Iterator[bytes]:
     """A file's bytes in chunks, reporting progress after each."""
-    total = path.stat().st_size
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            done += len(chunk)
+    reader = ProgressReader(path, progress)
+    try:
+        while chunk := reader.read(CHUNK):
             yield chunk
-            if progress is not None:
-                progress(done, total)
+    finally:
+        reader.close()
 
 
 async def aiter_file(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
     """:func:`iter_file` for an async client (reads in a worker thread)."""
-    total = path.stat().st_size
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    with path.open("rb") as f:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            done += len(chunk)
+    reader = ProgressReader(path, progress)
+    try:
+        while chunk := await asyncio.to_thread(reader.read, CHUNK):
             yield chunk
-            if progress is not None:
-                progress(done, total)
+    finally:
+        reader.close()
 
 
 class ProgressReader:
-    """A binary file that reports how much has been read (multipart uploads read it)."""
+    """A binary file that reports how much has been read (multipart uploads read it), and
+    closes itself once read to the end."""
 
     def __init__(self, path: Path, progress: Progress | None) -> None:
         self._file: IO[bytes] = path.open("rb")
-        self._total = path.stat().st_size
-        self._done = 0
-        self._progress = progress
+        self._tally = _Tally(path.stat().st_size, progress)
         self.name = path.name
-        if progress is not None:
-            progress(0, self._total)
 
     def read(self, size: int = -1) -> bytes:
         chunk = self._file.read(size)
@@ -88,10 +95,7 @@ class ProgressReader:
             # The multipart encoder reads to the end and never closes what it was given.
             self._file.close()
             return chunk
-        self._done += len(chunk)
-        if self._progress is not None:
-            self._progress(self._done, self._total)
-        return chunk
+        return self._tally.add(chunk)
 
     def fileno(self) -> int:
         # httpx sizes a multipart body from the file's descriptor (a Content-Length, not chunks).
@@ -117,21 +121,30 @@ def target_path(dest: str | os.PathLike[str], response: httpx.Response, fallback
 
 
 class _Sink:
-    """A temporary file beside the target that hashes what it is given."""
+    """A temporary file beside the target that hashes what it is given and reports progress;
+    left by an error, it removes itself."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, response: httpx.Response, progress: Progress | None) -> None:
+        length = response.headers.get("content-length")
+        self._tally = _Tally(int(length) if length and length.isdigit() else None, progress)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         self.file = os.fdopen(fd, "wb")
         self.tmp = Path(name)
         self.target = target
         self.digest = hashlib.sha256()
-        self.done = 0
+
+    def __enter__(self) -> _Sink:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is not None:
+            self.abort()
 
     def write(self, chunk: bytes) -> None:
         self.file.write(chunk)
         self.digest.update(chunk)
-        self.done += len(chunk)
+        self._tally.add(chunk)
 
     def commit(self, expected: str | None) -> Path:
         self.file.close()
@@ -147,46 +160,23 @@ class _Sink:
         self.tmp.unlink(missing_ok=True)
 
 
-def _total(response: httpx.Response) -> int | None:
-    length = response.headers.get("content-length")
-    return int(length) if length and length.isdigit() else None
-
-
 def save(
     response: httpx.Response, target: Path, expected: str | None, progress: Progress | None
 ) -> Path:
     """Write a streamed response to ``target`` (atomically; digest-checked when announced)."""
-    total = _total(response)
-    sink = _Sink(target)
-    try:
-        if progress is not None:
-            progress(0, total)
+    with _Sink(target, response, progress) as sink:
         for chunk in response.iter_bytes(CHUNK):
             sink.write(chunk)
-            if progress is not None:
-                progress(sink.done, total)
-    except BaseException:
-        sink.abort()
-        raise
     return sink.commit(expected)
 
 
 async def asave(
     response: httpx.Response, target: Path, expected: str | None, progress: Progress | None
 ) -> Path:
-    """:func:`save` for an async client."""
-    total = _total(response)
-    sink = _Sink(target)
-    try:
-        if progress is not None:
-            progress(0, total)
+    """:func:`save` for an async client (writes in a worker thread)."""
+    with _Sink(target, response, progress) as sink:
         async for chunk in response.aiter_bytes(CHUNK):
             await asyncio.to_thread(sink.write, chunk)
-            if progress is not None:
-                progress(sink.done, total)
-    except BaseException:
-        sink.abort()
-        raise
     return sink.commit(expected)
 
 

@@ -7,7 +7,15 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, segment
+from citybrain_sdk._http import API_PREFIX, Call, segment
+from citybrain_sdk.resources._base import (
+    AsyncResource,
+    Spec,
+    SyncResource,
+    json_spec,
+    listing,
+    product_path,
+)
 from citybrain_sdk.types import AccessRequest, Grant, Product
 
 __all__ = ["Access", "AsyncAccess"]
@@ -17,21 +25,22 @@ _REQUESTS = f"{API_PREFIX}/access-requests"
 _GRANTS = f"{API_PREFIX}/grants"
 
 
-def _product_call(handle: str) -> Call:
-    return Call("GET", f"{API_PREFIX}/products/{segment(handle)}")
+def _scopes_for(product: str) -> Spec[builtins.list[str]]:
+    """The scope a product's kind needs (``infer`` for a model, ``data:read`` for a dataset)."""
+
+    def scopes(doc: Any) -> builtins.list[str]:
+        return [_SCOPE_FOR_KIND.get(Product.from_json(doc).kind, "data:read")]
+
+    return json_spec(Call("GET", product_path(product)), scopes)
 
 
-def _default_scopes(product: Product) -> list[str]:
-    return [_SCOPE_FOR_KIND.get(product.kind, "data:read")]
-
-
-def _request_call(
+def _request(
     product: str,
     purpose: str,
     scopes: Sequence[str],
     duration_days: int,
     conditions: Mapping[str, Any] | None,
-) -> Call:
+) -> Spec[AccessRequest]:
     body = {
         "product": product,
         "purpose": purpose,
@@ -39,30 +48,36 @@ def _request_call(
         "duration_days": duration_days,
         "conditions": dict(conditions or {}),
     }
-    return Call("POST", _REQUESTS, json=body)
+    return json_spec(Call("POST", _REQUESTS, json=body), AccessRequest.from_json)
 
 
-def _decide_call(
+def _list(state: str | None) -> Spec[builtins.list[AccessRequest]]:
+    call = Call("GET", _REQUESTS, params={"state": state})
+    return json_spec(call, listing(AccessRequest.from_json))
+
+
+def _get(request_id: str) -> Spec[AccessRequest]:
+    return json_spec(Call("GET", f"{_REQUESTS}/{segment(request_id)}"), AccessRequest.from_json)
+
+
+def _decide(
     request_id: str, approve: bool, reason: str, conditions: Mapping[str, Any] | None
-) -> Call:
+) -> Spec[AccessRequest]:
     action = "approve" if approve else "reject"
     body = {"reason": reason, "conditions": dict(conditions or {})}
-    return Call("POST", f"{_REQUESTS}/{segment(request_id)}/{action}", json=body)
+    call = Call("POST", f"{_REQUESTS}/{segment(request_id)}/{action}", json=body)
+    return json_spec(call, AccessRequest.from_json)
 
 
-def _requests(doc: Any) -> builtins.list[AccessRequest]:
-    return [AccessRequest.from_json(r) for r in doc.get("data", ())]
+_GRANTS_LIST = json_spec(Call("GET", _GRANTS), listing(Grant.from_json))
 
 
-def _grants(doc: Any) -> builtins.list[Grant]:
-    return [Grant.from_json(g) for g in doc.get("data", ())]
+def _revoke(grant_id: str) -> Spec[Grant]:
+    return json_spec(Call("DELETE", f"{_GRANTS}/{segment(grant_id)}"), Grant.from_json)
 
 
-class Access:
+class Access(SyncResource):
     """Access requests and grants (``cb.access``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def request(
         self,
@@ -98,9 +113,8 @@ class Access:
             'pending'
         """
         if scopes is None:
-            scopes = _default_scopes(Product.from_json(self._http.json(_product_call(product))))
-        call = _request_call(product, purpose, scopes, duration_days, conditions)
-        return AccessRequest.from_json(self._http.json(call))
+            scopes = self._run(_scopes_for(product))
+        return self._run(_request(product, purpose, scopes, duration_days, conditions))
 
     def list(self, *, state: str | None = None) -> builtins.list[AccessRequest]:
         """The caller's requests and those it decides.
@@ -111,7 +125,7 @@ class Access:
         Example:
             >>> inbox = owner.access.list(state="pending")
         """
-        return _requests(self._http.json(Call("GET", _REQUESTS, params={"state": state})))
+        return self._run(_list(state))
 
     def get(self, request_id: str) -> AccessRequest:
         """One access request (its requester's or its decider's).
@@ -120,9 +134,7 @@ class Access:
             >>> cb.access.get(r.id).state
             'approved'
         """
-        return AccessRequest.from_json(
-            self._http.json(Call("GET", f"{_REQUESTS}/{segment(request_id)}"))
-        )
+        return self._run(_get(request_id))
 
     def approve(
         self, request_id: str, reason: str, *, conditions: Mapping[str, Any] | None = None
@@ -133,9 +145,7 @@ class Access:
             >>> owner.access.approve(r.id, "approved for the pilot").grant_id
             'gr_…'
         """
-        return AccessRequest.from_json(
-            self._http.json(_decide_call(request_id, True, reason, conditions))
-        )
+        return self._run(_decide(request_id, True, reason, conditions))
 
     def reject(self, request_id: str, reason: str) -> AccessRequest:
         """Reject a request, with the reason the requester will read.
@@ -144,9 +154,7 @@ class Access:
             >>> owner.access.reject(r.id, "purpose too broad").state
             'rejected'
         """
-        return AccessRequest.from_json(
-            self._http.json(_decide_call(request_id, False, reason, None))
-        )
+        return self._run(_decide(request_id, False, reason, None))
 
     def grants(self) -> builtins.list[Grant]:
         """Grants the caller holds or has given (the operator: all).
@@ -154,7 +162,7 @@ class Access:
         Example:
             >>> [(g.product, g.status) for g in cb.access.grants()]
         """
-        return _grants(self._http.json(Call("GET", _GRANTS)))
+        return self._run(_GRANTS_LIST)
 
     def revoke(self, grant_id: str) -> Grant:
         """Revoke a grant at once (owner, operator or grantee).
@@ -163,14 +171,11 @@ class Access:
             >>> cb.access.revoke(grant.id).status
             'revoked'
         """
-        return Grant.from_json(self._http.json(Call("DELETE", f"{_GRANTS}/{segment(grant_id)}")))
+        return self._run(_revoke(grant_id))
 
 
-class AsyncAccess:
+class AsyncAccess(AsyncResource):
     """Access requests and grants, awaited: the methods of :class:`Access`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def request(
         self,
@@ -187,10 +192,8 @@ class AsyncAccess:
             >>> r = await cb.access.request("city-management.manhole-covers", purpose="…")
         """
         if scopes is None:
-            doc = await self._http.json(_product_call(product))
-            scopes = _default_scopes(Product.from_json(doc))
-        call = _request_call(product, purpose, scopes, duration_days, conditions)
-        return AccessRequest.from_json(await self._http.json(call))
+            scopes = await self._run(_scopes_for(product))
+        return await self._run(_request(product, purpose, scopes, duration_days, conditions))
 
     async def list(self, *, state: str | None = None) -> builtins.list[AccessRequest]:
         """Requests made and to decide; see :meth:`Access.list`.
@@ -198,7 +201,7 @@ class AsyncAccess:
         Example:
             >>> inbox = await owner.access.list(state="pending")
         """
-        return _requests(await self._http.json(Call("GET", _REQUESTS, params={"state": state})))
+        return await self._run(_list(state))
 
     async def get(self, request_id: str) -> AccessRequest:
         """One request; see :meth:`Access.get`.
@@ -206,8 +209,7 @@ class AsyncAccess:
         Example:
             >>> r = await cb.access.get(r.id)
         """
-        doc = await self._http.json(Call("GET", f"{_REQUESTS}/{segment(request_id)}"))
-        return AccessRequest.from_json(doc)
+        return await self._run(_get(request_id))
 
     async def approve(
         self, request_id: str, reason: str, *, conditions: Mapping[str, Any] | None = None
@@ -217,8 +219,7 @@ class AsyncAccess:
         Example:
             >>> await owner.access.approve(r.id, "ok for the pilot")
         """
-        doc = await self._http.json(_decide_call(request_id, True, reason, conditions))
-        return AccessRequest.from_json(doc)
+        return await self._run(_decide(request_id, True, reason, conditions))
 
     async def reject(self, request_id: str, reason: str) -> AccessRequest:
         """Reject; see :meth:`Access.reject`.
@@ -226,8 +227,7 @@ class AsyncAccess:
         Example:
             >>> await owner.access.reject(r.id, "purpose too broad")
         """
-        doc = await self._http.json(_decide_call(request_id, False, reason, None))
-        return AccessRequest.from_json(doc)
+        return await self._run(_decide(request_id, False, reason, None))
 
     async def grants(self) -> builtins.list[Grant]:
         """Grants held or given; see :meth:`Access.grants`.
@@ -235,7 +235,7 @@ class AsyncAccess:
         Example:
             >>> grants = await cb.access.grants()
         """
-        return _grants(await self._http.json(Call("GET", _GRANTS)))
+        return await self._run(_GRANTS_LIST)
 
     async def revoke(self, grant_id: str) -> Grant:
         """Revoke a grant; see :meth:`Access.revoke`.
@@ -243,5 +243,4 @@ class AsyncAccess:
         Example:
             >>> await cb.access.revoke(grant.id)
         """
-        doc = await self._http.json(Call("DELETE", f"{_GRANTS}/{segment(grant_id)}"))
-        return Grant.from_json(doc)
+        return await self._run(_revoke(grant_id))

@@ -1,6 +1,6 @@
 """``cb.catalog``: search with facets, read products and versions, and manage one's own listings.
 
-Each call is built once (``_calls``) and sent by :class:`Catalog` (blocking) or
+Each call is described once (``_specs``) and sent by :class:`Catalog` (blocking) or
 :class:`AsyncCatalog` (awaited), so the two cannot drift apart.
 """
 
@@ -10,18 +10,23 @@ import builtins
 from collections.abc import Sequence
 from typing import Any
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, segment
+from citybrain_sdk._http import API_PREFIX, Call
+from citybrain_sdk.resources._base import (
+    AsyncResource,
+    Spec,
+    SyncResource,
+    json_spec,
+    listing,
+    no_answer,
+    product_path,
+)
 from citybrain_sdk.types import Page, Product, SearchResult, Version
 
 __all__ = ["AsyncCatalog", "Catalog"]
 
 
-def _product_path(handle: str, *rest: str) -> str:
-    return "/".join([f"{API_PREFIX}/products/{segment(handle)}", *rest])
-
-
-class _calls:
-    """The HTTP calls of the catalog, shared by the blocking and the awaited class."""
+class _specs:
+    """The catalog's calls, described once for :class:`Catalog` and :class:`AsyncCatalog`."""
 
     @staticmethod
     def search(
@@ -33,7 +38,7 @@ class _calls:
         tag: str | None,
         page: int,
         per_page: int,
-    ) -> Call:
+    ) -> Spec[SearchResult]:
         params = {
             "q": q,
             "kind": kind,
@@ -44,13 +49,27 @@ class _calls:
             "page": page,
             "per_page": per_page,
         }
-        return Call("GET", f"{API_PREFIX}/catalog/search", params=params)
+        call = Call("GET", f"{API_PREFIX}/catalog/search", params=params)
+        return json_spec(call, SearchResult.from_json)
 
     @staticmethod
-    def list(filters: dict[str, Any], page: int, per_page: int) -> Call:
-        return Call(
-            "GET", f"{API_PREFIX}/products", params={**filters, "page": page, "per_page": per_page}
-        )
+    def list(page: int, per_page: int, **filters: str | None) -> Spec[Page[Product]]:
+        params = {**filters, "page": page, "per_page": per_page}
+        call = Call("GET", f"{API_PREFIX}/products", params=params)
+        return json_spec(call, lambda doc: Page.parse(doc, Product.from_json))
+
+    @staticmethod
+    def get(handle: str) -> Spec[Product]:
+        return json_spec(Call("GET", product_path(handle)), Product.from_json)
+
+    @staticmethod
+    def versions(handle: str) -> Spec[builtins.list[Version]]:
+        call = Call("GET", product_path(handle, "versions"))
+        return json_spec(call, listing(Version.from_json))
+
+    @staticmethod
+    def version(handle: str, version: int) -> Spec[Version]:
+        return json_spec(Call("GET", product_path(handle, "versions", version)), Version.from_json)
 
     @staticmethod
     def create(
@@ -62,7 +81,7 @@ class _calls:
         tags: Sequence[str],
         tier: str,
         license: str,
-    ) -> Call:
+    ) -> Spec[Product]:
         body = {
             "name": name,
             "kind": kind,
@@ -73,40 +92,31 @@ class _calls:
             "tier": tier,
             "license": license,
         }
-        return Call("POST", f"{API_PREFIX}/products", json=body)
+        return json_spec(Call("POST", f"{API_PREFIX}/products", json=body), Product.from_json)
 
     @staticmethod
-    def update(handle: str, fields: dict[str, Any]) -> Call:
+    def update(handle: str, **fields: Any) -> Spec[Product]:
         body = {k: (list(v) if k == "tags" else v) for k, v in fields.items() if v is not None}
-        return Call("PATCH", _product_path(handle), json=body)
+        return json_spec(Call("PATCH", product_path(handle), json=body), Product.from_json)
 
     @staticmethod
-    def action(handle: str, action: str, note: str | None = None) -> Call:
+    def action(handle: str, action: str, note: str | None = None) -> Spec[Product]:
         body = None if note is None else {"note": note}
-        return Call("POST", _product_path(handle, action), json=body)
+        return json_spec(Call("POST", product_path(handle, action), json=body), Product.from_json)
 
     @staticmethod
-    def create_version(handle: str, notes: str, metadata: dict[str, Any] | None) -> Call:
-        return Call(
-            "POST",
-            _product_path(handle, "versions"),
-            json={"notes": notes, "metadata": dict(metadata or {})},
-        )
+    def delete(handle: str) -> Spec[None]:
+        return no_answer(Call("DELETE", product_path(handle)))
+
+    @staticmethod
+    def create_version(handle: str, notes: str, metadata: dict[str, Any] | None) -> Spec[Version]:
+        body = {"notes": notes, "metadata": dict(metadata or {})}
+        call = Call("POST", product_path(handle, "versions"), json=body)
+        return json_spec(call, Version.from_json)
 
 
-def _filters(**kw: Any) -> dict[str, Any]:
-    return {k: v for k, v in kw.items() if v is not None}
-
-
-def _versions(doc: Any) -> list[Version]:
-    return [Version.from_json(v) for v in doc.get("data", ())]
-
-
-class Catalog:
+class Catalog(SyncResource):
     """The catalog of data products and models (``cb.catalog``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def search(
         self,
@@ -142,8 +152,7 @@ class Catalog:
             >>> [p.handle for p in hits], hits.facets["kind"]
             (['environment.air-quality'], {'dataset': 1})
         """
-        doc = self._http.json(_calls.search(q, kind, domain, tier, owner, tag, page, per_page))
-        return SearchResult.from_json(doc)
+        return self._run(_specs.search(q, kind, domain, tier, owner, tag, page, per_page))
 
     def list(
         self,
@@ -175,8 +184,8 @@ class Catalog:
         Example:
             >>> mine = cb.catalog.list(owner="parkeasy", state="draft")
         """
-        flt = _filters(kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, state=state)
-        return Page.parse(self._http.json(_calls.list(flt, page, per_page)), Product.from_json)
+        filters = {"kind": kind, "domain": domain, "tier": tier, "owner": owner, "tag": tag}
+        return self._run(_specs.list(page, per_page, state=state, **filters))
 
     def get(self, handle: str) -> Product:
         """One product by handle.
@@ -194,7 +203,7 @@ class Catalog:
             >>> cb.catalog.get("traffic-police.flow-smoother").tier
             'public'
         """
-        return Product.from_json(self._http.json(Call("GET", _product_path(handle))))
+        return self._run(_specs.get(handle))
 
     def versions(self, handle: str) -> builtins.list[Version]:
         """A product's versions, oldest first.
@@ -203,7 +212,7 @@ class Catalog:
             >>> [v.version for v in cb.catalog.versions("traffic-police.flow-smoother")]
             [1]
         """
-        return _versions(self._http.json(Call("GET", _product_path(handle, "versions"))))
+        return self._run(_specs.versions(handle))
 
     def version(self, handle: str, version: int) -> Version:
         """One version of a product (a dataset's schema and quality, a model's manifest).
@@ -212,8 +221,7 @@ class Catalog:
             >>> cb.catalog.version("traffic-police.flow-smoother", 1).manifest["format"]
             'torchscript'
         """
-        path = _product_path(handle, "versions", segment(version))
-        return Version.from_json(self._http.json(Call("GET", path)))
+        return self._run(_specs.version(handle, version))
 
     def create(
         self,
@@ -248,8 +256,8 @@ class Catalog:
             >>> p.handle, p.state
             ('parkeasy.lane-counter', 'draft')
         """
-        call = _calls.create(name, kind, title, domain, description, tags, tier, license)
-        return Product.from_json(self._http.json(call))
+        call = _specs.create(name, kind, title, domain, description, tags, tier, license)
+        return self._run(call)
 
     def update(
         self,
@@ -267,15 +275,8 @@ class Catalog:
         Example:
             >>> cb.catalog.update("parkeasy.lane-counter", tags=["lanes", "video"])
         """
-        fields = {
-            "title": title,
-            "description": description,
-            "domain": domain,
-            "tags": tags,
-            "tier": tier,
-            "license": license,
-        }
-        return Product.from_json(self._http.json(_calls.update(handle, fields)))
+        fields = {"title": title, "description": description, "domain": domain, "tier": tier}
+        return self._run(_specs.update(handle, tags=tags, license=license, **fields))
 
     def publish(self, handle: str) -> Product:
         """Publish a public (or one's own secret) product without review.
@@ -284,7 +285,7 @@ class Catalog:
             >>> cb.catalog.publish("parkeasy.lane-counter").state
             'published'
         """
-        return Product.from_json(self._http.json(_calls.action(handle, "publish")))
+        return self._run(_specs.action(handle, "publish"))
 
     def submit(self, handle: str) -> Product:
         """Send a restricted or confidential draft to the operator's review.
@@ -293,7 +294,7 @@ class Catalog:
             >>> cb.catalog.submit("parkeasy.plate-reader").state
             'submitted'
         """
-        return Product.from_json(self._http.json(_calls.action(handle, "submit")))
+        return self._run(_specs.action(handle, "submit"))
 
     def approve(self, handle: str, note: str = "") -> Product:
         """Operator: publish a submitted listing.
@@ -301,7 +302,7 @@ class Catalog:
         Example:
             >>> operator.catalog.approve("parkeasy.plate-reader", note="checked")
         """
-        return Product.from_json(self._http.json(_calls.action(handle, "approve", note)))
+        return self._run(_specs.action(handle, "approve", note))
 
     def reject(self, handle: str, note: str) -> Product:
         """Operator: send a submitted listing back to draft, with the reason.
@@ -309,7 +310,7 @@ class Catalog:
         Example:
             >>> operator.catalog.reject("parkeasy.plate-reader", note="no model card")
         """
-        return Product.from_json(self._http.json(_calls.action(handle, "reject", note)))
+        return self._run(_specs.action(handle, "reject", note))
 
     def deprecate(self, handle: str) -> Product:
         """Mark a published product deprecated (still listed; no new versions).
@@ -317,7 +318,7 @@ class Catalog:
         Example:
             >>> cb.catalog.deprecate("parkeasy.lane-counter")
         """
-        return Product.from_json(self._http.json(_calls.action(handle, "deprecate")))
+        return self._run(_specs.action(handle, "deprecate"))
 
     def delete(self, handle: str) -> None:
         """Delete a product that was never published (deprecate a published one instead).
@@ -325,7 +326,7 @@ class Catalog:
         Example:
             >>> cb.catalog.delete("parkeasy.lane-counter")
         """
-        self._http.send(Call("DELETE", _product_path(handle)))
+        self._run(_specs.delete(handle))
 
     def create_version(
         self, handle: str, *, notes: str = "", metadata: dict[str, Any] | None = None
@@ -336,14 +337,11 @@ class Catalog:
         Example:
             >>> cb.catalog.create_version("parkeasy.lane-counter", notes="docs only")
         """
-        return Version.from_json(self._http.json(_calls.create_version(handle, notes, metadata)))
+        return self._run(_specs.create_version(handle, notes, metadata))
 
 
-class AsyncCatalog:
+class AsyncCatalog(AsyncResource):
     """The catalog, awaited (``AsyncClient.catalog``): the methods of :class:`Catalog`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def search(
         self,
@@ -362,8 +360,7 @@ class AsyncCatalog:
         Example:
             >>> hits = await cb.catalog.search("air", domain="environment")
         """
-        call = _calls.search(q, kind, domain, tier, owner, tag, page, per_page)
-        return SearchResult.from_json(await self._http.json(call))
+        return await self._run(_specs.search(q, kind, domain, tier, owner, tag, page, per_page))
 
     async def list(
         self,
@@ -382,9 +379,8 @@ class AsyncCatalog:
         Example:
             >>> page = await cb.catalog.list(kind="model")
         """
-        flt = _filters(kind=kind, domain=domain, tier=tier, owner=owner, tag=tag, state=state)
-        doc = await self._http.json(_calls.list(flt, page, per_page))
-        return Page.parse(doc, Product.from_json)
+        filters = {"kind": kind, "domain": domain, "tier": tier, "owner": owner, "tag": tag}
+        return await self._run(_specs.list(page, per_page, state=state, **filters))
 
     async def get(self, handle: str) -> Product:
         """One product; see :meth:`Catalog.get`.
@@ -392,7 +388,7 @@ class AsyncCatalog:
         Example:
             >>> product = await cb.catalog.get("traffic-police.flow-smoother")
         """
-        return Product.from_json(await self._http.json(Call("GET", _product_path(handle))))
+        return await self._run(_specs.get(handle))
 
     async def versions(self, handle: str) -> builtins.list[Version]:
         """A product's versions; see :meth:`Catalog.versions`.
@@ -400,7 +396,7 @@ class AsyncCatalog:
         Example:
             >>> versions = await cb.catalog.versions("traffic-police.flow-smoother")
         """
-        return _versions(await self._http.json(Call("GET", _product_path(handle, "versions"))))
+        return await self._run(_specs.versions(handle))
 
     async def version(self, handle: str, version: int) -> Version:
         """One version; see :meth:`Catalog.version`.
@@ -408,8 +404,7 @@ class AsyncCatalog:
         Example:
             >>> v = await cb.catalog.version("traffic-police.flow-smoother", 1)
         """
-        path = _product_path(handle, "versions", segment(version))
-        return Version.from_json(await self._http.json(Call("GET", path)))
+        return await self._run(_specs.version(handle, version))
 
     async def create(
         self,
@@ -429,8 +424,8 @@ class AsyncCatalog:
             >>> p = await cb.catalog.create("lane-counter", kind="model", title="Lanes",
             ...                             domain="traffic")
         """
-        call = _calls.create(name, kind, title, domain, description, tags, tier, license)
-        return Product.from_json(await self._http.json(call))
+        call = _specs.create(name, kind, title, domain, description, tags, tier, license)
+        return await self._run(call)
 
     async def update(
         self,
@@ -448,15 +443,8 @@ class AsyncCatalog:
         Example:
             >>> await cb.catalog.update("parkeasy.lane-counter", title="Lane counter v2")
         """
-        fields = {
-            "title": title,
-            "description": description,
-            "domain": domain,
-            "tags": tags,
-            "tier": tier,
-            "license": license,
-        }
-        return Product.from_json(await self._http.json(_calls.update(handle, fields)))
+        fields = {"title": title, "description": description, "domain": domain, "tier": tier}
+        return await self._run(_specs.update(handle, tags=tags, license=license, **fields))
 
     async def publish(self, handle: str) -> Product:
         """Publish without review; see :meth:`Catalog.publish`.
@@ -464,7 +452,7 @@ class AsyncCatalog:
         Example:
             >>> await cb.catalog.publish("parkeasy.lane-counter")
         """
-        return Product.from_json(await self._http.json(_calls.action(handle, "publish")))
+        return await self._run(_specs.action(handle, "publish"))
 
     async def submit(self, handle: str) -> Product:
         """Send to review; see :meth:`Catalog.submit`.
@@ -472,7 +460,7 @@ class AsyncCatalog:
         Example:
             >>> await cb.catalog.submit("parkeasy.plate-reader")
         """
-        return Product.from_json(await self._http.json(_calls.action(handle, "submit")))
+        return await self._run(_specs.action(handle, "submit"))
 
     async def approve(self, handle: str, note: str = "") -> Product:
         """Operator: publish a submitted listing; see :meth:`Catalog.approve`.
@@ -480,7 +468,7 @@ class AsyncCatalog:
         Example:
             >>> await operator.catalog.approve("parkeasy.plate-reader")
         """
-        return Product.from_json(await self._http.json(_calls.action(handle, "approve", note)))
+        return await self._run(_specs.action(handle, "approve", note))
 
     async def reject(self, handle: str, note: str) -> Product:
         """Operator: back to draft; see :meth:`Catalog.reject`.
@@ -488,7 +476,7 @@ class AsyncCatalog:
         Example:
             >>> await operator.catalog.reject("parkeasy.plate-reader", note="no card")
         """
-        return Product.from_json(await self._http.json(_calls.action(handle, "reject", note)))
+        return await self._run(_specs.action(handle, "reject", note))
 
     async def deprecate(self, handle: str) -> Product:
         """Deprecate; see :meth:`Catalog.deprecate`.
@@ -496,7 +484,7 @@ class AsyncCatalog:
         Example:
             >>> await cb.catalog.deprecate("parkeasy.lane-counter")
         """
-        return Product.from_json(await self._http.json(_calls.action(handle, "deprecate")))
+        return await self._run(_specs.action(handle, "deprecate"))
 
     async def delete(self, handle: str) -> None:
         """Delete an unpublished product; see :meth:`Catalog.delete`.
@@ -504,7 +492,7 @@ class AsyncCatalog:
         Example:
             >>> await cb.catalog.delete("parkeasy.lane-counter")
         """
-        await self._http.send(Call("DELETE", _product_path(handle)))
+        await self._run(_specs.delete(handle))
 
     async def create_version(
         self, handle: str, *, notes: str = "", metadata: dict[str, Any] | None = None
@@ -514,5 +502,4 @@ class AsyncCatalog:
         Example:
             >>> await cb.catalog.create_version("parkeasy.lane-counter", notes="docs")
         """
-        call = _calls.create_version(handle, notes, metadata)
-        return Version.from_json(await self._http.json(call))
+        return await self._run(_specs.create_version(handle, notes, metadata))

@@ -18,8 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, new_idempotency_key, segment
+from citybrain_sdk._http import Call, new_idempotency_key
 from citybrain_sdk.resources import _files
+from citybrain_sdk.resources._base import (
+    AsyncResource,
+    Download,
+    Pager,
+    Spec,
+    SyncResource,
+    json_spec,
+    latest_version,
+    product_path,
+)
 from citybrain_sdk.resources.query import (
     ACCEPT,
     Aggregate,
@@ -30,7 +40,7 @@ from citybrain_sdk.resources.query import (
     arrow_table,
     query_body,
 )
-from citybrain_sdk.types import Product, Progress, Version
+from citybrain_sdk.types import Progress, Version
 
 if TYPE_CHECKING:
     import pyarrow
@@ -47,41 +57,88 @@ _UPLOAD_TYPES = {
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-def _path(handle: str, *rest: str) -> str:
-    return "/".join([f"{API_PREFIX}/products/{segment(handle)}", *rest])
-
-
-def _query_call(
-    handle: str, body: dict[str, Any], accept: str, idempotency_key: str | None
-) -> Call:
+def _query(handle: str, body: dict[str, Any], accept: str, idempotency_key: str | None) -> Call:
     return Call(
         "POST",
-        _path(handle, "query"),
+        product_path(handle, "query"),
         json=body,
         headers={"Accept": accept},
         idempotency_key=idempotency_key or new_idempotency_key(),
     )
 
 
-def _data_call(handle: str, version: int, format: str, idempotency_key: str | None) -> Call:
+def _query_spec(
+    handle: str, body: dict[str, Any], idempotency_key: str | None = None
+) -> Spec[QueryResult]:
+    call = _query(handle, body, ACCEPT["json"], idempotency_key)
+
+    def result(response: httpx.Response) -> QueryResult:
+        return QueryResult.from_json(
+            response.json(),
+            response.headers.get("x-request-id"),
+            call.idempotency_key,
+            replayed=response.headers.get("idempotent-replayed") == "true",
+        )
+
+    return Spec(call, result)
+
+
+def _pager(handle: str, body: dict[str, Any]) -> Pager[QueryResult]:
+    """Every page of the query ``body``: the same body, with each page's cursor."""
+
+    def page(cursor: str | None) -> Spec[QueryResult]:
+        return _query_spec(handle, body if cursor is None else {**body, "cursor": cursor})
+
+    return Pager(page, lambda result: result.next_cursor)
+
+
+def _arrow_spec(
+    handle: str, body: dict[str, Any], idempotency_key: str | None
+) -> Spec[pyarrow.Table]:
+    call = _query(handle, body, ACCEPT["arrow"], idempotency_key)
+    return Spec(call, lambda response: arrow_table(response.content))
+
+
+def _query_file(
+    handle: str,
+    body: dict[str, Any],
+    dest: str | os.PathLike[str],
+    format: str,
+    idempotency_key: str | None,
+    progress: Progress | None,
+) -> Download:
+    if format not in ACCEPT or format == "json":
+        raise ValueError(f"format must be csv, parquet or arrow, not {format!r}")
+    return Download(_query(handle, body, ACCEPT[format], idempotency_key), dest, None, progress)
+
+
+def _data_download(
+    handle: str,
+    dest: str | os.PathLike[str],
+    version: int,
+    format: str,
+    progress: Progress | None,
+    idempotency_key: str | None,
+) -> Download:
     if format not in ("parquet", "csv", "jsonl"):
         raise ValueError(f"format must be parquet, csv or jsonl, not {format!r}")
-    return Call(
+    call = Call(
         "GET",
-        _path(handle, "versions", segment(version), "data"),
+        product_path(handle, "versions", version, "data"),
         params={"format": format},
         idempotency_key=idempotency_key or new_idempotency_key(),
     )
+    return Download(call, dest, f"{handle}-v{version}.{format}", progress)
 
 
-def _push_call(
+def _push_spec(
     handle: str,
     data: Path,
     schema: Any,
     format: str | None,
     notes: str,
     progress: Progress | None,
-) -> Call:
+) -> Spec[Version]:
     doc = _files.json_or_path(schema)
     suffix = data.suffix.lower()
     content_type = _UPLOAD_TYPES.get(suffix, "application/octet-stream")
@@ -93,36 +150,18 @@ def _push_call(
     def files() -> dict[str, Any]:
         return {"file": (data.name, _files.ProgressReader(data, progress), content_type)}
 
-    return Call(
+    call = Call(
         "POST",
-        _path(handle, "versions", "data"),
+        product_path(handle, "versions", "data"),
         params={"notes": notes or None},
         files=files,
         data=fields,
     )
+    return json_spec(call, Version.from_json)
 
 
-def _result(call: Call, response: httpx.Response) -> QueryResult:
-    return QueryResult.from_json(
-        response.json(),
-        response.headers.get("x-request-id"),
-        call.idempotency_key,
-        replayed=response.headers.get("idempotent-replayed") == "true",
-    )
-
-
-def _latest(doc: Any, handle: str) -> int:
-    product = Product.from_json(doc)
-    if product.latest_version is None:
-        raise ValueError(f"{handle} has no versions yet")
-    return product.latest_version
-
-
-class Datasets:
+class Datasets(SyncResource):
     """Datasets: query, download, push (``cb.datasets``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def query(
         self,
@@ -175,9 +214,7 @@ class Datasets:
             ...     order_by=["-mean_flow"]).to_pandas()
         """
         body = query_body(select, where, group_by, aggregates, order_by, limit, cursor, version)
-        call = _query_call(handle, body, ACCEPT["json"], idempotency_key)
-        response = self._http.send(call)
-        return _result(call, response)
+        return self._run(_query_spec(handle, body, idempotency_key))
 
     def pages(
         self,
@@ -197,23 +234,10 @@ class Datasets:
             >>> rows = [r for page in cb.datasets.pages("environment.air-quality", limit=1000)
             ...         for r in page.rows]
         """
-        cursor: str | None = None
-        while True:
-            page = self.query(
-                handle,
-                select=select,
-                where=where,
-                group_by=group_by,
-                aggregates=aggregates,
-                order_by=order_by,
-                limit=limit,
-                cursor=cursor,
-                version=version,
-            )
-            yield page
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
+        pager = _pager(handle, body)
+        while pager.more:
+            yield pager.took(self._run(pager.next()))
 
     def query_arrow(
         self,
@@ -236,8 +260,7 @@ class Datasets:
             >>> table.schema
         """
         body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
-        response = self._http.send(_query_call(handle, body, ACCEPT["arrow"], idempotency_key))
-        return arrow_table(response.content)
+        return self._run(_arrow_spec(handle, body, idempotency_key))
 
     def query_to_file(
         self,
@@ -267,12 +290,8 @@ class Datasets:
             ...                           format="parquet", limit=10_000)
             PosixPath('air.parquet')
         """
-        if format not in ACCEPT or format == "json":
-            raise ValueError(f"format must be csv, parquet or arrow, not {format!r}")
         body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
-        call = _query_call(handle, body, ACCEPT[format], idempotency_key)
-        with self._http.stream(call) as response:
-            return _files.save(response, Path(dest), None, progress)
+        return self._download(_query_file(handle, body, dest, format, idempotency_key, progress))
 
     def download(
         self,
@@ -303,11 +322,10 @@ class Datasets:
             PosixPath('data/environment.air-quality-v1.csv')
         """
         if version is None:
-            version = _latest(self._http.json(Call("GET", _path(handle))), handle)
-        call = _data_call(handle, version, format, idempotency_key)
-        with self._http.stream(call) as response:
-            target = _files.target_path(dest, response, f"{handle}-v{version}.{format}")
-            return _files.save(response, target, None, progress)
+            version = self._run(latest_version(handle))
+        return self._download(
+            _data_download(handle, dest, version, format, progress, idempotency_key)
+        )
 
     def push(
         self,
@@ -345,15 +363,11 @@ class Datasets:
             ...                      schema="schema.json")
             >>> v.rows, v.quality["score"]
         """
-        call = _push_call(handle, Path(data), schema, format, notes, progress)
-        return Version.from_json(self._http.json(call))
+        return self._run(_push_spec(handle, Path(data), schema, format, notes, progress))
 
 
-class AsyncDatasets:
+class AsyncDatasets(AsyncResource):
     """Datasets, awaited (``AsyncClient.datasets``): the methods of :class:`Datasets`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def query(
         self,
@@ -375,9 +389,7 @@ class AsyncDatasets:
             >>> page = await cb.datasets.query("traffic-police.intersection-flow", limit=5)
         """
         body = query_body(select, where, group_by, aggregates, order_by, limit, cursor, version)
-        call = _query_call(handle, body, ACCEPT["json"], idempotency_key)
-        response = await self._http.send(call)
-        return _result(call, response)
+        return await self._run(_query_spec(handle, body, idempotency_key))
 
     async def pages(
         self,
@@ -397,23 +409,10 @@ class AsyncDatasets:
             >>> async for page in cb.datasets.pages("environment.air-quality", limit=1000):
             ...     print(page.row_count)
         """
-        cursor: str | None = None
-        while True:
-            page = await self.query(
-                handle,
-                select=select,
-                where=where,
-                group_by=group_by,
-                aggregates=aggregates,
-                order_by=order_by,
-                limit=limit,
-                cursor=cursor,
-                version=version,
-            )
-            yield page
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
+        pager = _pager(handle, body)
+        while pager.more:
+            yield pager.took(await self._run(pager.next()))
 
     async def query_arrow(
         self,
@@ -434,8 +433,7 @@ class AsyncDatasets:
             >>> table = await cb.datasets.query_arrow("environment.air-quality", limit=100)
         """
         body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
-        call = _query_call(handle, body, ACCEPT["arrow"], idempotency_key)
-        return arrow_table((await self._http.send(call)).content)
+        return await self._run(_arrow_spec(handle, body, idempotency_key))
 
     async def query_to_file(
         self,
@@ -458,12 +456,9 @@ class AsyncDatasets:
         Example:
             >>> await cb.datasets.query_to_file("environment.air-quality", "air.csv")
         """
-        if format not in ACCEPT or format == "json":
-            raise ValueError(f"format must be csv, parquet or arrow, not {format!r}")
         body = query_body(select, where, group_by, aggregates, order_by, limit, None, version)
-        call = _query_call(handle, body, ACCEPT[format], idempotency_key)
-        async with self._http.stream(call) as response:
-            return await _files.asave(response, Path(dest), None, progress)
+        job = _query_file(handle, body, dest, format, idempotency_key, progress)
+        return await self._download(job)
 
     async def download(
         self,
@@ -481,11 +476,9 @@ class AsyncDatasets:
             >>> await cb.datasets.download("environment.air-quality", "data/")
         """
         if version is None:
-            version = _latest(await self._http.json(Call("GET", _path(handle))), handle)
-        call = _data_call(handle, version, format, idempotency_key)
-        async with self._http.stream(call) as response:
-            target = _files.target_path(dest, response, f"{handle}-v{version}.{format}")
-            return await _files.asave(response, target, None, progress)
+            version = await self._run(latest_version(handle))
+        job = _data_download(handle, dest, version, format, progress, idempotency_key)
+        return await self._download(job)
 
     async def push(
         self,
@@ -503,5 +496,4 @@ class AsyncDatasets:
             >>> await cb.datasets.push("parkeasy.parking-availability", "spaces.csv",
             ...                        schema=schema)
         """
-        call = _push_call(handle, Path(data), schema, format, notes, progress)
-        return Version.from_json(await self._http.json(call))
+        return await self._run(_push_spec(handle, Path(data), schema, format, notes, progress))

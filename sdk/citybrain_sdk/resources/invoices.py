@@ -3,26 +3,28 @@ listed per period and read with their lines (``billing:read``)."""
 
 from __future__ import annotations
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, segment
+from citybrain_sdk._http import API_PREFIX, Call, segment
+from citybrain_sdk.resources._base import AsyncResource, Spec, SyncResource, json_spec
 from citybrain_sdk.types import Document, DocumentDetail, Page
 
 __all__ = ["AsyncInvoices", "Invoices"]
 
 
-def _list_call(kind: str, period: str | None, tenant: str | None, page: int, per_page: int) -> Call:
+def _list(
+    kind: str, period: str | None, tenant: str | None, page: int, per_page: int
+) -> Spec[Page[Document]]:
     params = {"period": period, "tenant": tenant, "page": page, "per_page": per_page}
-    return Call("GET", f"{API_PREFIX}/{kind}", params=params)
+    call = Call("GET", f"{API_PREFIX}/{kind}", params=params)
+    return json_spec(call, lambda doc: Page.parse(doc, Document.from_json))
 
 
-def _get_call(kind: str, doc_id: int) -> Call:
-    return Call("GET", f"{API_PREFIX}/{kind}/{segment(doc_id)}")
+def _get(kind: str, doc_id: int) -> Spec[DocumentDetail]:
+    call = Call("GET", f"{API_PREFIX}/{kind}/{segment(doc_id)}")
+    return json_spec(call, DocumentDetail.from_json)
 
 
-class Invoices:
+class Invoices(SyncResource):
     """Invoices and statements (``cb.invoices``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def list(
         self,
@@ -44,8 +46,7 @@ class Invoices:
             >>> [(i.number, i.period, i.total) for i in cb.invoices.list()]
             [('INV-2026-11-0003', '2026-11', Decimal('12.40'))]
         """
-        doc = self._http.json(_list_call("invoices", period, tenant, page, per_page))
-        return Page.parse(doc, Document.from_json)
+        return self._run(_list("invoices", period, tenant, page, per_page))
 
     def get(self, invoice_id: int) -> DocumentDetail:
         """One invoice with its lines.
@@ -54,7 +55,7 @@ class Invoices:
             >>> inv = cb.invoices.get(3)
             >>> [(line.product, line.amount) for line in inv.lines]
         """
-        return DocumentDetail.from_json(self._http.json(_get_call("invoices", invoice_id)))
+        return self._run(_get("invoices", invoice_id))
 
     def statements(
         self,
@@ -70,8 +71,7 @@ class Invoices:
             >>> cb.invoices.statements(period="2026-11").count
             1
         """
-        doc = self._http.json(_list_call("statements", period, tenant, page, per_page))
-        return Page.parse(doc, Document.from_json)
+        return self._run(_list("statements", period, tenant, page, per_page))
 
     def statement(self, statement_id: int) -> DocumentDetail:
         """One statement with its lines and its cost allocation by domain and publisher.
@@ -80,14 +80,11 @@ class Invoices:
             >>> cb.invoices.statement(7).allocation_by_domain
             {'traffic': Decimal('3.20')}
         """
-        return DocumentDetail.from_json(self._http.json(_get_call("statements", statement_id)))
+        return self._run(_get("statements", statement_id))
 
 
-class AsyncInvoices:
+class AsyncInvoices(AsyncResource):
     """Invoices and statements, awaited: the methods of :class:`Invoices`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def list(
         self,
@@ -102,8 +99,7 @@ class AsyncInvoices:
         Example:
             >>> page = await cb.invoices.list(period="2026-11")
         """
-        doc = await self._http.json(_list_call("invoices", period, tenant, page, per_page))
-        return Page.parse(doc, Document.from_json)
+        return await self._run(_list("invoices", period, tenant, page, per_page))
 
     async def get(self, invoice_id: int) -> DocumentDetail:
         """One invoice; see :meth:`Invoices.get`.
@@ -111,7 +107,7 @@ class AsyncInvoices:
         Example:
             >>> inv = await cb.invoices.get(3)
         """
-        return DocumentDetail.from_json(await self._http.json(_get_call("invoices", invoice_id)))
+        return await self._run(_get("invoices", invoice_id))
 
     async def statements(
         self,
@@ -126,8 +122,7 @@ class AsyncInvoices:
         Example:
             >>> page = await cb.invoices.statements()
         """
-        doc = await self._http.json(_list_call("statements", period, tenant, page, per_page))
-        return Page.parse(doc, Document.from_json)
+        return await self._run(_list("statements", period, tenant, page, per_page))
 
     async def statement(self, statement_id: int) -> DocumentDetail:
         """One statement; see :meth:`Invoices.statement`.
@@ -135,5 +130,4 @@ class AsyncInvoices:
         Example:
             >>> st = await cb.invoices.statement(7)
         """
-        doc = await self._http.json(_get_call("statements", statement_id))
-        return DocumentDetail.from_json(doc)
+        return await self._run(_get("statements", statement_id))

@@ -7,7 +7,8 @@ import builtins
 from collections.abc import Sequence
 from typing import Any
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, segment
+from citybrain_sdk._http import API_PREFIX, Call, segment
+from citybrain_sdk.resources._base import AsyncResource, Spec, SyncResource, json_spec, listing
 from citybrain_sdk.types import ApiKey, IssuedKey, as_list
 
 __all__ = ["AsyncKeys", "Keys"]
@@ -15,22 +16,30 @@ __all__ = ["AsyncKeys", "Keys"]
 _KEYS = f"{API_PREFIX}/keys"
 
 
-def _create_call(scopes: str | Sequence[str], name: str, expires_in: str | None) -> Call:
+_LIST = json_spec(Call("GET", _KEYS), listing(ApiKey.from_json))
+
+
+def _create(scopes: str | Sequence[str], name: str, expires_in: str | None) -> Spec[IssuedKey]:
     body: dict[str, Any] = {"scopes": as_list(scopes), "name": name}
     if expires_in is not None:
         body["expires_in"] = expires_in
-    return Call("POST", _KEYS, json=body)
+    return json_spec(Call("POST", _KEYS, json=body), IssuedKey.from_json)
 
 
-def _keys(doc: Any) -> builtins.list[ApiKey]:
-    return [ApiKey.from_json(k) for k in doc.get("data", ())]
+def _get(key_id: str) -> Spec[ApiKey]:
+    return json_spec(Call("GET", f"{_KEYS}/{segment(key_id)}"), ApiKey.from_json)
 
 
-class Keys:
+def _rotate(key_id: str) -> Spec[IssuedKey]:
+    return json_spec(Call("POST", f"{_KEYS}/{segment(key_id)}/rotate"), IssuedKey.from_json)
+
+
+def _revoke(key_id: str) -> Spec[ApiKey]:
+    return json_spec(Call("DELETE", f"{_KEYS}/{segment(key_id)}"), ApiKey.from_json)
+
+
+class Keys(SyncResource):
     """API keys (``cb.keys``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def list(self) -> builtins.list[ApiKey]:
         """The tenant's keys, by prefix (never their secrets).
@@ -39,7 +48,7 @@ class Keys:
             >>> [(k.prefix, k.status) for k in cb.keys.list()]
             [('cbk_a1b2c3', 'active')]
         """
-        return _keys(self._http.json(Call("GET", _KEYS)))
+        return self._run(_LIST)
 
     def create(
         self, scopes: str | Sequence[str], *, name: str = "", expires_in: str | None = None
@@ -59,7 +68,7 @@ class Keys:
             >>> issued.token
             'cbk_…'
         """
-        return IssuedKey.from_json(self._http.json(_create_call(scopes, name, expires_in)))
+        return self._run(_create(scopes, name, expires_in))
 
     def get(self, key_id: str) -> ApiKey:
         """One of the tenant's keys.
@@ -67,7 +76,7 @@ class Keys:
         Example:
             >>> cb.keys.get(issued.key.id).last_used_at
         """
-        return ApiKey.from_json(self._http.json(Call("GET", f"{_KEYS}/{segment(key_id)}")))
+        return self._run(_get(key_id))
 
     def rotate(self, key_id: str) -> IssuedKey:
         """Issue a new secret; the old one keeps working for the platform's grace period.
@@ -77,8 +86,7 @@ class Keys:
             >>> new.token != issued.token
             True
         """
-        doc = self._http.json(Call("POST", f"{_KEYS}/{segment(key_id)}/rotate"))
-        return IssuedKey.from_json(doc)
+        return self._run(_rotate(key_id))
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key at once.
@@ -87,14 +95,11 @@ class Keys:
             >>> cb.keys.revoke(issued.key.id).status
             'revoked'
         """
-        return ApiKey.from_json(self._http.json(Call("DELETE", f"{_KEYS}/{segment(key_id)}")))
+        return self._run(_revoke(key_id))
 
 
-class AsyncKeys:
+class AsyncKeys(AsyncResource):
     """API keys, awaited: the methods of :class:`Keys`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def list(self) -> builtins.list[ApiKey]:
         """The tenant's keys; see :meth:`Keys.list`.
@@ -102,7 +107,7 @@ class AsyncKeys:
         Example:
             >>> keys = await cb.keys.list()
         """
-        return _keys(await self._http.json(Call("GET", _KEYS)))
+        return await self._run(_LIST)
 
     async def create(
         self, scopes: str | Sequence[str], *, name: str = "", expires_in: str | None = None
@@ -112,7 +117,7 @@ class AsyncKeys:
         Example:
             >>> issued = await cb.keys.create(["infer"], name="batch")
         """
-        return IssuedKey.from_json(await self._http.json(_create_call(scopes, name, expires_in)))
+        return await self._run(_create(scopes, name, expires_in))
 
     async def get(self, key_id: str) -> ApiKey:
         """One key; see :meth:`Keys.get`.
@@ -120,7 +125,7 @@ class AsyncKeys:
         Example:
             >>> key = await cb.keys.get(key_id)
         """
-        return ApiKey.from_json(await self._http.json(Call("GET", f"{_KEYS}/{segment(key_id)}")))
+        return await self._run(_get(key_id))
 
     async def rotate(self, key_id: str) -> IssuedKey:
         """Rotate a key; see :meth:`Keys.rotate`.
@@ -128,8 +133,7 @@ class AsyncKeys:
         Example:
             >>> new = await cb.keys.rotate(key_id)
         """
-        doc = await self._http.json(Call("POST", f"{_KEYS}/{segment(key_id)}/rotate"))
-        return IssuedKey.from_json(doc)
+        return await self._run(_rotate(key_id))
 
     async def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key; see :meth:`Keys.revoke`.
@@ -137,5 +141,4 @@ class AsyncKeys:
         Example:
             >>> await cb.keys.revoke(key_id)
         """
-        doc = await self._http.json(Call("DELETE", f"{_KEYS}/{segment(key_id)}"))
-        return ApiKey.from_json(doc)
+        return await self._run(_revoke(key_id))

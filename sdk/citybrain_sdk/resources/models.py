@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, new_idempotency_key, segment
+import httpx
+
+from citybrain_sdk._http import Call, new_idempotency_key, segment
+from citybrain_sdk.errors import Unavailable
 from citybrain_sdk.resources import _files
+from citybrain_sdk.resources._base import (
+    AsyncResource,
+    Download,
+    Spec,
+    SyncResource,
+    json_spec,
+    latest_version,
+    product_path,
+)
 from citybrain_sdk.tensors import InferResult, decode_response, encode_request
-from citybrain_sdk.types import Product, Progress, Version
+from citybrain_sdk.types import Progress, Version
 
 __all__ = ["AsyncModels", "Models"]
 
@@ -32,7 +44,7 @@ def _model_path(model: str, version: int | str | None, *rest: str) -> str:
     return "/".join([path, *rest])
 
 
-def _infer_call(
+def _infer_spec(
     model: str,
     inputs: Mapping[str, Any],
     version: int | str | None,
@@ -41,9 +53,9 @@ def _infer_call(
     parameters: Mapping[str, Any] | None,
     idempotency_key: str | None,
     timeout: float | None,
-) -> Call:
+) -> Spec[InferResult]:
     body, headers = encode_request(inputs, outputs=outputs, binary=binary, parameters=parameters)
-    return Call(
+    call = Call(
         "POST",
         _model_path(model, version, "infer"),
         content=lambda: body,
@@ -52,44 +64,64 @@ def _infer_call(
         timeout=timeout,
     )
 
+    def result(response: httpx.Response) -> InferResult:
+        request_id = response.headers.get("x-request-id")
+        return decode_response(
+            response.content,
+            response.headers,
+            request_id=request_id,
+            idempotency_key=call.idempotency_key,
+        )
 
-def _result(call: Call, content: bytes, headers: Mapping[str, str]) -> InferResult:
-    return decode_response(
-        content,
-        headers,
-        request_id=headers.get("x-request-id"),
-        idempotency_key=call.idempotency_key,
-    )
+    return Spec(call, result)
 
 
-def _push_call(
-    handle: str, artifact: Path, manifest: Any, notes: str, digest: str, body: Any
-) -> Call:
+def _metadata_spec(model: str, version: int | str | None) -> Spec[dict[str, Any]]:
+    return json_spec(Call("GET", _model_path(model, version)), dict)
+
+
+def _ready_spec(model: str, version: int | str | None) -> Spec[bool]:
+    call = Call("GET", _model_path(model, version, "ready"))
+    return Spec(call, lambda response: True, tolerate=(Unavailable,), recover=lambda error: False)
+
+
+def _push_spec(
+    handle: str,
+    artifact: str | os.PathLike[str],
+    manifest: Any,
+    notes: str,
+    progress: Progress | None,
+    chunks: Callable[[Path, Progress | None], Any],
+) -> Spec[Version]:
+    path = Path(artifact)
+    digest = _files.sha256_file(path)
     doc = _files.json_or_path(manifest)
-    return Call(
+    call = Call(
         "POST",
-        f"{API_PREFIX}/products/{segment(handle)}/versions/model",
+        product_path(handle, "versions", "model"),
         params={"notes": notes or None},
-        content=body,
+        content=lambda: chunks(path, progress),
         headers={
             "Content-Type": "application/octet-stream",
-            "Content-Length": str(artifact.stat().st_size),
+            "Content-Length": str(path.stat().st_size),
             # ensure_ascii: a header value must be ASCII, whatever the manifest's descriptions.
             MODEL_MANIFEST_HEADER: json.dumps(doc, separators=(",", ":"), ensure_ascii=True),
             ARTIFACT_DIGEST_HEADER: digest,
         },
     )
+    return json_spec(call, Version.from_json)
 
 
-def _artifact_call(handle: str, version: int) -> Call:
-    return Call("GET", f"{API_PREFIX}/products/{segment(handle)}/versions/{version}/artifact")
+def _pull(
+    handle: str, dest: str | os.PathLike[str], version: int, progress: Progress | None
+) -> Download:
+    call = Call("GET", product_path(handle, "versions", version, "artifact"))
+    fallback = f"{handle}-v{version}.bin"
+    return Download(call, dest, fallback, progress, digest_header=ARTIFACT_DIGEST_HEADER)
 
 
-class Models:
+class Models(SyncResource):
     """Models: inference, metadata, push and pull (``cb.models``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def infer(
         self,
@@ -133,11 +165,10 @@ class Models:
             >>> out["smoothed"].shape
             (2, 16)
         """
-        call = _infer_call(
+        spec = _infer_spec(
             model, inputs, version, outputs, binary, parameters, idempotency_key, timeout
         )
-        response = self._http.send(call)
-        return _result(call, response.content, response.headers)
+        return self._run(spec)
 
     def metadata(self, model: str, *, version: int | str | None = None) -> dict[str, Any]:
         """A model's v2 metadata: platform, versions, input and output signature.
@@ -146,8 +177,7 @@ class Models:
             >>> cb.models.metadata("traffic-police.flow-smoother")["inputs"]
             [{'name': 'flow', 'datatype': 'FP32', 'shape': [-1, -1]}]
         """
-        doc: dict[str, Any] = self._http.json(Call("GET", _model_path(model, version)))
-        return doc
+        return self._run(_metadata_spec(model, version))
 
     def ready(self, model: str, *, version: int | str | None = None) -> bool:
         """Whether the model can serve now (False while it loads, or when unavailable).
@@ -156,13 +186,7 @@ class Models:
             >>> cb.models.ready("traffic-police.flow-smoother")
             True
         """
-        from citybrain_sdk.errors import Unavailable
-
-        try:
-            self._http.send(Call("GET", _model_path(model, version, "ready")))
-        except Unavailable:
-            return False
-        return True
+        return self._run(_ready_spec(model, version))
 
     def push(
         self,
@@ -199,12 +223,7 @@ class Models:
             >>> v.version, v.artifact_digest
             (1, 'sha256:…')
         """
-        path = Path(artifact)
-        digest = _files.sha256_file(path)
-        call = _push_call(
-            handle, path, manifest, notes, digest, lambda: _files.iter_file(path, progress)
-        )
-        return Version.from_json(self._http.json(call))
+        return self._run(_push_spec(handle, artifact, manifest, notes, progress, self._chunks))
 
     def pull(
         self,
@@ -233,28 +252,12 @@ class Models:
             PosixPath('models/flow-smoother-v1.pt')
         """
         if version is None:
-            version = _latest(Product.from_json(self._http.json(_product_call(handle))))
-        with self._http.stream(_artifact_call(handle, version)) as response:
-            target = _files.target_path(dest, response, f"{handle}-v{version}.bin")
-            expected = response.headers.get(ARTIFACT_DIGEST_HEADER)
-            return _files.save(response, target, expected, progress)
+            version = self._run(latest_version(handle))
+        return self._download(_pull(handle, dest, version, progress))
 
 
-def _product_call(handle: str) -> Call:
-    return Call("GET", f"{API_PREFIX}/products/{segment(handle)}")
-
-
-def _latest(product: Product) -> int:
-    if product.latest_version is None:
-        raise ValueError(f"{product.handle} has no versions yet")
-    return product.latest_version
-
-
-class AsyncModels:
+class AsyncModels(AsyncResource):
     """Models, awaited (``AsyncClient.models``): the methods of :class:`Models`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def infer(
         self,
@@ -273,11 +276,10 @@ class AsyncModels:
         Example:
             >>> out = await cb.models.infer("traffic-police.flow-smoother", {"flow": flow})
         """
-        call = _infer_call(
+        spec = _infer_spec(
             model, inputs, version, outputs, binary, parameters, idempotency_key, timeout
         )
-        response = await self._http.send(call)
-        return _result(call, response.content, response.headers)
+        return await self._run(spec)
 
     async def metadata(self, model: str, *, version: int | str | None = None) -> dict[str, Any]:
         """A model's v2 metadata; see :meth:`Models.metadata`.
@@ -285,8 +287,7 @@ class AsyncModels:
         Example:
             >>> meta = await cb.models.metadata("traffic-police.flow-smoother")
         """
-        doc: dict[str, Any] = await self._http.json(Call("GET", _model_path(model, version)))
-        return doc
+        return await self._run(_metadata_spec(model, version))
 
     async def ready(self, model: str, *, version: int | str | None = None) -> bool:
         """Whether the model can serve now; see :meth:`Models.ready`.
@@ -294,13 +295,7 @@ class AsyncModels:
         Example:
             >>> await cb.models.ready("traffic-police.flow-smoother")
         """
-        from citybrain_sdk.errors import Unavailable
-
-        try:
-            await self._http.send(Call("GET", _model_path(model, version, "ready")))
-        except Unavailable:
-            return False
-        return True
+        return await self._run(_ready_spec(model, version))
 
     async def push(
         self,
@@ -316,12 +311,8 @@ class AsyncModels:
         Example:
             >>> v = await cb.models.push("parkeasy.lane-counter", "model.pt", manifest)
         """
-        path = Path(artifact)
-        digest = _files.sha256_file(path)
-        call = _push_call(
-            handle, path, manifest, notes, digest, lambda: _files.aiter_file(path, progress)
-        )
-        return Version.from_json(await self._http.json(call))
+        spec = _push_spec(handle, artifact, manifest, notes, progress, self._chunks)
+        return await self._run(spec)
 
     async def pull(
         self,
@@ -337,8 +328,5 @@ class AsyncModels:
             >>> path = await cb.models.pull("traffic-police.flow-smoother", "models/")
         """
         if version is None:
-            version = _latest(Product.from_json(await self._http.json(_product_call(handle))))
-        async with self._http.stream(_artifact_call(handle, version)) as response:
-            target = _files.target_path(dest, response, f"{handle}-v{version}.bin")
-            expected = response.headers.get(ARTIFACT_DIGEST_HEADER)
-            return await _files.asave(response, target, expected, progress)
+            version = await self._run(latest_version(handle))
+        return await self._download(_pull(handle, dest, version, progress))

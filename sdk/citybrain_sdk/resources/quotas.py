@@ -6,7 +6,15 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP, segment
+from citybrain_sdk._http import API_PREFIX, Call, segment
+from citybrain_sdk.resources._base import (
+    AsyncResource,
+    Spec,
+    SyncResource,
+    json_spec,
+    listing,
+    no_answer,
+)
 from citybrain_sdk.types import Quota
 
 __all__ = ["AsyncQuotas", "Quotas"]
@@ -14,30 +22,30 @@ __all__ = ["AsyncQuotas", "Quotas"]
 _QUOTAS = f"{API_PREFIX}/quotas"
 
 
-def _create_call(
+def _create(
     metric: str,
     window: str,
     amount: float,
     tenant: str | None,
     key_id: str | None,
     product: str | None,
-) -> Call:
+) -> Spec[Quota]:
     body: dict[str, Any] = {"metric": metric, "window": window, "amount": amount}
     for name, value in (("tenant", tenant), ("key_id", key_id), ("product", product)):
         if value is not None:
             body[name] = value
-    return Call("POST", _QUOTAS, json=body)
+    return json_spec(Call("POST", _QUOTAS, json=body), Quota.from_json)
 
 
-def _quotas(doc: Any) -> builtins.list[Quota]:
-    return [Quota.from_json(q) for q in doc.get("data", ())]
+_LIST = json_spec(Call("GET", _QUOTAS), listing(Quota.from_json))
 
 
-class Quotas:
+def _delete(quota_id: str) -> Spec[None]:
+    return no_answer(Call("DELETE", f"{_QUOTAS}/{segment(quota_id)}"))
+
+
+class Quotas(SyncResource):
     """Quotas and rate limits (``cb.quotas``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def list(self) -> builtins.list[Quota]:
         """Limits on the caller, its keys and its products (the operator: all).
@@ -45,7 +53,7 @@ class Quotas:
         Example:
             >>> [(q.metric, q.window, q.amount) for q in cb.quotas.list()]
         """
-        return _quotas(self._http.json(Call("GET", _QUOTAS)))
+        return self._run(_LIST)
 
     def create(
         self,
@@ -64,8 +72,7 @@ class Quotas:
             >>> cb.quotas.create(metric="requests", window="minute", amount=600,
             ...                  key_id=issued.key.id)
         """
-        call = _create_call(metric, window, amount, tenant, key_id, product)
-        return Quota.from_json(self._http.json(call))
+        return self._run(_create(metric, window, amount, tenant, key_id, product))
 
     def delete(self, quota_id: str) -> None:
         """Remove a limit.
@@ -73,14 +80,11 @@ class Quotas:
         Example:
             >>> cb.quotas.delete(quota.id)
         """
-        self._http.send(Call("DELETE", f"{_QUOTAS}/{segment(quota_id)}"))
+        self._run(_delete(quota_id))
 
 
-class AsyncQuotas:
+class AsyncQuotas(AsyncResource):
     """Quotas, awaited: the methods of :class:`Quotas`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def list(self) -> builtins.list[Quota]:
         """Limits; see :meth:`Quotas.list`.
@@ -88,7 +92,7 @@ class AsyncQuotas:
         Example:
             >>> quotas = await cb.quotas.list()
         """
-        return _quotas(await self._http.json(Call("GET", _QUOTAS)))
+        return await self._run(_LIST)
 
     async def create(
         self,
@@ -105,8 +109,7 @@ class AsyncQuotas:
         Example:
             >>> await cb.quotas.create(metric="units", window="day", amount=1e6)
         """
-        call = _create_call(metric, window, amount, tenant, key_id, product)
-        return Quota.from_json(await self._http.json(call))
+        return await self._run(_create(metric, window, amount, tenant, key_id, product))
 
     async def delete(self, quota_id: str) -> None:
         """Remove a limit; see :meth:`Quotas.delete`.
@@ -114,4 +117,4 @@ class AsyncQuotas:
         Example:
             >>> await cb.quotas.delete(quota.id)
         """
-        await self._http.send(Call("DELETE", f"{_QUOTAS}/{segment(quota_id)}"))
+        await self._run(_delete(quota_id))

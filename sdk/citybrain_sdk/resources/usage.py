@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import builtins
 from datetime import date, datetime
-from typing import Any
 
-from citybrain_sdk._http import API_PREFIX, AsyncHTTP, Call, SyncHTTP
+from citybrain_sdk._http import API_PREFIX, Call
+from citybrain_sdk.resources._base import AsyncResource, Spec, SyncResource, json_spec, listing
 from citybrain_sdk.types import UsageRow
 
 __all__ = ["AsyncUsage", "Usage"]
@@ -19,13 +19,13 @@ def _bound(value: date | datetime | str | None) -> str | None:
     return value.isoformat()
 
 
-def _call(
+def _spec(
     start: date | datetime | str | None,
     end: date | datetime | str | None,
     product: str | None,
     group_by: str,
     tenant: str | None,
-) -> Call:
+) -> Spec[builtins.list[UsageRow]]:
     if group_by not in ("day", "product"):
         raise ValueError("group_by must be 'day' or 'product'")
     params = {
@@ -35,18 +35,11 @@ def _call(
         "group_by": group_by,
         "tenant": tenant,
     }
-    return Call("GET", f"{API_PREFIX}/usage", params=params)
+    return json_spec(Call("GET", f"{API_PREFIX}/usage", params=params), listing(UsageRow.from_json))
 
 
-def _rows(doc: Any) -> builtins.list[UsageRow]:
-    return [UsageRow.from_json(r) for r in doc.get("data", ())]
-
-
-class Usage:
+class Usage(SyncResource):
     """Metered usage (``cb.usage``)."""
-
-    def __init__(self, http: SyncHTTP) -> None:
-        self._http = http
 
     def list(
         self,
@@ -74,14 +67,11 @@ class Usage:
             ...     print(row.day, row.events, row.unit)
             2026-11-03 12 call
         """
-        return _rows(self._http.json(_call(start, end, product, group_by, tenant)))
+        return self._run(_spec(start, end, product, group_by, tenant))
 
 
-class AsyncUsage:
+class AsyncUsage(AsyncResource):
     """Metered usage, awaited: the methods of :class:`Usage`."""
-
-    def __init__(self, http: AsyncHTTP) -> None:
-        self._http = http
 
     async def list(
         self,
@@ -97,4 +87,4 @@ class AsyncUsage:
         Example:
             >>> rows = await cb.usage.list(group_by="product")
         """
-        return _rows(await self._http.json(_call(start, end, product, group_by, tenant)))
+        return await self._run(_spec(start, end, product, group_by, tenant))
