@@ -249,9 +249,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             quota=quota,
         )
         federation = settings.federation
-        app.state.forwarder = (
-            Forwarder(federation, read_mostly) if federation.joined else None
-        )
+        app.state.forwarder = Forwarder(federation, read_mostly) if federation.joined else None
         puller = (
             asyncio.get_running_loop().create_task(pull_forever(session_factory, federation))
             if federation.joined and federation.pull_interval_seconds > 0

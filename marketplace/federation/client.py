@@ -80,9 +80,7 @@ class CityClient:
         body: dict[str, Any] = response.json()
         return body
 
-    def request(
-        self, method: str, path: str, what: str, json: Any = None
-    ) -> dict[str, Any] | None:
+    def request(self, method: str, path: str, what: str, json: Any = None) -> dict[str, Any] | None:
         """One call of the city's API; None for a 404 on a read (the listing is not there)."""
         try:
             response = self._http.request(method, path, json=json)

@@ -211,9 +211,7 @@ class Forwarder:
             response = await self._http.request(method, url, content=body, headers=sent)
         except httpx.HTTPError as e:
             raise UnavailableError(f"the city cannot be reached to answer {handle}") from e
-        kept = {
-            k: v for k, v in response.headers.items() if k.lower() in PASSED_RESPONSE_HEADERS
-        }
+        kept = {k: v for k, v in response.headers.items() if k.lower() in PASSED_RESPONSE_HEADERS}
         return Forwarded(response.status_code, kept, response.content)
 
 

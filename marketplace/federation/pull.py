@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def run_harvest(
-    sessions: sessionmaker[Session], settings: FederationSettings, *, client: CityClient | None = None
+    sessions: sessionmaker[Session],
+    settings: FederationSettings,
+    *,
+    client: CityClient | None = None,
 ) -> HarvestReport:
     """Harvest once (see the module docstring); the report says what changed."""
     own = client is None
