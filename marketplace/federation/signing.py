@@ -101,9 +101,15 @@ class SignedCaller:
     caller: str
 
 
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # A case-insensitive mapping (Starlette's) answers either; a plain dict has lower-case keys.
+    value = headers.get(name)
+    return value if value is not None else headers.get(name.lower())
+
+
 def has_caller_headers(headers: Mapping[str, str]) -> bool:
     """Whether a request names a forwarded caller at all (any of the four headers)."""
-    return any(headers.get(h) is not None for h in HEADERS)
+    return any(_header(headers, h) is not None for h in HEADERS)
 
 
 def verify_caller(
@@ -130,7 +136,7 @@ def verify_caller(
         UnauthenticatedError: A missing or malformed header, a wrong signature, an expired
             time or a nonce used before (the message says which; no secret is in it).
     """
-    values = {h: headers.get(h) or headers.get(h.lower()) for h in HEADERS}
+    values = {h: _header(headers, h) for h in HEADERS}
     encoded, ts_text, nonce, signature = (values[h] for h in HEADERS)
     if not encoded or not ts_text or not nonce or not signature:
         raise UnauthenticatedError(
