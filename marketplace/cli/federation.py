@@ -64,7 +64,7 @@ def pull(
 ) -> None:
     """Harvest the city's catalog into this hub (incremental; a second run changes nothing)."""
     from marketplace.federation.client import CityClient
-    from marketplace.federation.harvest import apply_feed, since_for
+    from marketplace.federation.pull import harvest_once
 
     cfg, fed = _federation(ctx, city_url, hub_key)
     with (
@@ -73,11 +73,9 @@ def pull(
             SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
         ) as progress,
     ):
-        task = progress.add_task(f"reading the catalog feed of {city.url}")
-        since = run_in_transaction(ctx, lambda s: since_for(s, city.url), cfg)
-        feed = run_in_transaction(ctx, lambda _s: city.feed(since), cfg)
-        progress.update(task, description=f"applying {len(feed.get('changed', []))} changes")
-        report = run_in_transaction(ctx, lambda s: apply_feed(s, city.url, feed), cfg)
+        progress.add_task(f"harvesting the catalog of {city.url}")
+        # One transaction: a run that fails leaves the mirrors and the watermark as they were.
+        report = run_in_transaction(ctx, lambda s: harvest_once(s, city), cfg)
     _print(asdict(report), as_json)
 
 

@@ -209,3 +209,71 @@ def test_harvest_mirrors_idempotently_and_follows_deprecation_and_withdrawal(
         ).one()
         assert air.state == "deprecated"
         assert session.scalar(select(Product).where(Product.origin_handle == raised)) is None
+
+
+def test_the_schedule_harvests_on_its_own_and_survives_a_failed_run(
+    city: City, hub: sessionmaker[Session]
+) -> None:
+    """``federation.pull_interval_seconds``: the server's loop (``pull.pull_forever``), here
+    against the city's app through its TestClient transport."""
+    import asyncio
+
+    import httpx
+    from pydantic import SecretStr
+
+    from marketplace.config import FederationSettings, Settings
+    from marketplace.federation.client import CityClient
+    from marketplace.federation.pull import pull_forever
+
+    fed = FederationSettings(
+        city_url="http://testserver", hub_key=SecretStr(_hub_key(city)), pull_interval_seconds=0.05
+    )
+    assert fed.joined
+    bad = FederationSettings(city_url="http://testserver", hub_key=SecretStr("cbk_x_y"))
+
+    def mirrors() -> int:
+        with hub() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(Product).where(Product.origin_url.is_not(None))
+                )
+                or 0
+            )
+
+    def relay(request: httpx.Request) -> httpx.Response:
+        # The city's app answers (through its TestClient); nothing here is a fake.
+        answer = city.client.request(
+            request.method,
+            request.url.raw_path.decode(),
+            headers=request.headers,
+            content=request.content,
+        )
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+    transport = httpx.MockTransport(relay)
+
+    async def run() -> int:
+        # A refused key: the loop logs and carries on (nothing harvested).
+        with CityClient(bad, transport=transport) as refused:
+            task = asyncio.create_task(
+                pull_forever(hub, fed.model_copy(update={"hub_key": bad.hub_key}), client=refused)
+            )
+            await asyncio.sleep(0.2)
+            assert not task.done() and mirrors() == 0
+            task.cancel()
+        with CityClient(fed, transport=transport) as client:
+            task = asyncio.create_task(pull_forever(hub, fed, client=client))
+            for _ in range(200):
+                if mirrors():
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+        return mirrors()
+
+    assert asyncio.run(run()) == len(_feed(city, _hub_key(city))["handles"])
+    # The settings come from the environment as documented.
+    env = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{"federation": {"city_url": "https://city", "pull_interval_seconds": 600}},
+    )
+    assert env.federation.pull_interval_seconds == 600 and not env.federation.joined
