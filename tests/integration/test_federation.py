@@ -284,6 +284,10 @@ def test_calls_on_mirrors_are_answered_by_the_city_metered_to_the_hub_audited_to
     user = hub.keys["xihu-school"]
     before = _city_usage(fed, "xihu-district", MODEL)
 
+    meta = httpx.get(f"{hub.url}/v2/models/{MODEL}", headers=_auth(user))
+    assert meta.status_code == 200, meta.text
+    assert [i["name"] for i in meta.json()["inputs"]] == ["flow"]
+    assert httpx.get(f"{hub.url}/v2/models/{MODEL}/ready", headers=_auth(user)).is_success
     r = httpx.post(f"{hub.url}/v2/models/{MODEL}/infer", headers=_auth(user), json=INFER)
     assert r.status_code == 200, r.text
     (output,) = r.json()["outputs"]
