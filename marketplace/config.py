@@ -306,6 +306,34 @@ class TelemetrySettings(BaseModel):
     json_logs: bool = False
 
 
+class FederationSettings(BaseModel):
+    """A district hub's link to the city (``CITYBRAIN_FEDERATION__*``; docs/federation.md).
+
+    Set ``city_url`` and ``hub_key`` on a hub: ``citybrain federation pull`` then harvests the
+    city's catalog, calls on mirrored products are forwarded to the city, and ``citybrain
+    federation push`` publishes the hub's own listings there. Both unset: a platform of its own
+    (the city itself, or a hub not yet joined).
+    """
+
+    # The city platform's base URL, e.g. https://data.city.gov.cn
+    city_url: str | None = None
+    # The API key the city issued to this district's tenant (scopes catalog:read, catalog:write,
+    # infer, data:read, federation). Never logged.
+    hub_key: SecretStr | None = Field(default=None, repr=False)
+    # Harvest the city's catalog this often from the server process (seconds; 0: only when
+    # ``citybrain federation pull`` runs, e.g. from cron).
+    pull_interval_seconds: float = Field(default=0.0, ge=0.0)
+    # How long one call to the city may take (harvest pages, forwarded calls, pushes).
+    timeout_s: float = Field(default=30.0, gt=0)
+    # City side: how far a forwarded call's signed time may be from this clock (seconds).
+    max_skew_s: float = Field(default=60.0, gt=0, le=600)
+
+    @property
+    def joined(self) -> bool:
+        """Whether this platform is a hub joined to a city."""
+        return bool(self.city_url) and self.hub_key is not None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CITYBRAIN_", env_nested_delimiter="__", extra="ignore"
@@ -336,6 +364,7 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=DataSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -61,6 +61,8 @@ class Scope(StrEnum):
     DATA_READ = "data:read"
     BILLING_READ = "billing:read"
     ADMIN = "admin"
+    # A district hub's key: may forward its users' calls with a signed caller header.
+    FEDERATION = "federation"
 
 
 ALL_SCOPES: tuple[str, ...] = tuple(s.value for s in Scope)

@@ -40,7 +40,7 @@ from marketplace.billing.service import now_utc, set_plan
 from marketplace.catalog import service as catalog
 from marketplace.catalog.trust import set_trusted_code
 from marketplace.config import DataSettings
-from marketplace.constants import ALL_SCOPES
+from marketplace.constants import ALL_SCOPES, Scope
 from marketplace.context import Principal
 from marketplace.keys.service import create_key
 from marketplace.tables import Product, ProductVersion, Tenant
@@ -453,6 +453,11 @@ def _add_data(session: Session, owner: Tenant, handle: str, fields: dict[str, An
     )
 
 
+# Every scope but ``federation``: naming another caller is for a district hub's own key, issued
+# on purpose (docs/federation.md), never a demo key's.
+DEMO_SCOPES = tuple(s for s in ALL_SCOPES if s != Scope.FEDERATION.value)
+
+
 def seed_demo_city(
     session: Session,
     *,
@@ -495,7 +500,9 @@ def seed_demo_city(
         tenant = create_tenant(session, slug=slug, name=name, kind=kind, domain=domain, actor=ACTOR)
         tenants[slug] = tenant
         created.append(slug)
-        issued = create_key(session, tenant=tenant, scopes=ALL_SCOPES, name="demo key", actor=ACTOR)
+        issued = create_key(
+            session, tenant=tenant, scopes=DEMO_SCOPES, name="demo key", actor=ACTOR
+        )
         keys[slug] = issued.token
 
     operator = _principal(tenants["data-bureau"])

@@ -65,6 +65,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20))
     domain: Mapped[str | None] = mapped_column(String(40))
+    # A hub's mirror of a city publisher: the city's URL (migration 0014); None for local ones.
+    origin_url: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -127,6 +129,10 @@ class Product(Base):
     trusted_code: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Datasets: the quality score (0-1) of the newest data version, for the listing and search.
     quality_score: Mapped[float | None] = mapped_column(Float)
+    # A listing a district hub harvested from the city: the city's URL and the handle there
+    # (migration 0014). Mirrors are read-only on the hub; None for the platform's own listings.
+    origin_url: Mapped[str | None] = mapped_column(String(300))
+    origin_handle: Mapped[str | None] = mapped_column(String(130))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -326,3 +332,15 @@ class QuotaLimit(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str] = mapped_column(String(100))
     created_by_tenant_id: Mapped[int] = mapped_column(Integer)
+
+
+class FederationState(Base):
+    """What a hub's harvest and push remember between runs (migration 0014), one row a name."""
+
+    __tablename__ = "federation_state"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

@@ -27,6 +27,7 @@ from marketplace.api.routes import (
     ckan,
     data,
     dcat,
+    federation,
     keys,
     models,
     portal,
@@ -44,6 +45,9 @@ from marketplace.data.engine import make_engine as make_data_engine
 from marketplace.data.pipeline import DataPlane
 from marketplace.db import make_engine, make_session_factory
 from marketplace.errors import ForbiddenError
+from marketplace.federation.forward import Forwarder
+from marketplace.federation.pull import pull_forever
+from marketplace.federation.signing import ReplayGuard
 from marketplace.gateway.constants import V2_PREFIX
 from marketplace.gateway.metrics import GatewayMetrics
 from marketplace.gateway.pipeline import Gateway
@@ -244,6 +248,13 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             usage=usage,
             quota=quota,
         )
+        federation = settings.federation
+        app.state.forwarder = Forwarder(federation, read_mostly) if federation.joined else None
+        puller = (
+            asyncio.get_running_loop().create_task(pull_forever(session_factory, federation))
+            if federation.joined and federation.pull_interval_seconds > 0
+            else None
+        )
         app.state.health = HealthChecker(
             engine=engine,
             meter=usage,
@@ -257,6 +268,11 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         finally:
             health, app.state.health = app.state.health, None
             health.close()
+            if puller is not None:
+                puller.cancel()
+            forwarder, app.state.forwarder = app.state.forwarder, None
+            if forwarder is not None:
+                await forwarder.close()
             app.state.gateway = None
             plane, app.state.data = app.state.data, None
             await asyncio.to_thread(plane.close)
@@ -285,6 +301,9 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.state.gateway = None
     app.state.data = None
     app.state.health = None
+    app.state.forwarder = None  # a joined hub's (federation.forward), set at startup
+    # City side: nonces of hubs' signed caller headers already seen (federation.signing).
+    app.state.federation_guard = ReplayGuard(2 * settings.federation.max_skew_s)
 
     install_error_handlers(app)
     # The inference routes first: routing tries routes in order, and /v2 is the hot path.
@@ -301,6 +320,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         usage,
         quotas,
         dcat,
+        federation,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     # CKAN's Action API lives at CKAN's own paths, where its clients look for it.

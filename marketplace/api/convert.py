@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from marketplace.api.schemas import KeyPublic, ProductPublic, TenantPublic, VersionPublic
+from marketplace.api.schemas import (
+    KeyPublic,
+    OriginPublic,
+    ProductPublic,
+    TenantPublic,
+    VersionPublic,
+)
 from marketplace.catalog.search import Listing
 from marketplace.constants import API_KEY_PREFIX, GOVERNMENT_KINDS
 from marketplace.keys.service import key_status
@@ -57,12 +63,18 @@ _PRODUCT_FIELDS = (
 
 
 def _public(p: Product | Listing, owner: str, latest_version: int | None) -> ProductPublic:
+    origin = (
+        OriginPublic(url=p.origin_url, handle=p.origin_handle)
+        if p.origin_url is not None and p.origin_handle is not None
+        else None
+    )
     return ProductPublic(
         handle=f"{owner}.{p.name}",
         owner=owner,
         tags=list(p.tags),
         latest_version=latest_version,
         quality=p.quality_score,
+        origin=origin,
         **{name: getattr(p, name) for name in _PRODUCT_FIELDS},
     )
 

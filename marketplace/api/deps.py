@@ -26,6 +26,8 @@ from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER
 from marketplace.context import Caller, Principal
 from marketplace.db import ANONYMOUS_TENANT, set_tenant_context
+from marketplace.federation.forward import accept_forwarded, audit_forwarded
+from marketplace.federation.signing import has_caller_headers
 
 
 def get_settings(request: Request) -> Settings:
@@ -82,10 +84,32 @@ async def authenticate_request(request: Request, *, scope: str | None = None) ->
     """
     headers = request.headers
     authenticator: Authenticator = request.app.state.authenticator
-    caller = await authenticator.authenticate(
-        presented_credential(headers.get("authorization"), headers.get(API_KEY_HEADER)),
-        stamp_now=True,
-    )
+    credential = presented_credential(headers.get("authorization"), headers.get(API_KEY_HEADER))
+    caller = await authenticator.authenticate(credential, stamp_now=True)
+    federated = getattr(request.state, "federated_caller", None)
+    if federated is not None:  # verified once per request: a nonce is good for one check
+        caller = federated
+    elif has_caller_headers(headers):
+        # A district hub's forwarded call: its key, and the original caller signed alongside.
+        settings: Settings = request.app.state.settings
+        caller = accept_forwarded(
+            caller,
+            credential,
+            headers,
+            request.method,
+            request.url.path,
+            guard=request.app.state.federation_guard,
+            max_skew_s=settings.federation.max_skew_s,
+        )
+        assert caller is not None
+        await run_in_threadpool(
+            audit_forwarded,
+            request.app.state.session_factory,
+            caller,
+            request.method,
+            request.url.path,
+        )
+        request.state.federated_caller = caller
     request.state.principal = caller  # the access log and the audit of denials name it
     if caller is not None and scope is not None:
         check_scope(caller, scope)

@@ -14,6 +14,7 @@ entries are added to FastAPI's document by :meth:`PlatformApp.openapi`
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -38,8 +39,11 @@ from marketplace.api.routes.v2_openapi import document_infer_routes
 from marketplace.api.tracing import end_request, request_span
 from marketplace.auth.authenticate import presented_credential
 from marketplace.constants import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER
-from marketplace.context import new_request_id, request_id_var
+from marketplace.constants import Scope as ScopeName
+from marketplace.context import Principal, new_request_id, request_id_var
 from marketplace.errors import UnavailableError
+from marketplace.federation.forward import Forwarder, accept_forwarded, audit_forwarded
+from marketplace.federation.signing import CALLER_HEADER
 from marketplace.gateway.constants import INFERENCE_HEADER_CONTENT_LENGTH
 from marketplace.gateway.pipeline import Gateway, InferCall
 
@@ -52,6 +56,8 @@ _API_KEY = API_KEY_HEADER.lower().encode()
 _HEADER_LENGTH = INFERENCE_HEADER_CONTENT_LENGTH.lower().encode()
 _IDEMPOTENCY_KEY = IDEMPOTENCY_KEY_HEADER.lower().encode()
 _CONTENT_LENGTH = b"content-length"
+# A district hub's signed caller headers (``marketplace.federation.signing``), lower-cased.
+_CALLER_PREFIX = CALLER_HEADER.lower().encode()
 
 
 class _ClientGone(Exception):
@@ -150,7 +156,10 @@ class PlatformApp(FastAPI):
     ) -> None:
         authorization = api_key = header_length = idempotency_key = None
         declared = -1
+        federated = False
         for key, value in scope["headers"]:
+            if key.startswith(_CALLER_PREFIX):
+                federated = True
             if key == _AUTHORIZATION:
                 authorization = value.decode("latin-1")
             elif key == _API_KEY:
@@ -176,15 +185,24 @@ class PlatformApp(FastAPI):
             gateway: Gateway | None = getattr(self.state, "gateway", None)
             if gateway is None:
                 raise UnavailableError("the inference gateway is starting")
+            credential = presented_credential(authorization, api_key)
+            forwarder: Forwarder | None = getattr(self.state, "forwarder", None)
+            if forwarder is not None and await forwarder.is_mirror(name):
+                await self._forward(scope, send, forwarder, credential, name, version, body)
+                return
+            principal = None
+            if federated:
+                principal = await self._federated_principal(scope, credential)
             call = InferCall(
                 name=name,
                 version=version,
-                credential=presented_credential(authorization, api_key),
+                credential=credential,
                 body=body,
                 header_length=header_length,
                 idempotency_key=idempotency_key,
                 request_id=rid,
                 request_id_chosen=rid_chosen,
+                principal=principal,
             )
             reply = await gateway.infer(call)
         except _ClientGone:
@@ -197,6 +215,55 @@ class PlatformApp(FastAPI):
         headers.extend((k.lower().encode(), v.encode("latin-1")) for k, v in reply.headers.items())
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        forwarder: Forwarder,
+        credential: str | None,
+        name: str,
+        version: str | None,
+        body: bytes,
+    ) -> None:
+        """A district hub's mirror of a city model: the city answers, through the hub
+        (``marketplace.federation.forward``)."""
+        caller = await self.state.authenticator.authenticate(credential)
+        scope.setdefault("state", {})["principal"] = caller
+        template = f"/v2/models/{{handle}}{f'/versions/{version}' if version else ''}/infer"
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        reply = await forwarder.forward(
+            caller,
+            name,
+            scope=ScopeName.INFER.value,
+            method="POST",
+            path_template=template,
+            body=body,
+            headers=headers,
+        )
+        out = [(b"content-length", str(len(reply.body)).encode())]
+        out.extend((k.lower().encode(), v.encode("latin-1")) for k, v in reply.headers.items())
+        await send({"type": "http.response.start", "status": reply.status, "headers": out})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    async def _federated_principal(self, scope: Scope, credential: str | None) -> Principal:
+        """City side: the hub's principal naming the original caller it signed for."""
+        caller = await self.state.authenticator.authenticate(credential)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        principal = accept_forwarded(
+            caller,
+            credential,
+            headers,
+            scope["method"],
+            scope["path"],
+            guard=self.state.federation_guard,
+            max_skew_s=self.state.settings.federation.max_skew_s,
+        )
+        assert principal is not None
+        await asyncio.to_thread(
+            audit_forwarded, self.state.session_factory, principal, "POST", scope["path"]
+        )
+        return principal
 
     async def _error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
         """The same error response (and audit of a denial) as any other route would give."""

@@ -111,6 +111,13 @@ class ReviewDecision(BaseModel):
     note: str = Field(default="", max_length=2000)
 
 
+class OriginPublic(BaseModel):
+    """Where a district hub's mirrored listing comes from: the city's URL and its handle there."""
+
+    url: str
+    handle: str
+
+
 class ProductPublic(BaseModel):
     handle: str
     name: str
@@ -130,6 +137,8 @@ class ProductPublic(BaseModel):
     latest_version: int | None = None
     # Datasets: the quality score (0-1) of the newest data version, when it declares rules.
     quality: float | None = None
+    # Set on a hub's mirrored (read-only) listings; None for the platform's own.
+    origin: OriginPublic | None = None
     created_at: datetime
     updated_at: datetime
 

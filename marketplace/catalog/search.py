@@ -86,6 +86,9 @@ class Listing:
     updated_at: datetime
     latest_version: int | None
     quality_score: float | None = None
+    # A hub's mirrored listing: the city's URL and handle there (``marketplace.federation``).
+    origin_url: str | None = None
+    origin_handle: str | None = None
 
 
 @dataclass(slots=True)
@@ -146,6 +149,8 @@ def _listing_columns() -> list[Any]:
         Product.updated_at,
         latest,
         Product.quality_score,
+        Product.origin_url,
+        Product.origin_handle,
     ]
 
 
@@ -219,7 +224,7 @@ _LISTING_SQL = """product.id, tenant.slug, product.name, product.kind, product.t
   product.tier, product.license,
   product.downloadable, product.state, product.review_note, product.created_at, product.updated_at,
   (SELECT max(v.version) FROM product_version v WHERE v.product_id = product.id),
-  product.quality_score"""
+  product.quality_score, product.origin_url, product.origin_handle"""
 
 # The facet counts of the rows of ``counted`` (columns kind, domain, tier, n), as JSON.
 _FACETS_SQL = """(SELECT CAST(json_agg(json_build_array(kind, domain, tier, n)) AS text)

@@ -168,9 +168,21 @@ def get_product(session: Session, caller: Caller, handle: str) -> Product:
     return product
 
 
+def check_not_mirror(product: Product) -> None:
+    """Refuse to change a district hub's mirror of a city listing (403): it is read-only here,
+    and the next harvest would undo the change anyway."""
+    if product.origin_url is not None:
+        raise ForbiddenError(
+            f"product {product_handle(product)} is a read-only mirror of {product.origin_handle}"
+            f" at {product.origin_url}: change it there"
+        )
+
+
 def get_owned_product(session: Session, caller: Principal, handle: str) -> Product:
-    """A product the caller owns. One it can see but not own answers 403; others 404."""
+    """A product the caller owns. One it can see but not own answers 403; others 404; a
+    hub's mirror of a city listing is read-only (403)."""
     product = get_product(session, caller, handle)
+    check_not_mirror(product)
     if product.tenant_id != caller.tenant_id:
         raise ForbiddenError(f"only the owner may change product {handle!r}")
     return product
@@ -212,6 +224,7 @@ def update_product(
     if product is None:
         # The operator may edit any product it can see (to lower a tier, for instance).
         product = get_product(session, caller, handle)
+        check_not_mirror(product)
     changes: dict[str, Any] = {}
     if product.tenant_id != caller.tenant_id:
         # Not the owner: the operator may only change the tier.

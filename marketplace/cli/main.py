@@ -14,6 +14,7 @@ from marketplace.cli import (
     billing,
     datasets,
     db,
+    federation,
     keys,
     models,
     server,
@@ -36,6 +37,7 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(access.app, name="access")
 app.add_typer(billing.app, name="billing")
 app.add_typer(usage.app, name="usage")
+app.add_typer(federation.app, name="federation")
 app.command()(server.seed)
 app.command()(server.serve)
 app.command()(server.demo)

@@ -17,7 +17,7 @@ from marketplace.api.deps import authenticate_principal, authenticate_request
 from marketplace.api.schemas import VersionPublic
 from marketplace.catalog.service import get_product
 from marketplace.config import Settings
-from marketplace.constants import IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, Scope
+from marketplace.constants import API_PREFIX, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, Scope
 from marketplace.context import Principal, current_request_id
 from marketplace.data.formats import DOWNLOAD_TYPES, JSON, encode_table, json_rows, negotiate
 from marketplace.data.pipeline import DataPlane, QueryResult
@@ -26,6 +26,7 @@ from marketplace.data.service import version_data
 from marketplace.data.upload import check_upload_target, upload_data_version
 from marketplace.data.usage import DataCall
 from marketplace.errors import InvalidInputError, UnavailableError
+from marketplace.federation.forward import Forwarder
 from marketplace.gateway.constants import IDEMPOTENT_REPLAYED_HEADER
 
 router = APIRouter(tags=["data"])
@@ -208,6 +209,19 @@ async def query_dataset(
 ) -> Response:
     """Query a dataset with a plan (select, where, group_by, aggregates, order_by, limit,
     cursor) over the caller's masked view; metered in rows."""
+    forwarder: Forwarder | None = request.app.state.forwarder
+    if forwarder is not None and await forwarder.is_mirror(handle):
+        # A hub's mirror of a city dataset: the city answers, through the hub.
+        reply = await forwarder.forward(
+            caller,
+            handle,
+            scope=Scope.DATA_READ.value,
+            method="POST",
+            path_template=f"{API_PREFIX}/products/{{handle}}/query",
+            body=await request.body(),
+            headers=request.headers,
+        )
+        return Response(reply.body, status_code=reply.status, headers=reply.headers)
     result = await _plane(request).query(_call(request, caller), handle, plan)
     return await _answer(request, result)
 

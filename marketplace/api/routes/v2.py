@@ -14,8 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from marketplace.api.deps import authenticate_request
+from marketplace.constants import Scope
 from marketplace.context import current_request_id
 from marketplace.errors import UnavailableError
+from marketplace.federation.forward import Forwarder
 from marketplace.gateway.pipeline import Gateway
 from marketplace.health import readiness_of
 
@@ -56,13 +58,39 @@ async def server_metadata(request: Request) -> Response:
     return _json(_gateway(request).server_metadata())
 
 
+async def _mirrored(
+    request: Request, name: str, version: str | None, suffix: str = ""
+) -> Response | None:
+    """On a district hub, the city's answer for a mirrored model (``federation.forward``)."""
+    forwarder: Forwarder | None = request.app.state.forwarder
+    if forwarder is None or not await forwarder.is_mirror(name):
+        return None
+    versioned = f"/versions/{version}" if version is not None else ""
+    reply = await forwarder.forward(
+        await authenticate_request(request),
+        name,
+        scope=Scope.INFER.value,
+        method="GET",
+        path_template=f"/v2/models/{{handle}}{versioned}{suffix}",
+        body=b"",
+        headers=request.headers,
+    )
+    return Response(reply.body, status_code=reply.status, headers=reply.headers)
+
+
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
+    mirrored = await _mirrored(request, name, version)
+    if mirrored is not None:
+        return mirrored
     gateway = _gateway(request)
     doc = await gateway.model_metadata(await authenticate_request(request), name, version)
     return _json(doc)
 
 
 async def _ready(request: Request, name: str, version: str | None) -> Response:
+    mirrored = await _mirrored(request, name, version, "/ready")
+    if mirrored is not None:
+        return mirrored
     gateway = _gateway(request)
     ready = await gateway.model_ready(await authenticate_request(request), name, version)
     if not ready:
