@@ -5,9 +5,12 @@ Every ``POST /api/v1/products/{handle}/query`` and ``GET .../versions/{n}/data``
 1. authenticate — the HTTP adapter, in a short session (scope ``data:read``);
 2. :meth:`DataPlane.open` — resolve the dataset and version, apply the tier and grant policy
    and build the caller's masked view (``marketplace.data.service``: 404 for what the caller
-   may not see, 403 without a grant);
+   may not see, 403 without a grant). The caller-independent look-ups (listing, version,
+   product key) are cached briefly (``marketplace.data.lookup``), the grant is read on every
+   call; on SQLite this step runs on the event loop;
 3. quota — the shared quota object (``requests`` per call; ``units`` are rows), 429;
-4. compile — the plan against the view into one sqlglot tree (``marketplace.data.compile``);
+4. compile — the plan against the view into one sqlglot tree (``marketplace.data.compile``),
+   reused when the same plan comes again for the same view (the engine then reuses its SQL);
 5. run — on the engine, within the time, memory and row limits (``marketplace.data.engine``);
 6. meter — one usage event, unit ``rows``, before the response (``marketplace.data.usage``);
    a failed read is never metered.
