@@ -72,7 +72,7 @@ def _plain(value: Any) -> Any:
 def _plain_column(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     """A column's values as :func:`_plain` makes them, by the column's type where it can."""
     t = column.type
-    values = column.to_pylist()
+    values: list[Any] = column.to_pylist()
     if (
         pa.types.is_string(t)
         or pa.types.is_large_string(t)
