@@ -116,6 +116,9 @@ class DataSettings(BaseModel):
     max_rows: int = Field(default=100_000, ge=1)
     default_limit: int = Field(default=1000, ge=1)
     max_concurrent_queries: int = Field(default=4, ge=1)
+    # How long a query's dataset look-ups (listing, version, key; never grants) are reused;
+    # this process's catalog writes clear them at once, other processes' within this. 0: off.
+    lookup_ttl_s: float = Field(default=2.0, ge=0)
     # How long a streamed download may take before it is cut off.
     download_timeout_s: float = Field(default=600.0, gt=0)
     # Cell size of the grid geo points are snapped to for callers who may not see them exact.

@@ -33,6 +33,8 @@ __all__ = ["DuckDBEngine", "fenced_connection"]
 
 log = logging.getLogger(__name__)
 
+_RENDERED_ENTRIES = 1024
+
 
 def fenced_connection(
     allowed: list[str], *, memory_limit: str, threads: int
@@ -97,6 +99,10 @@ class DuckDBEngine:
         self._db: duckdb.DuckDBPyConnection | None = None
         self._root: Path | None = None
         self._slots = threading.BoundedSemaphore(settings.max_concurrent_queries)
+        # Rendered SQL by query object: the pipeline reuses a compiled plan's tree for the
+        # same plan and view, so rendering it once is enough. Each entry holds its tree, so
+        # no id is reused while it is cached.
+        self._rendered: dict[int, tuple[exp.Expr, Path, str]] = {}
 
     def _local(self, snapshot: Snapshot) -> Path:
         return self._blobs.local_path(snapshot.digest)
@@ -141,10 +147,21 @@ class DuckDBEngine:
             return InvalidInputError(f"a value does not fit its column's type: {message}")
         return e
 
+    def _render(self, query: exp.Expr, path: Path) -> str:
+        hit = self._rendered.get(id(query))
+        if hit is not None and hit[0] is query and hit[1] == path:
+            return hit[2]
+        sql = self._bind(query, path)
+        with self._lock:
+            if len(self._rendered) >= _RENDERED_ENTRIES:
+                self._rendered.clear()
+            self._rendered[id(query)] = (query, path, sql)
+        return sql
+
     def run(self, snapshot: Snapshot, query: exp.Expr, params: Mapping[str, Any]) -> pa.Table:
         seconds = self._settings.query_timeout_s
         path = self._local(snapshot)
-        sql = self._bind(query, path)
+        sql = self._render(query, path)
         if not self._slots.acquire(timeout=seconds):
             raise EngineBusyError("every query slot stayed busy; retry in a moment")
         try:

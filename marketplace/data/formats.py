@@ -69,9 +69,28 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _plain_column(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """A column's values as :func:`_plain` makes them, by the column's type where it can."""
+    t = column.type
+    values: list[Any] = column.to_pylist()
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_null(t)
+    ):
+        return values  # already plain
+    if pa.types.is_float64(t) or pa.types.is_float32(t):
+        return [v if v is None or math.isfinite(v) else None for v in values]
+    if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t):
+        return [None if v is None else v.isoformat() for v in values]
+    return [_plain(v) for v in values]
+
+
 def json_rows(table: pa.Table | pa.RecordBatch) -> list[list[Any]]:
     """The rows as JSON-ready lists, in column order."""
-    columns = [[_plain(v) for v in col.to_pylist()] for col in table.columns]
+    columns = [_plain_column(col) for col in table.columns]
     return [list(row) for row in zip(*columns, strict=True)] if columns else []
 
 

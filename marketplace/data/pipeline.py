@@ -5,9 +5,12 @@ Every ``POST /api/v1/products/{handle}/query`` and ``GET .../versions/{n}/data``
 1. authenticate — the HTTP adapter, in a short session (scope ``data:read``);
 2. :meth:`DataPlane.open` — resolve the dataset and version, apply the tier and grant policy
    and build the caller's masked view (``marketplace.data.service``: 404 for what the caller
-   may not see, 403 without a grant);
+   may not see, 403 without a grant). The caller-independent look-ups (listing, version,
+   product key) are cached briefly (``marketplace.data.lookup``), the grant is read on every
+   call; on SQLite this step runs on the event loop;
 3. quota — the shared quota object (``requests`` per call; ``units`` are rows), 429;
-4. compile — the plan against the view into one sqlglot tree (``marketplace.data.compile``);
+4. compile — the plan against the view into one sqlglot tree (``marketplace.data.compile``),
+   reused when the same plan comes again for the same view (the engine then reuses its SQL);
 5. run — on the engine, within the time, memory and row limits (``marketplace.data.engine``);
 6. meter — one usage event, unit ``rows``, before the response (``marketplace.data.usage``);
    a failed read is never metered.
@@ -33,9 +36,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing import Meter
 from marketplace.config import DataSettings
 from marketplace.context import Principal
-from marketplace.data.compile import OutputColumn, compile_plan, encode_cursor, whole_view
+from marketplace.data.compile import (
+    CompiledQuery,
+    OutputColumn,
+    compile_plan,
+    encode_cursor,
+    whole_view,
+)
 from marketplace.data.engine import QueryEngine
 from marketplace.data.formats import stream_batches
+from marketplace.data.lookup import DatasetCache, invalidate_on_catalog_writes
 from marketplace.data.plan import QueryPlan
 from marketplace.data.service import DatasetTarget, open_dataset
 from marketplace.data.sql import compile_sql, output_columns
@@ -48,6 +58,8 @@ from marketplace.gateway.metering import Recorded
 __all__ = ["DataPlane", "Download", "QueryResult"]
 
 _BATCH_ROWS = 65_536
+#: Compiled plans kept for reuse (a dashboard asks the same few queries over and over).
+_COMPILED_ENTRIES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,17 @@ class DataPlane:
         self.quota = quota
         self.metering = metering and meter is not None
         self.in_flight = 0
+        # Step 2's caller-independent look-ups, cleared by this process's catalog writes.
+        self.lookups = DatasetCache(settings.lookup_ttl_s)
+        invalidate_on_catalog_writes(self.write_factory, self.lookups)
+        if self.write_factory is not session_factory:
+            invalidate_on_catalog_writes(session_factory, self.lookups)
+        # On SQLite (a local file, sub-millisecond reads) a thread hop costs more than the
+        # look-ups: step 2 runs on the event loop there, as the inference gateway's does.
+        bind = session_factory.kw.get("bind")
+        self.inline_lookup = bind is not None and bind.dialect.name == "sqlite"
+        # Step 4's plans, by everything their SQL depends on (see _compile).
+        self._compiled: dict[tuple[Any, ...], CompiledQuery] = {}
 
     # steps 2 and 3
     async def open(
@@ -138,12 +161,13 @@ class DataPlane:
                     version,
                     grid_m=self.settings.geo_grid_m,
                     download=download,
+                    cache=self.lookups,
                 )
             finally:
                 session.rollback()
                 session.close()
 
-        target = await asyncio.to_thread(go)
+        target = go() if self.inline_lookup and not download else await asyncio.to_thread(go)
         principal = call.principal
         assert principal is not None  # open_dataset refuses anonymous reads
         if self.quota is not None:
@@ -182,15 +206,10 @@ class DataPlane:
         self.in_flight += 1
         try:
             principal, target = await self.open(call, handle, plan.version)
-            compiled = compile_plan(
-                plan,
-                target.view,
-                target.version,
-                default_limit=self.settings.default_limit,
-                max_rows=self.settings.max_rows,
-            )
+            compiled = self._compile(plan, target)
+            params = {**compiled.params, **target.view.key_params}
             table = await asyncio.to_thread(
-                self.engine.run, target.snapshot, compiled.expression, compiled.params
+                self.engine.run, target.snapshot, compiled.expression, params
             )
             next_cursor = None
             if table.num_rows > compiled.page_size:
@@ -209,6 +228,43 @@ class DataPlane:
             )
         finally:
             self.in_flight -= 1
+
+    # step 4
+    def _compile(self, plan: QueryPlan, target: DatasetTarget) -> CompiledQuery:
+        """``plan`` compiled against ``target``'s view, reused when the same plan was compiled
+        for the same view before: the key holds the snapshot, the version's stored schema, the
+        caller's view (raw, or masked with the columns its grant unmasks) and the limits; the
+        product's key is a parameter, bound afresh on every run."""
+        settings = self.settings
+        key: tuple[Any, ...] | None = None
+        if target.signature:
+            key = (
+                target.product_id,
+                target.version,
+                target.snapshot.digest,
+                target.signature,
+                target.owner,
+                target.unmasked,
+                settings.geo_grid_m,
+                settings.default_limit,
+                settings.max_rows,
+                plan.model_dump_json(),
+            )
+            hit = self._compiled.get(key)
+            if hit is not None:
+                return hit
+        compiled = compile_plan(
+            plan,
+            target.view,
+            target.version,
+            default_limit=settings.default_limit,
+            max_rows=settings.max_rows,
+        )
+        if key is not None:
+            if len(self._compiled) >= _COMPILED_ENTRIES:
+                self._compiled.clear()
+            self._compiled[key] = compiled
+        return compiled
 
     async def sql(self, call: DataCall, handle: str, text: str, version: int | None) -> QueryResult:
         """The owner's ad hoc SELECT over its dataset (``marketplace.data.sql``), one page."""

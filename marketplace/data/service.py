@@ -36,6 +36,7 @@ from marketplace.catalog import service as catalog
 from marketplace.constants import ProductKind, ProductState, Scope
 from marketplace.context import Caller, Principal
 from marketplace.data.engine import Snapshot
+from marketplace.data.lookup import DatasetCache, resolve_dataset
 from marketplace.data.masking import MaskedView, masked_view
 from marketplace.data.schema import ColumnSpec
 from marketplace.db import transaction
@@ -73,6 +74,9 @@ class DatasetTarget:
         snapshot: Its Parquet snapshot.
         view: The caller's masked view of its columns.
         owner: Whether the caller owns the dataset (then the view is raw).
+        signature: The version's stored schema (``lookup.DataVersionInfo.signature``); empty
+            when unknown (then no compiled query is reused for this read).
+        unmasked: The columns the caller's grant unmasks.
     """
 
     handle: str
@@ -83,6 +87,8 @@ class DatasetTarget:
     snapshot: Snapshot
     view: MaskedView
     owner: bool
+    signature: str = ""
+    unmasked: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -169,11 +175,14 @@ def open_dataset(
     *,
     grid_m: float,
     download: bool = False,
+    cache: DatasetCache | None = None,
 ) -> DatasetTarget:
     """Resolve and authorize a read of ``handle`` (version None: the newest published).
 
     ``download``: the whole version is handed out, under the download rule
     (``gateway.downloads.authorize_download``: use, and the owner allows downloads).
+    ``cache``: where a query's caller-independent look-ups may come from
+    (``marketplace.data.lookup``); the caller's rights and grant are decided here every time.
 
     Raises:
         UnauthenticatedError: Anonymous, where the listing is public (401).
@@ -181,20 +190,56 @@ def open_dataset(
         ForbiddenError: Visible, but the scope or a grant is missing, or the owner does not
             allow downloads.
     """
-    product = catalog.get_product(session, caller, handle)
+    if download:
+        return _open_download(session, caller, handle, version, grid_m=grid_m)
+    resolved = resolve_dataset(session, cache, handle, version)
+    if resolved is None or not policy.can_see(caller, resolved.listing):
+        raise _not_found(handle)
+    product = resolved.listing
     if product.kind != ProductKind.DATASET.value:
         raise NotFoundError(f"product {handle!r} is a {product.kind}, not a dataset")
-    if download:
-        caller = authorize_download(
-            session, caller, product, handle=handle, use_scope=Scope.DATA_READ.value
-        )
-        grant = _grant(session, caller, product)
-    elif caller is None:
+    if caller is None:
         raise UnauthenticatedError(
             "an API key is required (Authorization: Bearer <key> or X-API-Key)"
         )
-    else:
-        grant = _authorize(session, caller, product, handle)
+    grant = _authorize(session, caller, product, handle)
+    owner = caller.tenant_id == product.tenant_id
+    row = resolved.row
+    if row is None or (row.blocked and not owner):
+        if version is None:
+            raise NotFoundError(f"dataset {handle!r} has no published data version")
+        raise NotFoundError(f"dataset {handle!r} has no data version {version}")
+    view = masked_view(
+        row.columns,
+        raw=owner,
+        unmasked=_unmasked(grant),
+        grid_m=grid_m,
+        key=None if owner else resolved.mask_key,
+    )
+    return DatasetTarget(
+        handle=handle,
+        product_id=product.id,
+        owner_tenant_id=product.tenant_id,
+        tier=product.tier,
+        version=row.version,
+        snapshot=Snapshot(row.digest, row.rows, row.bytes),
+        view=view,
+        owner=owner,
+        signature=row.signature,
+        unmasked=_unmasked(grant) if not owner else frozenset(),
+    )
+
+
+def _open_download(
+    session: Session, caller: Caller, handle: str, version: int | None, *, grid_m: float
+) -> DatasetTarget:
+    product = catalog.get_product(session, caller, handle)
+    if product.kind != ProductKind.DATASET.value:
+        raise NotFoundError(f"product {handle!r} is a {product.kind}, not a dataset")
+    caller = authorize_download(
+        session, caller, product, handle=handle, use_scope=Scope.DATA_READ.value
+    )
+    grant = _grant(session, caller, product)
     owner = caller.tenant_id == product.tenant_id
     row = _version_row(session, product, handle, version, owner=owner)
     assert row.data_digest is not None

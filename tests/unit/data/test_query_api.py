@@ -231,3 +231,45 @@ def test_versions_a_caller_may_read(datasets: Datasets) -> None:
     r = datasets.query("parkeasy", handle, {"version": 3})
     assert r.status_code == 404
     assert datasets.query("parkeasy", handle, {}).json()["version"] == 2
+
+
+def test_a_repeated_plan_is_answered_through_each_callers_own_view(datasets: Datasets) -> None:
+    """Look-ups and compiled plans are reused between calls: never across views, product keys,
+    grants or catalog changes."""
+    city = datasets.city
+    handle = datasets.dataset("traffic-police", tier="restricted")
+    twin = datasets.dataset("traffic-police", tier="restricted")  # the same bytes, its own key
+    unmasking = datasets.grant("parkeasy", handle, unmasked=["plate"], tier="restricted")
+    datasets.grant("parkeasy", twin, tier="restricted")
+    datasets.grant("xihu-district", handle, tier="restricted")
+    plan = {"select": ["plate", "licence"], "limit": 1}
+
+    def row(who: str, h: str = handle) -> list[str]:
+        rows: list[list[str]] = datasets.rows(who, h, plan)
+        return rows[0]
+
+    for _ in range(2):
+        assert row("traffic-police") == ["浙A·12345", "330106199001011234"]
+        assert row("parkeasy")[0] == "浙A·12345"  # its grant unmasks the plate
+        assert row("xihu-district")[0] == "浙A·***45"
+    # Pseudonyms are keyed per product: the same file in another product reads differently.
+    pseudonym, twin_pseudonym = row("xihu-district")[1], row("parkeasy", twin)[1]
+    assert pseudonym.startswith("p_") and twin_pseudonym.startswith("p_")
+    assert pseudonym != twin_pseudonym
+    assert row("parkeasy", twin)[0] == "浙A·***45"
+
+    # A revoked grant stops unmasking (and reading) on the very next call ...
+    r = city.client.delete(f"/api/v1/grants/{unmasking}", headers=city.headers("parkeasy"))
+    assert r.status_code == 200, r.text
+    assert datasets.query("parkeasy", handle, plan).status_code == 403
+    datasets.grant("parkeasy", handle, tier="restricted")
+    assert row("parkeasy") == row("xihu-district")  # masked now, the same pseudonym
+    # ... and a product made secret is the owner's alone on the very next call.
+    r = city.client.patch(
+        f"/api/v1/products/{handle}",
+        json={"tier": "secret"},
+        headers=city.headers("traffic-police"),
+    )
+    assert r.status_code == 200, r.text
+    assert datasets.query("xihu-district", handle, plan).status_code == 404
+    assert row("traffic-police") == ["浙A·12345", "330106199001011234"]
