@@ -10,11 +10,27 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from marketplace.constants import ALL_SCOPES
-from marketplace.db import transaction
+from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.keys.service import create_key
+from marketplace.migrate import upgrade
+from marketplace.seed import SeedResult, seed_demo_city
 from marketplace.tenants.service import get_tenant_by_slug
 
 _counter = itertools.count(1)
+
+
+def migrate_and_seed(database_url: str, *, migrate: bool = True, **seed: Any) -> SeedResult:
+    """Migrate ``database_url`` to head and seed the demo city into it, as ``citybrain demo``
+    does before a server starts; ``seed`` goes to :func:`seed_demo_city` (``blobs=`` for the
+    datasets' data and the demo model, ``city_models=``, ``progress=``)."""
+    if migrate:
+        upgrade(database_url)
+    engine = make_engine(database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            return seed_demo_city(session, **seed)
+    finally:
+        engine.dispose()
 
 
 @dataclass
