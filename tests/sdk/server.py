@@ -21,7 +21,6 @@ from model_store import BlobStore
 from tests.utils.city import migrate_and_seed
 from tests.utils.server import running_platform_server
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
