@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import signal
 import socket
@@ -39,7 +38,7 @@ from model_store import BlobStore
 from model_store.builtin import flow_smoother
 from tests.utils.city import migrate_and_seed
 from tests.utils.postgres import ScratchDatabase, scratch_database
-from tests.utils.server import ServerProcess, free_port
+from tests.utils.server import ServerProcess, free_port, isolated_env
 
 pytestmark = pytest.mark.integration
 
@@ -159,8 +158,7 @@ def start_server(city: City, data_dir: Path, **env: str) -> Server:
     """Serve the city from ``data_dir`` (its own spool) on a free port; wait until ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-    environ.update(
+    environ = isolated_env(
         {
             "CITYBRAIN_DATABASE_URL": city.url,
             "CITYBRAIN_DATA_DIR": str(data_dir),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from tests.integration.test_oidc import SECRET as OIDC_CLIENT_SECRET
 from tests.integration.test_oidc import provider, token  # noqa: F401 (the fixture)
 from tests.unit.billing.test_stripe_sync import FakeStripe, fake_stripe  # noqa: F401
 from tests.utils.postgres import admin_connection, scratch_database
-from tests.utils.server import ServerProcess, free_port
+from tests.utils.server import ServerProcess, free_port, isolated_env
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "traffic-police.flow-smoother"
@@ -83,8 +82,7 @@ def secret_database() -> Iterator[str]:
 
 
 def _environ(tmp_path: Path, url: str, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-    env.update(
+    return isolated_env(
         {
             "CITYBRAIN_DATABASE_URL": url,
             "CITYBRAIN_DATA_DIR": str(tmp_path / "var"),
@@ -93,7 +91,6 @@ def _environ(tmp_path: Path, url: str, **more: str) -> dict[str, str]:
             **more,
         }
     )
-    return env
 
 
 def _cli(

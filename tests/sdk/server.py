@@ -22,7 +22,6 @@ from tests.utils.city import migrate_and_seed
 from tests.utils.server import running_platform_server
 
 
-
 @dataclass(frozen=True)
 class Platform:
     """A running platform: its URL, the demo tenants' keys and its data folder."""

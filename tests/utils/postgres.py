@@ -31,6 +31,11 @@ class ScratchDatabase:
     host: str
     port: int
 
+    @property
+    def dsn(self) -> str:
+        """The libpq form of ``url`` (``postgresql://...``), for psycopg and psql."""
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
     def via(self, host: str, port: int) -> str:
         """The same database reached through another address (a test's TCP proxy)."""
         return make_url(self.url).set(host=host, port=port).render_as_string(hide_password=False)

@@ -34,6 +34,7 @@ __all__ = [
     "ServerFailed",
     "ServerProcess",
     "free_port",
+    "isolated_env",
     "platform_server",
     "running_platform_server",
     "wait_http",
@@ -52,6 +53,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def isolated_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without its ``CITYBRAIN_*`` variables, plus ``settings``:
+    a server whose settings come only from what the caller names."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update(settings)
+    return env
 
 
 def wait_http(
