@@ -10,7 +10,6 @@ store that refuses flushes is noted, not down: the spool still meters every call
 from __future__ import annotations
 
 import shutil
-import socket
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from billing import UsageEvent
 from marketplace.api.app import create_app
 from marketplace.config import BillingSettings, KServeSettings, Settings, TritonSettings
 from tests.utils.kube import FakeKubeAPI
+from tests.utils.server import free_port
 
 ROUTES = ("/v2/health/ready", "/api/v1/health")
 
@@ -171,16 +171,10 @@ def test_kserve_when_configured(tmp_path: Path, db_dir: Path, kube: FakeKubeAPI)
         _down(client, "kserve")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_external_triton_that_does_not_answer_is_down(tmp_path: Path, db_dir: Path) -> None:
     """Nothing listens at the configured URL (a real one answering: tests/integration)."""
     triton = TritonSettings(
-        url=f"http://127.0.0.1:{_closed_port()}", repository_dir=tmp_path / "repo"
+        url=f"http://127.0.0.1:{free_port()}", repository_dir=tmp_path / "repo"
     )
     with _app(tmp_path, db_dir, triton=triton) as client:
         _down(client, "triton", "unreachable")
