@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from billing.events import UsageEvent
 from billing.spool import Spool
 from billing.tables import metadata, usage_event
+from tests.unit.billing.billing_city import billing_engine
 
 EventFactory = Callable[..., UsageEvent]
 
@@ -55,6 +56,14 @@ def spool(spool_dir: Path) -> Iterator[Spool]:
     s = Spool(spool_dir)
     yield s
     s.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def rating_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """Billing's usage and rating tables in a fresh SQLite file, and again in a fresh
+    PostgreSQL database, where the SQL aggregates run on the production dialect
+    (``to_char(timezone('UTC', at), 'YYYY-MM')`` instead of SQLite's substr)."""
+    yield from billing_engine(tmp_path, request.param)
 
 
 @pytest.fixture

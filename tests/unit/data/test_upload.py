@@ -28,6 +28,8 @@ from model_store import BlobStore
 from tests.utils.city import City
 from tests.utils.datasets import VIOLATIONS_CSV, VIOLATIONS_SCHEMA, Datasets
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 ROWS = [line.split(",")[0] for line in VIOLATIONS_CSV.splitlines()[1:]]
 
 

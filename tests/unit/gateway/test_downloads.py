@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from billing.tables import usage_event
 from marketplace.db import transaction
 from marketplace.tables import AuditEntry, Tenant
 from tests.unit.gateway.conftest import Models
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 ARTIFACT = "/api/v1/products/{}/versions/1/artifact"
 

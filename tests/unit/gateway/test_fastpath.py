@@ -17,6 +17,8 @@ from marketplace.api.fastpath import INFER_PATH, PlatformApp
 from marketplace.tables import AuditEntry
 from tests.unit.gateway.conftest import Models
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]}
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
 
+import pytest
 from pypdf import PdfReader
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
@@ -25,6 +26,8 @@ from marketplace.config import Settings
 from marketplace.db import transaction
 from marketplace.tables import Product, Tenant
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 _n = itertools.count(1)
 PER_CALL = {"kind": "per_unit", "unit": "call", "unit_price": "0.01"}

@@ -39,6 +39,8 @@ from marketplace.tenants.service import get_tenant_by_slug
 from tests.unit.model_store.factories import make_torchscript_model
 from tests.utils.city import City
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 # Every ordered pair of the demo city's tenants (all but parkeasy are government).
 PROBED = [slug for slug, *_ in TENANTS]
 GOVERNMENT = {slug for slug, _, kind, _ in TENANTS if kind != "developer"}

@@ -173,8 +173,6 @@ def test_kserve_when_configured(tmp_path: Path, db_dir: Path, kube: FakeKubeAPI)
 
 def test_an_external_triton_that_does_not_answer_is_down(tmp_path: Path, db_dir: Path) -> None:
     """Nothing listens at the configured URL (a real one answering: tests/integration)."""
-    triton = TritonSettings(
-        url=f"http://127.0.0.1:{free_port()}", repository_dir=tmp_path / "repo"
-    )
+    triton = TritonSettings(url=f"http://127.0.0.1:{free_port()}", repository_dir=tmp_path / "repo")
     with _app(tmp_path, db_dir, triton=triton) as client:
         _down(client, "triton", "unreachable")

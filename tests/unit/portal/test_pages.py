@@ -1,5 +1,5 @@
-"""The portal's pages through the app (SQLite here; again on PostgreSQL, with row-level
-security, in tests/integration/test_portal_on_postgres.py): what each visitor sees is what
+"""The portal's pages through the app, on SQLite and on PostgreSQL (where row-level security
+binds every page's queries to the visitor's tenant): what each visitor sees is what
 the API answers them, forms need their CSRF token, and every action lands in the domain."""
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from marketplace.seed import seed_demo_city
 from marketplace.tables import AuditEntry, Grant, Product, Tenant
 from model_store import BlobStore
 from tests.utils.portal import bill_last_month, csrf_of
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 RESTRICTED = "city-management.manhole-covers"
 SECRET = "traffic-police.signal-timing-plans"
