@@ -14,7 +14,6 @@ copy of the binary.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -103,23 +102,8 @@ def _app(tmp_path: Path, triton: TritonSettings) -> Iterator[City]:
 
 def _publish(city: City, artifact: Artifact, runtime: str) -> str:
     """Upload the artifact through the API as a new public model; publish it."""
-    handle = city.product("traffic-police", kind="model", publish=False)
     manifest = artifact.manifest.model_copy(update={"runtime": runtime})
-    r = city.client.post(
-        f"/api/v1/products/{handle}/versions/model",
-        content=artifact.path.read_bytes(),
-        headers={
-            **city.headers("traffic-police"),
-            "Content-Type": "application/octet-stream",
-            "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
-        },
-    )
-    assert r.status_code == 201, r.text
-    r = city.client.post(
-        f"/api/v1/products/{handle}/publish", headers=city.headers("traffic-police")
-    )
-    assert r.status_code == 200, r.text
-    return handle
+    return city.model("traffic-police", artifact.path, manifest)
 
 
 def _smoothed(response: Any) -> np.ndarray[Any, Any]:
@@ -186,17 +170,7 @@ def test_a_managed_triton_serves_uploaded_models_like_the_embedded_runtime(
 def _upload_python(city: City, owner: str, tmp_path: Path) -> str:
     path, manifest = make_python_model(tmp_path)
     handle = city.product(owner, kind="model", publish=False)
-    r = city.client.post(
-        f"/api/v1/products/{handle}/versions/model",
-        content=path.read_bytes(),
-        headers={
-            **city.headers(owner),
-            "Content-Type": "application/octet-stream",
-            "X-Model-Manifest": json.dumps(
-                manifest.model_copy(update={"runtime": "triton"}).model_dump(mode="json")
-            ),
-        },
-    )
+    r = city.upload_model(owner, handle, path, manifest.model_copy(update={"runtime": "triton"}))
     assert r.status_code == 201, r.text
     r = city.client.post(f"/api/v1/products/{handle}/publish", headers=city.headers(owner))
     assert r.status_code == 200, r.text

@@ -192,23 +192,7 @@ def _app(tmp_path: Path, kserve: LocalKServe) -> Iterator[City]:
 
 
 def _publish(city: City, artifact: Path, manifest: ModelManifest, runtime: str) -> str:
-    handle = city.product("traffic-police", kind="model", publish=False)
-    manifest = manifest.model_copy(update={"runtime": runtime})
-    r = city.client.post(
-        f"/api/v1/products/{handle}/versions/model",
-        content=artifact.read_bytes(),
-        headers={
-            **city.headers("traffic-police"),
-            "Content-Type": "application/octet-stream",
-            "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
-        },
-    )
-    assert r.status_code == 201, r.text
-    r = city.client.post(
-        f"/api/v1/products/{handle}/publish", headers=city.headers("traffic-police")
-    )
-    assert r.status_code == 200, r.text
-    return handle
+    return city.model("traffic-police", artifact, manifest.model_copy(update={"runtime": runtime}))
 
 
 def _appended(city: City) -> int:

@@ -49,6 +49,7 @@ from tests.utils.load import FLOW_BODY as BODY
 from tests.utils.load import FLOW_MODEL as MODEL
 from tests.utils.load import load
 from tests.utils.postgres import scratch_database
+from tests.utils.publish import publish_model
 from tests.utils.s3 import moto_s3
 from tests.utils.server import ServerProcess, platform_server
 
@@ -150,32 +151,15 @@ def test_a_model_uploaded_through_one_process_is_served_by_another(platform: Pla
     first, last = p.gateways[0], p.gateways[2]
     owner = {"Authorization": f"Bearer {p.keys['traffic-police']}"}
     with httpx.Client(base_url=first.url, timeout=60) as c:
-        r = c.post(
-            "/api/v1/products",
-            json={
-                "name": f"smoother-{uuid.uuid4().hex[:8]}",
-                "kind": "model",
-                "title": "Smoother uploaded through one process",
-                "domain": "traffic",
-                "tier": "public",
-            },
+        artifact, manifest = flow_smoother.build(p.data_dir.parent / "build")
+        handle = publish_model(
+            c,
+            name=f"smoother-{uuid.uuid4().hex[:8]}",
+            title="Smoother uploaded through one process",
+            artifact=artifact.read_bytes(),
+            manifest=manifest,
             headers=owner,
         )
-        assert r.status_code == 201, r.text
-        handle = r.json()["handle"]
-        artifact, manifest = flow_smoother.build(p.data_dir.parent / "build")
-        r = c.post(
-            f"/api/v1/products/{handle}/versions/model",
-            content=artifact.read_bytes(),
-            headers={
-                **owner,
-                "Content-Type": "application/octet-stream",
-                "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
-            },
-        )
-        assert r.status_code == 201, r.text
-        r = c.post(f"/api/v1/products/{handle}/publish", headers=owner)
-        assert r.status_code == 200, r.text
     # The artifact is in the object store, not on the uploading process's disk.
     assert not (p.data_dir / "artifacts").exists()
     r = httpx.post(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +16,11 @@ from marketplace.keys.service import create_key
 from marketplace.migrate import upgrade
 from marketplace.seed import SeedResult, seed_demo_city
 from marketplace.tenants.service import get_tenant_by_slug
+from tests.utils.publish import model_upload_headers
+
+if TYPE_CHECKING:
+    # The response type of starlette's TestClient (httpx2, the successor of httpx).
+    from httpx2 import Response
 
 _counter = itertools.count(1)
 
@@ -77,21 +83,71 @@ class City:
         }
         r = self.client.post("/api/v1/products", json=body, headers=self.headers(owner))
         assert r.status_code == 201, r.text
-        handle = r.json()["handle"]
+        handle: str = r.json()["handle"]
         if publish:
-            if tier in ("public", "secret"):
-                r = self.client.post(
-                    f"/api/v1/products/{handle}/publish", headers=self.headers(owner)
-                )
-            else:
-                r = self.client.post(
-                    f"/api/v1/products/{handle}/submit", headers=self.headers(owner)
-                )
-                assert r.status_code == 200, r.text
-                r = self.client.post(
-                    f"/api/v1/products/{handle}/approve",
-                    json={"note": "ok"},
-                    headers=self.headers("data-bureau"),
-                )
+            self.publish(owner, handle, tier)
+        return handle
+
+    def publish(self, owner: str, handle: str, tier: str = "public") -> None:
+        """Publish a draft: directly (public, secret) or submitted and approved by the operator."""
+        if tier in ("public", "secret"):
+            r = self.client.post(f"/api/v1/products/{handle}/publish", headers=self.headers(owner))
+        else:
+            r = self.client.post(f"/api/v1/products/{handle}/submit", headers=self.headers(owner))
             assert r.status_code == 200, r.text
+            r = self.client.post(
+                f"/api/v1/products/{handle}/approve",
+                json={"note": "ok"},
+                headers=self.headers("data-bureau"),
+            )
+        assert r.status_code == 200, r.text
+
+    def grant(
+        self,
+        who: str,
+        handle: str,
+        decider: str,
+        scopes: list[str] | tuple[str, ...] = ("infer",),
+        purpose: str = "testing",
+        **body: Any,
+    ) -> str:
+        """``who`` asks for access to ``handle``, ``decider`` approves; the grant's id."""
+        request = {"product": handle, "purpose": purpose, "scopes": list(scopes), **body}
+        r = self.client.post("/api/v1/access-requests", json=request, headers=self.headers(who))
+        assert r.status_code == 201, r.text
+        r = self.client.post(
+            f"/api/v1/access-requests/{r.json()['id']}/approve",
+            json={"reason": "ok"},
+            headers=self.headers(decider),
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["grant_id"])
+
+    def upload_model(
+        self, owner: str, handle: str, artifact: Path, manifest: Any, **headers: str
+    ) -> Response:
+        """Upload ``artifact`` as a new version of model ``handle`` under ``manifest`` (a
+        ``ModelManifest`` or a document); the response, unchecked."""
+        return self.client.post(
+            f"/api/v1/products/{handle}/versions/model",
+            content=artifact.read_bytes(),
+            headers={**self.headers(owner), **model_upload_headers(manifest), **headers},
+        )
+
+    def model(
+        self,
+        owner: str,
+        artifact: Path,
+        manifest: Any,
+        *,
+        tier: str = "public",
+        publish: bool = True,
+        **fields: Any,
+    ) -> str:
+        """A model product with ``artifact`` as its first version, published by default."""
+        handle = self.product(owner, tier=tier, kind="model", publish=False, **fields)
+        r = self.upload_model(owner, handle, artifact, manifest)
+        assert r.status_code == 201, r.text
+        if publish:
+            self.publish(owner, handle, tier)
         return handle

@@ -312,20 +312,7 @@ def test_tier_policy_for_use(models: Models) -> None:
 
 
 def _grant(models: Models, who: str, handle: str, decider: str) -> str:
-    c, h = models.city.client, models.city.headers
-    r = c.post(
-        "/api/v1/access-requests",
-        json={"product": handle, "purpose": "signal planning", "scopes": ["infer"]},
-        headers=h(who),
-    )
-    assert r.status_code == 201, r.text
-    r = c.post(
-        f"/api/v1/access-requests/{r.json()['id']}/approve",
-        json={"reason": "ok"},
-        headers=h(decider),
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["grant_id"])
+    return models.city.grant(who, handle, decider, purpose="signal planning")
 
 
 def test_grants_open_restricted_and_confidential_models_until_revoked_or_expired(

@@ -52,15 +52,8 @@ def settings(tmp_path: Path, database_url: str, fake_api: FakeKubeAPI) -> Settin
 
 
 def _publish(models: Models, runtime: str) -> str:
-    handle = models.city.product("traffic-police", kind="model", publish=False)
     manifest = models.manifest.model_copy(update={"runtime": runtime})
-    r = models.upload("traffic-police", handle, models.artifact, manifest)
-    assert r.status_code == 201, r.text  # type: ignore[attr-defined]
-    r = models.city.client.post(
-        f"/api/v1/products/{handle}/publish", headers=models.city.headers("traffic-police")
-    )
-    assert r.status_code == 200, r.text
-    return handle
+    return models.city.model("traffic-police", models.artifact, manifest)
 
 
 def _appended(models: Models) -> int:
