@@ -54,7 +54,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +69,16 @@ from billing.spool import Spool  # noqa: E402
 from billing.tables import metadata, usage_event  # noqa: E402
 from tests.utils.postgres import scratch_database  # noqa: E402
 from tests.utils.server import ServerProcess, free_port, isolated_env  # noqa: E402
+from tests.utils.usage import make_usage_event  # noqa: E402
 
 
 def _event(n: int, tenant: int = 1) -> UsageEvent:
-    return UsageEvent(
-        id=f"bench-{n:010d}",
+    return make_usage_event(
+        f"bench-{n:010d}",
         tenant_id=tenant,
         key_id="benchkey",
-        product="traffic-police.flow-smoother",
         product_id=7,
         version=1,
-        unit="call",
-        quantity=1.0,
-        at=datetime.now(UTC),
         latency_ms=4.2,
         request_id=f"rq-{n:010d}",
     )

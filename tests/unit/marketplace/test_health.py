@@ -12,18 +12,17 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from billing import UsageEvent
 from marketplace.api.app import create_app
 from marketplace.config import BillingSettings, KServeSettings, Settings, TritonSettings
 from tests.utils.kube import FakeKubeAPI
 from tests.utils.server import free_port
+from tests.utils.usage import make_usage_event
 
 ROUTES = ("/v2/health/ready", "/api/v1/health")
 
@@ -131,19 +130,7 @@ def test_failing_flushes_are_noted_but_calls_can_still_be_metered(
         with client.app.state.engine.begin() as conn:  # type: ignore[attr-defined]
             conn.exec_driver_sql("DROP TABLE usage_event")
         meter.record_sync(
-            UsageEvent(
-                id="waits-in-the-spool",
-                tenant_id=1,
-                key_id=None,
-                product="traffic-police.anything",
-                product_id=1,
-                version=1,
-                unit="call",
-                quantity=1.0,
-                at=datetime.now(UTC),
-                latency_ms=1.0,
-                request_id="r",
-            )
+            make_usage_event("waits-in-the-spool", tenant_id=1, product="traffic-police.anything")
         )
         with pytest.raises(sqlite3.OperationalError):
             meter.flusher.flush_once()
