@@ -304,7 +304,10 @@ def postgres_calls(snapshot: Path) -> Iterator[dict[str, Call]]:
     import psycopg
     import pyarrow.csv as pa_csv
 
-    with scratch_database("citybrain_bench") as db, psycopg.connect(db.dsn, autocommit=True) as conn:
+    with (
+        scratch_database("citybrain_bench") as db,
+        psycopg.connect(db.dsn, autocommit=True) as conn,
+    ):
         conn.execute(
             "CREATE TABLE flow (intersection text, minute timestamp, count integer, "
             "speed double precision, plate text)"

@@ -21,11 +21,12 @@ The no-op model is python code published by a government tenant and trusted by t
 (``citybrain models trust``), so it runs in process as the others' do; untrusted python code
 would run in a sandbox worker, one socket round trip more per call.
 
-Run: ``.venv/bin/python bench/gateway_overhead.py``
+Run: ``.venv/bin/python bench/gateway_overhead.py [--seconds S] [--rounds N]``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -589,4 +590,13 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--kserve":
         kserve_main(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
     else:
+        parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+        parser.add_argument(
+            "--seconds", type=float, default=SECONDS, help=f"seconds per turn (default {SECONDS:g})"
+        )
+        parser.add_argument(
+            "--rounds", type=int, default=ROUNDS, help=f"rounds per cell (default {ROUNDS})"
+        )
+        args = parser.parse_args()
+        SECONDS, ROUNDS = args.seconds, args.rounds
         main()

@@ -18,11 +18,12 @@ so "Triton via gateway" vs "Triton direct" is the platform's cost (authenticatio
 policy, quota, signature checks, the hop, metering). Ratios are relative to the embedded
 runtime, and the summary compares the gateway rows. Bounded: about 60 s plus server starts.
 
-Run: ``.venv/bin/python bench/triton_vs_embedded.py``
+Run: ``.venv/bin/python bench/triton_vs_embedded.py [--seconds S]``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
@@ -242,4 +243,12 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=SECONDS_PER_RUN,
+        help=f"seconds per measured run (default {SECONDS_PER_RUN:g})",
+    )
+    SECONDS_PER_RUN = parser.parse_args().seconds
     asyncio.run(main())
