@@ -22,6 +22,7 @@ from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
 from marketplace.seed import seed_demo_city
 from tests.utils.city import City
+from tests.utils.kube import FakeKubeAPI
 from tests.utils.postgres import emptied, scratch_database
 
 DATABASES = ("sqlite", "postgresql")
@@ -50,6 +51,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ],
         indirect=True,
     )
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeKubeAPI]:
+    """A fake Kubernetes API server (tests/utils/kube.py), stopped afterwards."""
+    api = FakeKubeAPI().start()
+    yield api
+    api.stop()
 
 
 @pytest.fixture(scope="session")

@@ -27,22 +27,18 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from marketplace.api.app import create_app
 from marketplace.cli import app as cli
 from marketplace.config import Settings, TritonSettings
-from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
 from model_store import ModelManifest
 from model_store.builtin import flow_smoother
 from model_store.runtimes.triton import TritonRuntime
 from model_store.sandbox.gate import TenantCodeGate
 from model_store.triton.server import ManagedTritonServer
 from tests.unit.model_store.factories import make_python_model
-from tests.utils.city import City
+from tests.utils.city import City, city_app
 
 pytestmark = pytest.mark.integration
 
@@ -89,15 +85,8 @@ def _app(tmp_path: Path, triton: TritonSettings) -> Iterator[City]:
     url = f"sqlite:///{tmp_path / 'citybrain.db'}"
     upgrade(url)
     settings = Settings(data_dir=tmp_path / "var", database_url=url, triton=triton)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    try:
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            with transaction(factory) as session:
-                keys = seed_demo_city(session).keys
-            yield City(client=client, keys=keys, session_factory=factory)
-    finally:
-        engine.dispose()
+    with city_app(settings) as city:
+        yield city
 
 
 def _publish(city: City, artifact: Artifact, runtime: str) -> str:

@@ -37,19 +37,15 @@ import fsspec
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from marketplace.api.app import create_app
 from marketplace.config import KServeSettings, Settings, TritonSettings
-from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
 from model_store import ModelManifest, ModelUnavailableError, load_model
 from model_store.builtin import flow_smoother
 from model_store.kserve.storage import export_version
 from model_store.manifest import TensorSpec
 from model_store.v2 import HEADER_CONTENT_LENGTH, decode_response
-from tests.utils.city import City
+from tests.utils.city import City, city_app
 from tests.utils.kube import FakeKubeAPI
 from tests.utils.s3 import moto_s3
 from tests.utils.server import ServerFailed, free_port, wait_http
@@ -180,15 +176,8 @@ def _app(tmp_path: Path, kserve: LocalKServe) -> Iterator[City]:
             ready_timeout_s=_DEADLINE_S,
         ),
     )
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    try:
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            with transaction(factory) as session:
-                keys = seed_demo_city(session).keys
-            yield City(client=client, keys=keys, session_factory=factory)
-    finally:
-        engine.dispose()
+    with city_app(settings) as city:
+        yield city
 
 
 def _publish(city: City, artifact: Path, manifest: ModelManifest, runtime: str) -> str:

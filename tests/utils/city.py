@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from marketplace.config import Settings
 from marketplace.constants import ALL_SCOPES
 from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.keys.service import create_key
@@ -23,6 +26,23 @@ if TYPE_CHECKING:
     from httpx2 import Response
 
 _counter = itertools.count(1)
+
+
+@contextmanager
+def city_app(settings: Settings) -> Iterator[City]:
+    """The app on ``settings`` (its database migrated) in a TestClient, the demo city's tenants
+    and keys seeded; the engine disposed afterwards."""
+    from marketplace.api.app import create_app  # not at import: benches import this module
+
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            with transaction(factory) as session:
+                keys = seed_demo_city(session).keys
+            yield City(client=client, keys=keys, session_factory=factory)
+    finally:
+        engine.dispose()
 
 
 def migrate_and_seed(database_url: str, *, migrate: bool = True, **seed: Any) -> SeedResult:

@@ -12,7 +12,6 @@ tests/integration/test_gateway_triton.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,6 @@ from tests.utils.kube import FakeKubeAPI
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
-
-
-@pytest.fixture
-def fake_api() -> Iterator[FakeKubeAPI]:
-    api = FakeKubeAPI().start()
-    yield api
-    api.stop()
 
 
 @pytest.fixture
