@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from marketplace.config import Settings
 from marketplace.constants import ALL_SCOPES
@@ -142,6 +145,17 @@ class City:
         )
         assert r.status_code == 200, r.text
         return str(r.json()["grant_id"])
+
+    def cli_runner(self, monkeypatch: Any, module: ModuleType, factory: str) -> CliRunner:
+        """A CliRunner for commands of ``module`` whose HTTP client (``module.<factory>(url,
+        api_key)``) is this city's TestClient, authenticated with the key the command got."""
+
+        def client(url: str, api_key: str | None) -> object:
+            self.client.headers["Authorization"] = f"Bearer {api_key}"
+            return contextlib.nullcontext(self.client)
+
+        monkeypatch.setattr(module, factory, client)
+        return CliRunner()
 
     def upload_model(
         self, owner: str, handle: str, artifact: Path, manifest: Any, **headers: str
