@@ -169,7 +169,15 @@ def start_server(city: City, data_dir: Path, **env: str) -> Server:
         }
     )
     server = Server(
-        argv=[sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"],
+        argv=[
+            sys.executable,
+            "-m",
+            "marketplace.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--no-migrate",
+        ],
         port=port,
         log=data_dir / f"server-{port}.log",
         env=environ,
