@@ -70,7 +70,7 @@ test: $(STAMP) system-deps $(OIDC_STAMP) $(E2E_STAMP) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check marketplace model_store billing
+	$(BIN)/ruff format --check marketplace model_store billing tests bench
 	$(BIN)/mypy marketplace model_store billing
 	$(BIN)/mypy --strict sdk/citybrain_sdk
 	$(BIN)/lint-imports
