@@ -70,16 +70,18 @@ test: $(STAMP) system-deps $(OIDC_STAMP) $(E2E_STAMP) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check marketplace model_store billing
+	$(BIN)/ruff format --check marketplace model_store billing tests bench
 	$(BIN)/mypy marketplace model_store billing
 	$(BIN)/mypy --strict sdk/citybrain_sdk
 	$(BIN)/lint-imports
 
+# Unit: SQLite and in-process stores only. Integration: what needs PostgreSQL, Redis or another
+# real server, including the [postgresql]/[redis] runs of the suites in tests/unit.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -m "not integration" tests/unit
 
 integration: $(STAMP)
-	$(BIN)/python -m pytest -q tests/integration
+	$(BIN)/python -m pytest -q -m integration tests/unit tests/integration
 
 ## The portal in a real browser (Debian's chromium, headless); screenshots in var/screenshots/.
 e2e: $(STAMP) system-deps $(OIDC_STAMP) $(E2E_STAMP)

@@ -19,11 +19,8 @@ audio, decoding, authentication, metering). Goal: overall RTF ≤ 0.15 on both p
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,78 +47,32 @@ ROOT = Path(__file__).resolve().parents[1]
 HANDLE = f"{PRODUCT['owner']}.{PRODUCT['name']}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def gateway(tmp: Path, artifact: Path) -> Iterator[tuple[str, str]]:
     """A server subprocess with the ASR model uploaded and published; yields (url, API key)."""
     import httpx
 
-    from marketplace.db import make_engine, make_session_factory, transaction
-    from marketplace.migrate import upgrade
-    from marketplace.seed import seed_demo_city
+    from tests.utils.city import migrate_and_seed
+    from tests.utils.publish import publish_model
+    from tests.utils.server import running_platform_server
 
-    data_dir = tmp / "var"
     database_url = f"sqlite:///{tmp / 'citybrain.db'}"
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with transaction(make_session_factory(engine)) as session:
-        keys = seed_demo_city(session).keys  # tenants and keys only: no model builds
-    engine.dispose()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-            "--data-dir",
-            str(data_dir),
-            "--no-migrate",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "CITYBRAIN_LOG_LEVEL": "warning"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise SystemExit("the server exited")
-            time.sleep(0.1)
+    keys = migrate_and_seed(database_url).keys  # tenants and keys only: no model builds
+    with running_platform_server(
+        database_url=database_url, data_dir=tmp / "var", log=tmp / "server.log"
+    ) as server:
         owner = {"Authorization": f"Bearer {keys[PRODUCT['owner']]}"}
-        with httpx.Client(base_url=url, headers=owner, timeout=120) as api:
-            fields = {k: PRODUCT[k] for k in ("name", "kind", "title", "domain", "tier")}
-            api.post("/api/v1/products", json=fields).raise_for_status()
-            api.post(
-                f"/api/v1/products/{HANDLE}/versions/model",
-                content=artifact.read_bytes(),
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "X-Model-Manifest": json.dumps(manifest().model_dump(mode="json")),
-                },
-            ).raise_for_status()
-            api.post(f"/api/v1/products/{HANDLE}/publish").raise_for_status()
-        yield url, keys["parkeasy"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with httpx.Client(base_url=server.url, headers=owner, timeout=120) as api:
+            publish_model(
+                api,
+                name=PRODUCT["name"],
+                title=PRODUCT["title"],
+                domain=PRODUCT["domain"],
+                tier=PRODUCT["tier"],
+                artifact=artifact.read_bytes(),
+                manifest=manifest().model_dump(mode="json"),
+            )
+        yield server.url, keys["parkeasy"]
 
 
 def via_gateway(

@@ -5,8 +5,8 @@ Run from the repository root::
 
     .venv/bin/python bench/billing.py [--rows 10000000]
 
-It creates a temporary database on 127.0.0.1:5432 (dropped at the end), loads the usage rows
-with one ``INSERT ... SELECT generate_series`` (indexes built afterwards, as a bulk load would),
+It creates a temporary database on ``CITYBRAIN_TEST_PG_ADMIN``'s server (127.0.0.1:5432 by
+default; dropped at the end), loads the usage rows with one ``INSERT ... SELECT generate_series`` (indexes built afterwards, as a bulk load would),
 and prints, side by side:
 
 (i)   the floor: one plain scan of the period (``count(*), sum(quantity)``);
@@ -22,7 +22,6 @@ Numbers are for the machine it runs on; compare them with each other, not across
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 import time
 from datetime import UTC, datetime
@@ -33,7 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The repository first: this folder holds a billing.py that must not shadow the package.
 sys.path.insert(0, str(REPO_ROOT))
 
-import psycopg  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from billing.catalog import BillingCatalog, ProductInfo, TenantInfo  # noqa: E402
@@ -43,8 +41,8 @@ from billing.plan_store import set_plan  # noqa: E402
 from billing.plans import PricePlan  # noqa: E402
 from billing.reports import build_report, render  # noqa: E402
 from billing.tables import metadata, rating_metadata  # noqa: E402
+from tests.utils.postgres import scratch_database  # noqa: E402
 
-PG_SERVER = "host=127.0.0.1 port=5432 user=postgres"
 TENANTS, PRODUCTS = 200, 50
 KINDS = ("operator", "agency", "agency", "district", "developer", "developer", "developer")
 DOMAINS = ("traffic", "safety", "city-management", "tourism", "environment", "health")
@@ -140,75 +138,75 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     args = parser.parse_args()
-    name = f"citybrain_bench_billing_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    try:
-        metadata.create_all(engine)
-        rating_metadata.create_all(engine)
-        catalog = _catalog()
-        with engine.begin() as conn:
-            for p in catalog.products:
-                set_plan(conn, p, _plan(p), now=datetime(2026, 8, 20, tzinfo=UTC), actor="bench")
-        t0 = time.perf_counter()
-        _load(engine, args.rows)
-        load_s = time.perf_counter() - t0
-        print(
-            f"usage rows: {args.rows:,} (generate_series + index build + analyze: {load_s:.1f} s)"
-        )
-
-        t0 = time.perf_counter()
-        with engine.connect() as conn:
-            n, total = conn.execute(
-                text("SELECT count(*), sum(quantity) FROM usage_event WHERE at >= :a AND at < :b"),
-                {"a": PERIOD.start, "b": PERIOD.end},
-            ).one()
-        scan_s = time.perf_counter() - t0
-        print(f"(i)   plain scan of {PERIOD} ({n:,} events, sum {total}): {scan_s:.2f} s")
-
-        now = PERIOD.end.replace(hour=1)
-        t0 = time.perf_counter()
-        with engine.begin() as conn:
-            result = close_period(
-                conn, PERIOD, catalog, now=now, config=RunConfig(commission_rate=Decimal("0.1"))
+    with scratch_database("citybrain_bench_billing") as db:
+        engine = create_engine(db.url)
+        try:
+            metadata.create_all(engine)
+            rating_metadata.create_all(engine)
+            catalog = _catalog()
+            with engine.begin() as conn:
+                for p in catalog.products:
+                    set_plan(
+                        conn, p, _plan(p), now=datetime(2026, 8, 20, tzinfo=UTC), actor="bench"
+                    )
+            t0 = time.perf_counter()
+            _load(engine, args.rows)
+            load_s = time.perf_counter() - t0
+            print(
+                f"usage rows: {args.rows:,} (generate_series + index build + analyze: {load_s:.1f} s)"
             )
-        run_s = time.perf_counter() - t0
-        lines = sum(len(d.lines) for d in result.documents)
-        late = sum(1 for d in result.documents for x in d.lines if x.late)
-        billed = sum((d.total for d in result.documents), Decimal(0))
-        print(
-            f"(ii)  billing run {PERIOD}: {run_s:.2f} s = {run_s / scan_s:.2f}x the plain scan; "
-            f"{len(result.documents)} documents, {lines} lines ({late} late), total {billed} CNY, "
-            f"{args.rows / run_s:,.0f} events/s"
-        )
-        t0 = time.perf_counter()
-        with engine.begin() as conn:
-            again = close_period(conn, PERIOD, catalog, now=now, config=RunConfig())
-        rerun_s = time.perf_counter() - t0
-        assert not again.created and again.documents == result.documents
-        print(
-            f"(iii) second run (idempotent, same documents): {rerun_s:.3f} s = {rerun_s / run_s:.3f}x the first"
-        )
 
-        t0 = time.perf_counter()
-        with engine.connect() as conn:
-            report = build_report(conn, PERIOD, catalog)
-        build_s = time.perf_counter() - t0
-        sizes = {}
-        times = {}
-        for fmt in ("csv", "html", "pdf"):
-            t1 = time.perf_counter()
-            sizes[fmt] = len(render(report, fmt))
-            times[fmt] = time.perf_counter() - t1
-        print(
-            f"(iv)  report: build {build_s:.2f} s ({build_s / scan_s:.2f}x the plain scan); render "
-            + ", ".join(f"{f} {times[f] * 1000:.0f} ms ({sizes[f]:,} B)" for f in times)
-        )
-    finally:
-        engine.dispose()
-        with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            t0 = time.perf_counter()
+            with engine.connect() as conn:
+                n, total = conn.execute(
+                    text(
+                        "SELECT count(*), sum(quantity) FROM usage_event WHERE at >= :a AND at < :b"
+                    ),
+                    {"a": PERIOD.start, "b": PERIOD.end},
+                ).one()
+            scan_s = time.perf_counter() - t0
+            print(f"(i)   plain scan of {PERIOD} ({n:,} events, sum {total}): {scan_s:.2f} s")
+
+            now = PERIOD.end.replace(hour=1)
+            t0 = time.perf_counter()
+            with engine.begin() as conn:
+                result = close_period(
+                    conn, PERIOD, catalog, now=now, config=RunConfig(commission_rate=Decimal("0.1"))
+                )
+            run_s = time.perf_counter() - t0
+            lines = sum(len(d.lines) for d in result.documents)
+            late = sum(1 for d in result.documents for x in d.lines if x.late)
+            billed = sum((d.total for d in result.documents), Decimal(0))
+            print(
+                f"(ii)  billing run {PERIOD}: {run_s:.2f} s = {run_s / scan_s:.2f}x the plain scan; "
+                f"{len(result.documents)} documents, {lines} lines ({late} late), total {billed} CNY, "
+                f"{args.rows / run_s:,.0f} events/s"
+            )
+            t0 = time.perf_counter()
+            with engine.begin() as conn:
+                again = close_period(conn, PERIOD, catalog, now=now, config=RunConfig())
+            rerun_s = time.perf_counter() - t0
+            assert not again.created and again.documents == result.documents
+            print(
+                f"(iii) second run (idempotent, same documents): {rerun_s:.3f} s = {rerun_s / run_s:.3f}x the first"
+            )
+
+            t0 = time.perf_counter()
+            with engine.connect() as conn:
+                report = build_report(conn, PERIOD, catalog)
+            build_s = time.perf_counter() - t0
+            sizes = {}
+            times = {}
+            for fmt in ("csv", "html", "pdf"):
+                t1 = time.perf_counter()
+                sizes[fmt] = len(render(report, fmt))
+                times[fmt] = time.perf_counter() - t1
+            print(
+                f"(iv)  report: build {build_s:.2f} s ({build_s / scan_s:.2f}x the plain scan); render "
+                + ", ".join(f"{f} {times[f] * 1000:.0f} ms ({sizes[f]:,} B)" for f in times)
+            )
+        finally:
+            engine.dispose()
 
 
 if __name__ == "__main__":

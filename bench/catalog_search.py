@@ -15,13 +15,10 @@ Chinese query set (``SEARCHES_ZH``) is timed beside the English one, with its ow
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import secrets
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +29,9 @@ import psycopg
 # The repository first: this folder holds a billing.py that must not shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ADMIN = os.environ.get("CITYBRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests.utils.postgres import scratch_database
+from tests.utils.server import running_platform_server
+
 CITY_WORDS = [
     "traffic",
     "flow",
@@ -161,12 +160,6 @@ SEARCHES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def vocabulary(rnd: random.Random, size: int = 6000) -> tuple[list[str], list[float]]:
     """A Zipf-weighted vocabulary, like real catalog text: the city words sit at ranks 20-800
     among pseudo-words, so a typical query term matches a few percent of the catalog."""
@@ -263,12 +256,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=40)
     args = ap.parse_args()
 
-    name = f"citybrain_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
-    server = None
-    try:
+    with (
+        scratch_database("citybrain_bench") as db,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        url = db.url
         from marketplace.migrate import upgrade
 
         upgrade(url)
@@ -292,21 +284,12 @@ def main() -> None:
             ).token
         engine.dispose()
 
-        port = free_port()
-        env = {**os.environ, "CITYBRAIN_DATABASE_URL": url, "CITYBRAIN_LOG_LEVEL": "warning"}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=30) as client:
-            for _ in range(200):
-                try:
-                    if client.get("/api/v1/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        with (
+            running_platform_server(
+                database_url=url, data_dir=Path(tmp) / "var", log=Path(tmp) / "server.log"
+            ) as server,
+            httpx.Client(base_url=server.url, timeout=30) as client,
+        ):
             callers = {
                 "anonymous": {},
                 "developer": {"X-API-Key": dev},
@@ -344,12 +327,6 @@ def main() -> None:
                 f"Chinese queries: {len(zh_ms)} requests, p50 {statistics.median(zh_ms):.2f} ms, "
                 f"p95 {q[18]:.2f} ms (goal: p95 ≤ 10 ms)"
             )
-    finally:
-        if server:
-            server.terminate()
-            server.wait(10)
-        with psycopg.connect(ADMIN, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -32,12 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,14 +51,14 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.utils.postgres import scratch_database  # noqa: E402
+from tests.utils.server import running_platform_server  # noqa: E402
+
 INTERSECTIONS = 500
 START = datetime(2026, 3, 1)
 OWNER, READER = "traffic-police", "parkeasy"
 NAME = "bench-flow"
 HANDLE = f"{OWNER}.{NAME}"
-PG_ADMIN = os.environ.get(
-    "CITYBRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 SCHEMA = {
     "columns": [
         {"name": "intersection", "type": "VARCHAR"},
@@ -213,53 +209,25 @@ def interleaved(
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ------------------------------------------------------------------------------- the API
 
 
 @contextmanager
 def platform(work: Path, parquet: Path) -> Iterator[tuple[str, str, Path]]:
     """A server with the table uploaded and published; yields (url, reader's key, snapshot)."""
-    from marketplace.db import make_engine, make_session_factory, transaction
-    from marketplace.migrate import upgrade
-    from marketplace.seed import seed_demo_city
+    from tests.utils.city import migrate_and_seed
 
     data_dir = work / "var"
     database_url = f"sqlite:///{work / 'citybrain.db'}"
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with transaction(make_session_factory(engine)) as session:
-        keys = seed_demo_city(session).keys  # tenants and keys only
-    engine.dispose()
-    port = free_port()
+    keys = migrate_and_seed(database_url).keys  # tenants and keys only
     env = {
-        **os.environ,
-        "CITYBRAIN_LOG_LEVEL": "warning",
         "CITYBRAIN_DATA__MAX_UPLOAD_BYTES": str(8 * 1024**3),
         "CITYBRAIN_DATA__QUERY_TIMEOUT_S": "600",
     }
-    log = (work / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port),
-         "--database-url", database_url, "--data-dir", str(data_dir), "--no-migrate"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited; see {work / 'server.log'}")
-            time.sleep(0.1)
+    with running_platform_server(
+        database_url=database_url, data_dir=data_dir, log=work / "server.log", env=env
+    ) as server:
+        url = server.url
         owner = {"Authorization": f"Bearer {keys[OWNER]}"}
         with httpx.Client(base_url=url, headers=owner, timeout=3600) as api:
             product = {
@@ -286,14 +254,6 @@ def platform(work: Path, parquet: Path) -> Iterator[tuple[str, str, Path]]:
         hexpart = digest.removeprefix("sha256:")
         snapshot = data_dir / "artifacts" / "sha256" / hexpart[:2] / hexpart[2:]
         yield url, keys[READER], snapshot
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def api_calls(api: Any) -> dict[str, dict[str, Call]]:
@@ -339,26 +299,15 @@ def duckdb_calls(snapshot: Path) -> Iterator[dict[str, Call]]:
 
 
 @contextmanager
-def scratch_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"citybrain_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
 def postgres_calls(snapshot: Path) -> Iterator[dict[str, Call]]:
     """The rows COPYed into a scratch database with a careful user's indexes."""
     import psycopg
     import pyarrow.csv as pa_csv
 
-    with scratch_database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+    with (
+        scratch_database("citybrain_bench") as db,
+        psycopg.connect(db.dsn, autocommit=True) as conn,
+    ):
         conn.execute(
             "CREATE TABLE flow (intersection text, minute timestamp, count integer, "
             "speed double precision, plate text)"

@@ -21,17 +21,16 @@ The no-op model is python code published by a government tenant and trusted by t
 (``citybrain models trust``), so it runs in process as the others' do; untrusted python code
 would run in a sandbox worker, one socket round trip more per call.
 
-Run: ``.venv/bin/python bench/gateway_overhead.py``
+Run: ``.venv/bin/python bench/gateway_overhead.py [--seconds S] [--rounds N]``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -44,6 +43,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.utils.server import ServerFailed, ServerProcess, free_port, platform_server  # noqa: E402
 
 SECONDS = 2.0  # per round
 ROUNDS = 3
@@ -60,33 +61,6 @@ class Noop:
     def predict(self, inputs):
         return {"y": inputs["x"]}
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _log(work: Path, name: str) -> Any:
-    # A file, not a pipe: a chatty server must never block on a full pipe mid-measurement.
-    return (work / f"{name}.log").open("wb")
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited; see its log in the work directory")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not become ready")
 
 
 # --------------------------------------------------------------------------- the models
@@ -300,72 +274,34 @@ def measure_interleaved(
 
 def start_gateway(
     work: Path, models: dict[str, tuple[Path, Any, np.ndarray]]
-) -> tuple[subprocess.Popen[bytes], int, dict[str, str], dict[str, str], dict[str, str]]:
+) -> tuple[ServerProcess, int, dict[str, str], dict[str, str], dict[str, str]]:
     import httpx
 
-    from marketplace.db import make_engine, make_session_factory, transaction
-    from marketplace.migrate import upgrade
-    from marketplace.seed import seed_demo_city
+    from tests.utils.city import migrate_and_seed
+    from tests.utils.publish import publish_model
 
     data = work / "citybrain"
     url = f"sqlite:///{data / 'citybrain.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with transaction(make_session_factory(engine)) as session:
-        keys = seed_demo_city(session).keys
-    engine.dispose()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CITYBRAIN_LOG_LEVEL": "warning",
-        # Flush every half second (default 2 s), so a round's events reach the database within
-        # the round and their flush is charged to the gateway, not to the next server's turn.
-        "CITYBRAIN_BILLING__FLUSH_INTERVAL_S": "0.5",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            url,
-            "--data-dir",
-            str(data),
-            "--no-migrate",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=_log(work, "gateway"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    _wait_http(f"{base}/v2/health/ready", proc, "the gateway")
+    keys = migrate_and_seed(url).keys
+    # Flush every half second (default 2 s), so a round's events reach the database within
+    # the round and their flush is charged to the gateway, not to the next server's turn.
+    env = {"CITYBRAIN_BILLING__FLUSH_INTERVAL_S": "0.5"}
+    # The log is a file, not a pipe: a chatty server must never block on a full pipe.
+    proc = platform_server(database_url=url, data_dir=data, log=work / "gateway.log", env=env)
+    proc.ready_timeout_s = 60
+    proc.start()
     owner = {"Authorization": f"Bearer {keys['traffic-police']}"}
     handles = {}
-    with httpx.Client(base_url=base, headers=owner, timeout=60) as c:
+    with httpx.Client(base_url=proc.url, headers=owner, timeout=60) as c:
         for name, (path, manifest, _x) in models.items():
-            r = c.post(
-                "/api/v1/products",
-                json={
-                    "name": f"bench-{name}",
-                    "kind": "model",
-                    "title": name,
-                    "domain": "other",
-                    "tier": "public",
-                },
+            handle = publish_model(
+                c,
+                name=f"bench-{name}",
+                title=name,
+                domain="other",
+                artifact=path.read_bytes(),
+                manifest=manifest.model_dump_json(),
             )
-            r.raise_for_status()
-            handle = r.json()["handle"]
-            r = c.post(
-                f"/api/v1/products/{handle}/versions/model",
-                content=path.read_bytes(),
-                headers={"X-Model-Manifest": manifest.model_dump_json()},
-            )
-            r.raise_for_status()
-            c.post(f"/api/v1/products/{handle}/publish").raise_for_status()
             handles[name] = handle
             if manifest.format == "python":
                 _trust(url, handle)
@@ -373,7 +309,7 @@ def start_gateway(
     # operator's key reads /metrics.
     return (
         proc,
-        port,
+        proc.port,
         handles,
         {"Authorization": f"Bearer {keys['parkeasy']}"},
         {"Authorization": f"Bearer {keys['data-bureau']}"},
@@ -459,16 +395,16 @@ def kserve_main(port: int, grpc_port: int, work: Path) -> None:
     server.start([Served("noop", lambda x: x), Served("mlp", run_mlp)])
 
 
-def start_kserve(work: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--kserve", str(port), str(_free_port()), str(work)],
-        cwd=ROOT,
-        stdout=_log(work, "kserve"),
-        stderr=subprocess.STDOUT,
+def start_kserve(work: Path) -> tuple[ServerProcess, int]:
+    port = free_port()
+    proc = ServerProcess(
+        [sys.executable, __file__, "--kserve", str(port), str(free_port()), str(work)],
+        port,
+        work / "kserve.log",
+        what="kserve's ModelServer",
+        ready_timeout_s=60,
     )
-    _wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, "kserve's ModelServer")
-    return proc, port
+    return proc.start(), port
 
 
 # --------------------------------------------------------------------------- (iv) triton
@@ -510,7 +446,7 @@ instance_group [{{ kind: KIND_CPU, count: 1 }}]
 """
 
 
-def start_triton(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+def start_triton(work: Path) -> tuple[ServerProcess, int] | None:
     try:
         import pytriton
     except ImportError:
@@ -537,7 +473,7 @@ def start_triton(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
         (repo / name / "1" / "model.py").write_text(
             TRITON_MODEL.format(kind=name, artifact=work / "mlp.pt")
         )
-    http, grpc = _free_port(), _free_port()
+    http, grpc = free_port(), free_port()
     site = sysconfig.get_paths()["purelib"]
     env = {
         **os.environ,
@@ -547,7 +483,7 @@ def start_triton(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
         # (pyenv's own has numpy 2, and the models then fail to load).
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     }
-    proc = subprocess.Popen(
+    proc = ServerProcess(
         [
             str(server / "bin" / "tritonserver"),
             f"--model-repository={repo}",
@@ -567,29 +503,18 @@ def start_triton(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
             "--backend-config=python,shm-default-byte-size=4194304",
             "--log-verbose=0",
         ],
+        http,
+        work / "triton.log",
         env=env,
-        stdout=_log(work, "triton"),
-        stderr=subprocess.STDOUT,
+        what="tritonserver",
+        ready_timeout_s=60,
     )
     try:
-        _wait_http(f"http://127.0.0.1:{http}/v2/health/ready", proc, "tritonserver")
-    except SystemExit as e:
-        stop(proc)
-        tail = (work / "triton.log").read_text(errors="replace").splitlines()[-15:]
-        print(f"(iv) skipped: {e}\n" + "\n".join(tail))
+        proc.start()
+    except ServerFailed as e:
+        print(f"(iv) skipped: {e}")
         return None
     return proc, http
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # --------------------------------------------------------------------------- main
@@ -598,7 +523,7 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 def main() -> None:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="citybrain-bench-"))
-    procs: list[subprocess.Popen[bytes] | None] = []
+    procs: list[ServerProcess] = []
     try:
         models = build_models(work)
         results: dict[str, dict[tuple[str, int], dict[str, float]]] = {}
@@ -629,7 +554,7 @@ def main() -> None:
                 t.close()
     finally:
         for p in procs:
-            stop(p)
+            p.stop(grace_s=15)
         shutil.rmtree(work, ignore_errors=True)
 
     print(
@@ -665,4 +590,13 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--kserve":
         kserve_main(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
     else:
+        parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+        parser.add_argument(
+            "--seconds", type=float, default=SECONDS, help=f"seconds per turn (default {SECONDS:g})"
+        )
+        parser.add_argument(
+            "--rounds", type=int, default=ROUNDS, help=f"rounds per cell (default {ROUNDS})"
+        )
+        args = parser.parse_args()
+        SECONDS, ROUNDS = args.seconds, args.rounds
         main()

@@ -8,7 +8,8 @@ It prints:
 
 (i)  spool append throughput with group commit at concurrency 1, 32 and 256: events/s, fsyncs,
      mean group size, and the p50/p99 latency each ``append`` adds to a call;
-(ii) ingest into PostgreSQL (127.0.0.1:5432, a temporary database created and dropped here):
+(ii) ingest into PostgreSQL (``CITYBRAIN_TEST_PG_ADMIN``, default 127.0.0.1:5432; a temporary
+     database created and dropped here):
      (a) each PostgreSQL write method draining the same pre-filled spool (events/s into the
          table), (b) a sustained run with concurrent producers and the background flusher,
          then an exactly-once check (rows == distinct keys == events acknowledged), (c) the
@@ -45,18 +46,14 @@ import itertools
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,28 +61,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The repository first: this folder holds a billing.py that must not shadow the package.
 sys.path.insert(0, str(REPO_ROOT))
 
-import psycopg  # noqa: E402
 from sqlalchemy import Engine, create_engine, func, select, text  # noqa: E402
 
 from billing.events import UsageEvent  # noqa: E402
 from billing.flusher import Flusher, PgMethod  # noqa: E402
 from billing.spool import Spool  # noqa: E402
 from billing.tables import metadata, usage_event  # noqa: E402
-
-PG_SERVER = "host=127.0.0.1 port=5432 user=postgres"
+from tests.utils.postgres import scratch_database  # noqa: E402
+from tests.utils.server import ServerProcess, free_port, isolated_env  # noqa: E402
+from tests.utils.usage import make_usage_event  # noqa: E402
 
 
 def _event(n: int, tenant: int = 1) -> UsageEvent:
-    return UsageEvent(
-        id=f"bench-{n:010d}",
+    return make_usage_event(
+        f"bench-{n:010d}",
         tenant_id=tenant,
         key_id="benchkey",
-        product="traffic-police.flow-smoother",
         product_id=7,
         version=1,
-        unit="call",
-        quantity=1.0,
-        at=datetime.now(UTC),
         latency_ms=4.2,
         request_id=f"rq-{n:010d}",
     )
@@ -187,20 +180,13 @@ def _fsync_after_idle(workdir: Path, count: int = 200) -> None:
 
 @contextmanager
 def temporary_database() -> Iterator[Engine]:
-    name = f"citybrain_bench_billing_{secrets.token_hex(6)}"
-    with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(
-        f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-        connect_args={"connect_timeout": 5},
-    )
-    try:
-        metadata.create_all(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("citybrain_bench_billing") as db:
+        engine = create_engine(db.url, connect_args={"connect_timeout": 5})
+        try:
+            metadata.create_all(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _rows(engine: Engine) -> tuple[int, int]:
@@ -426,39 +412,18 @@ _PAIRS = 6
 _CLIENT_PROCS = max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _gateway_database(artifacts: Path) -> Iterator[tuple[str, str, str]]:
     """A temporary PostgreSQL database, migrated and seeded.
 
     Yields (url, a developer's key, the operator's key: for ``/metrics``).
     """
-    from marketplace.db import make_engine, make_session_factory, transaction
-    from marketplace.migrate import upgrade
-    from marketplace.seed import seed_demo_city
     from model_store import BlobStore
+    from tests.utils.city import migrate_and_seed
 
-    name = f"citybrain_bench_gateway_{secrets.token_hex(6)}"
-    with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            with transaction(make_session_factory(engine)) as session:
-                seeded = seed_demo_city(session, blobs=BlobStore(artifacts))
-        finally:
-            engine.dispose()
-        yield url, seeded.keys["parkeasy"], seeded.keys["data-bureau"]
-    finally:
-        with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("citybrain_bench_gateway") as db:
+        seeded = migrate_and_seed(db.url, blobs=BlobStore(artifacts))
+        yield db.url, seeded.keys["parkeasy"], seeded.keys["data-bureau"]
 
 
 @contextmanager
@@ -466,49 +431,21 @@ def _server(
     url: str, artifacts: Path, data_dir: Path, *, metering: bool
 ) -> Iterator[tuple[str, int]]:
     """``citybrain serve`` in its own process; yields (its base URL, its pid) once ready."""
-    import httpx
-
-    port = _free_port()
+    port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-    env.update(
-        CITYBRAIN_DATABASE_URL=url,
-        CITYBRAIN_DATA_DIR=str(data_dir),
-        CITYBRAIN_MODEL_STORE__ARTIFACT_URL=str(artifacts),
-        CITYBRAIN_LOG_LEVEL="warning",
-        CITYBRAIN_BILLING__METERING="true" if metering else "false",
+    env = isolated_env(
+        {
+            "CITYBRAIN_DATABASE_URL": url,
+            "CITYBRAIN_DATA_DIR": str(data_dir),
+            "CITYBRAIN_MODEL_STORE__ARTIFACT_URL": str(artifacts),
+            "CITYBRAIN_LOG_LEVEL": "warning",
+            "CITYBRAIN_BILLING__METERING": "true" if metering else "false",
+        }
     )
-    log = (data_dir / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {(data_dir / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.1)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    argv = [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"]
+    log = data_dir / "server.log"
+    with ServerProcess(argv, port, log, env=env, ready_timeout_s=90) as server:
+        yield server.url, server.pid
 
 
 def _run_ns(schedstat: str) -> int | None:

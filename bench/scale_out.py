@@ -4,8 +4,8 @@ Run from the repository root::
 
     .venv/bin/python bench/scale_out.py [--quick] [--clients N] [--seconds S]
 
-A temporary PostgreSQL database (127.0.0.1:5432, created and dropped here) is migrated and
-seeded with the demo city. For k = 1, 2, 3 it starts k ``citybrain serve`` processes, each on
+A temporary PostgreSQL database (``CITYBRAIN_TEST_PG_ADMIN``, created and dropped here) is
+migrated and seeded with the demo city. For k = 1, 2, 3 it starts k ``citybrain serve`` processes, each on
 its own port with its own usage spool, sharing the database and (if reachable) the quota Redis
 at 127.0.0.1:6379, and drives a metered v2 infer of ``traffic-police.flow-smoother`` from
 client processes (httpx, one connection each, round-robin over the k servers) for a fixed time
@@ -20,8 +20,6 @@ import argparse
 import contextlib
 import multiprocessing
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The repository first: this folder holds a billing.py that must not shadow the package.
 sys.path.insert(0, str(REPO_ROOT))
+
+from tests.utils.server import ServerProcess, platform_server  # noqa: E402
 
 MODEL = "traffic-police.flow-smoother"
 BODY = {
@@ -66,12 +66,6 @@ def _client(
         c.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_s(pids: list[int]) -> float:
     """CPU seconds (all threads) of the processes, from /proc/<pid>/task/*/schedstat."""
     total = 0
@@ -93,51 +87,21 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
-def _start(
-    db_url: str, data_dir: Path, spool: Path, env: dict[str, str]
-) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--no-migrate",
-            "--port",
-            str(port),
-            "--database-url",
-            db_url,
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=REPO_ROOT,
+def _start(db_url: str, data_dir: Path, spool: Path, env: dict[str, str]) -> ServerProcess:
+    server = platform_server(
+        database_url=db_url,
+        data_dir=data_dir,
+        log=data_dir.parent / f"{spool.name}.log",
         env={**env, "CITYBRAIN_BILLING__SPOOL_DIR": str(spool)},
-        stdout=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server at {url} exited ({proc.returncode})")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the server at {url} did not become ready")
-        time.sleep(0.1)
+    return server.start()
 
 
 def _run(
     k: int, args: argparse.Namespace, db_url: str, data_dir: Path, token: str, env: dict[str, str]
 ) -> dict[str, float]:
     servers = [_start(db_url, data_dir, data_dir / f"spool-{k}-{i}", env) for i in range(k)]
-    urls = [url for _, url in servers]
+    urls = [server.url for server in servers]
     ctx = multiprocessing.get_context("spawn")
     ready, go, stop, out = ctx.Value("i", 0), ctx.Event(), ctx.Event(), ctx.Queue()
     clients = [
@@ -149,7 +113,7 @@ def _run(
             c.start()
         while ready.value < args.clients:
             time.sleep(0.05)
-        pids = [p.pid for p, _ in servers]
+        pids = [server.pid for server in servers]
         pg = _postgres_pids()
         cpu0, pg0 = _cpu_s(pids), _cpu_s(pg)
         started = time.monotonic()
@@ -165,13 +129,8 @@ def _run(
         for c in clients:
             c.join(30)
     finally:
-        for proc, _ in servers:
-            proc.terminate()
-        for proc, _ in servers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for server in servers:
+            server.stop()
     return {
         "rps": ok / elapsed,
         "ok": ok,
@@ -196,13 +155,12 @@ def main() -> None:
     from sqlalchemy import func, select
 
     from billing.tables import usage_event
-    from marketplace.db import make_engine, make_session_factory, transaction
-    from marketplace.migrate import upgrade
-    from marketplace.seed import seed_demo_city
+    from marketplace.db import make_engine
     from model_store import BlobStore
+    from tests.utils.city import migrate_and_seed
     from tests.utils.postgres import scratch_database
 
-    env = {**os.environ, "CITYBRAIN_LOG_LEVEL": "warning"}
+    env: dict[str, str] = {}
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
         env["CITYBRAIN_GATEWAY__QUOTA_REDIS_URL"] = REDIS_URL
@@ -214,10 +172,8 @@ def main() -> None:
     )
     with scratch_database("citybrain_bench_scale") as db, tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "var"
-        upgrade(db.url)
+        keys = migrate_and_seed(db.url, blobs=BlobStore(str(data_dir / "artifacts"))).keys
         engine = make_engine(db.url)
-        with transaction(make_session_factory(engine)) as session:
-            keys = seed_demo_city(session, blobs=BlobStore(str(data_dir / "artifacts"))).keys
         results: dict[int, dict[str, float]] = {}
         for k in (1, 2, 3):
             results[k] = r = _run(k, args, db.url, data_dir, keys["parkeasy"], env)

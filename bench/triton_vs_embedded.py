@@ -18,17 +18,14 @@ so "Triton via gateway" vs "Triton direct" is the platform's cost (authenticatio
 policy, quota, signature checks, the hop, metering). Ratios are relative to the embedded
 runtime, and the summary compares the gateway rows. Bounded: about 60 s plus server starts.
 
-Run: ``.venv/bin/python bench/triton_vs_embedded.py``
+Run: ``.venv/bin/python bench/triton_vs_embedded.py [--seconds S]``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
 import logging
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -88,12 +85,6 @@ async def concurrent(call: Call) -> float:
     return done / (time.perf_counter() - started)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def gateway(
     tmp: Path, server: ManagedTritonServer, artifact: Path, manifest: Any
@@ -102,87 +93,32 @@ def gateway(
     models, embedded and triton. Yields (address, consumer key, runtime → handle)."""
     import httpx
 
-    from marketplace.db import make_engine, make_session_factory, transaction
-    from marketplace.migrate import upgrade
-    from marketplace.seed import seed_demo_city
+    from tests.utils.city import migrate_and_seed
+    from tests.utils.publish import publish_model
+    from tests.utils.server import running_platform_server
 
     database_url = f"sqlite:///{tmp / 'citybrain.db'}"
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with transaction(make_session_factory(engine)) as session:
-        keys = seed_demo_city(session).keys
-    engine.dispose()
-    port = _free_port()
+    keys = migrate_and_seed(database_url).keys
     env = {
-        **os.environ,
-        "CITYBRAIN_LOG_LEVEL": "warning",
         "CITYBRAIN_TRITON__URL": server.url,
         "CITYBRAIN_TRITON__REPOSITORY_DIR": str(server.repository),
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-            "--data-dir",
-            str(tmp / "var"),
-            "--no-migrate",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise SystemExit("the server exited")
-            time.sleep(0.1)
+    with running_platform_server(
+        database_url=database_url, data_dir=tmp / "var", log=tmp / "server.log", env=env
+    ) as platform:
         handles: dict[str, str] = {}
         owner = {"Authorization": f"Bearer {keys[OWNER]}"}
-        with httpx.Client(base_url=url, headers=owner, timeout=120) as api:
+        with httpx.Client(base_url=platform.url, headers=owner, timeout=120) as api:
             for runtime in ("embedded", "triton"):
-                name = f"flow-{runtime}"
-                api.post(
-                    "/api/v1/products",
-                    json={
-                        "name": name,
-                        "kind": "model",
-                        "title": name,
-                        "domain": "traffic",
-                        "tier": "public",
-                    },
-                ).raise_for_status()
-                handle = f"{OWNER}.{name}"
-                doc = manifest.model_copy(update={"runtime": runtime}).model_dump(mode="json")
-                api.post(
-                    f"/api/v1/products/{handle}/versions/model",
-                    content=artifact.read_bytes(),
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "X-Model-Manifest": json.dumps(doc),
-                    },
-                ).raise_for_status()
-                api.post(f"/api/v1/products/{handle}/publish").raise_for_status()
-                handles[runtime] = handle
-        yield f"127.0.0.1:{port}", keys["parkeasy"], handles
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+                handles[runtime] = publish_model(
+                    api,
+                    name=f"flow-{runtime}",
+                    artifact=artifact.read_bytes(),
+                    manifest=manifest.model_copy(update={"runtime": runtime}).model_dump(
+                        mode="json"
+                    ),
+                )
+        yield f"127.0.0.1:{platform.port}", keys["parkeasy"], handles
 
 
 async def main() -> None:
@@ -307,4 +243,12 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=SECONDS_PER_RUN,
+        help=f"seconds per measured run (default {SECONDS_PER_RUN:g})",
+    )
+    SECONDS_PER_RUN = parser.parse_args().seconds
     asyncio.run(main())

@@ -13,52 +13,27 @@ own browser downloads are never used. axe-core comes from tests/e2e/node_modules
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
 from marketplace.seed import seed_demo_city
 from model_store import BlobStore
-from tests.e2e.helpers import CHROMIUM, PASSWORD, ROOT
+from tests.e2e.helpers import CHROMIUM, PASSWORD
+from tests.utils.oidc import oidc_provider
 from tests.utils.portal import bill_last_month
-
-OIDC_DIR = ROOT / "tests" / "oidc"
+from tests.utils.server import free_port, platform_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-
-
-def _free_port() -> int:
-    # tests/utils/server.py (another branch) will hold the shared launcher; until it is
-    # merged this module starts its processes itself.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass
@@ -72,26 +47,10 @@ class Platform:
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    node = shutil.which("node")
-    if node is None or not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
-        pytest.fail("the test OIDC provider is not installed: run `npm ci` in tests/oidc")
     base = tmp_path_factory.mktemp("e2e")
-    port, idp_port = _free_port(), _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    idp = subprocess.Popen(
-        [
-            node,
-            str(OIDC_DIR / "server.mjs"),
-            *("--port", str(idp_port)),
-            *("--redirect-uri", f"{url}/auth/callback"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert idp.stdout is not None
-        line = idp.stdout.readline().decode()
-        assert line.startswith("READY"), f"the OIDC provider did not start: {line!r}"
+    with oidc_provider(f"{url}/auth/callback") as oidc_url:
         database_url = f"sqlite:///{base / 'citybrain.db'}"
         upgrade(database_url)
         engine = make_engine(database_url)
@@ -102,47 +61,17 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             )
         engine.dispose()
         env = {
-            **os.environ,
-            "CITYBRAIN_LOG_LEVEL": "warning",
-            "CITYBRAIN_OIDC__SERVER_URL": f"http://127.0.0.1:{idp_port}",
+            "CITYBRAIN_OIDC__SERVER_URL": oidc_url,
             "CITYBRAIN_OIDC__REALM": "citybrain",
             "CITYBRAIN_PORTAL__OIDC_CLIENT_ID": "citybrain-portal",
             "CITYBRAIN_PORTAL__OIDC_CLIENT_SECRET": PASSWORD,
             "CITYBRAIN_BILLING__FLUSH_INTERVAL_S": "0.2",
         }
         log = base / "server.log"
-        with log.open("wb") as out:
-            server = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port)),
-                    *("--database-url", database_url, "--data-dir", str(base / "var")),
-                    "--no-migrate",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            deadline = time.monotonic() + 60  # a bound on waiting, not a measurement
-            while True:
-                if server.poll() is not None:
-                    pytest.fail(f"the server exited:\n{log.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the server did not become ready:\n{log.read_text()[-3000:]}")
-                time.sleep(0.1)
-            yield Platform(url, f"http://127.0.0.1:{idp_port}", keys, str(month), log)
-        finally:
-            _stop(server)
-    finally:
-        _stop(idp)
-        if idp.stdout is not None:
-            idp.stdout.close()
+        with platform_server(
+            database_url=database_url, data_dir=base / "var", log=log, env=env, port=port
+        ):
+            yield Platform(url, oidc_url, keys, str(month), log)
 
 
 # Package scope, not session: Playwright's sync API keeps an asyncio loop running in the main

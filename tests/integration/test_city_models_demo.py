@@ -11,7 +11,6 @@ against a real server subprocess on the same database.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,11 +30,12 @@ from billing.tables import usage_event
 from marketplace.api.app import create_app
 from marketplace.config import Settings
 from marketplace.db import make_engine, make_session_factory, transaction
-from marketplace.migrate import upgrade
 from marketplace.seed import CITY_MODELS, SeedResult, seed_demo_city
 from marketplace.tables import Tenant
 from model_store import BlobStore
 from model_store.builtin import complaint_router, congestion_forecaster, hotline_asr
+from tests.utils.city import migrate_and_seed
+from tests.utils.server import running_platform_server
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +61,13 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     data_dir = tmp_path_factory.mktemp("city-demo")
     url = f"sqlite:///{data_dir / 'citybrain.db'}"
-    upgrade(url)
-    engine = make_engine(url)
     progress: list[str] = []
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            seeded = seed_demo_city(
-                session,
-                blobs=BlobStore(str(data_dir / "artifacts")),
-                city_models=True,
-                progress=progress.append,
-            )
-    finally:
-        engine.dispose()
+    seeded = migrate_and_seed(
+        url,
+        blobs=BlobStore(str(data_dir / "artifacts")),
+        city_models=True,
+        progress=progress.append,
+    )
     (wav,) = hotline_asr.synthesize([SENTENCE], data_dir / "wav")
     return Demo(url=url, data_dir=data_dir, seeded=seeded, progress=progress, wav=wav)
 
@@ -234,52 +228,12 @@ def test_congestion_forecaster_returns_the_declared_shapes(demo: Demo, client: T
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_hotline_pipeline_example_against_a_server(demo: Demo, tmp_path: Path) -> None:
-    import httpx
-
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CITYBRAIN_LOG_LEVEL": "warning",
-        "CITYBRAIN_BILLING__SPOOL_DIR": str(tmp_path / "spool"),  # one spool per process
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            demo.url,
-            "--data-dir",
-            str(demo.data_dir),
-            "--no-migrate",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + _DEADLINE_S
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
+    env = {"CITYBRAIN_BILLING__SPOOL_DIR": str(tmp_path / "spool")}  # one spool per process
+    with running_platform_server(
+        database_url=demo.url, data_dir=demo.data_dir, log=tmp_path / "server.log", env=env
+    ) as server:
+        url = server.url
         tenant = _tenant_id(demo, "xihu-district")
         result = subprocess.run(
             [sys.executable, "examples/hotline_pipeline.py", str(demo.wav), "--url", url],
@@ -299,12 +253,3 @@ def test_the_hotline_pipeline_example_against_a_server(demo: Demo, tmp_path: Pat
             (ROUTER, "call"),
             (ASR, "audio-second"),
         ]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()

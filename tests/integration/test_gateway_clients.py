@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +22,10 @@ import pytest
 import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from marketplace.db import make_engine, make_session_factory, transaction
-from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
 from model_store import BlobStore, EmbeddedRuntime
 from model_store.builtin import flow_smoother
+from tests.utils.city import migrate_and_seed
+from tests.utils.server import running_platform_server
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = flow_smoother.NAME
@@ -47,63 +44,12 @@ class Server:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(database_url: str, data_dir: Path) -> Iterator[Server]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with transaction(make_session_factory(engine)) as session:
-        keys = seed_demo_city(session, blobs=BlobStore(data_dir / "artifacts"))
-    engine.dispose()
-    port = _free_port()
-    env = {**os.environ, "CITYBRAIN_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-            "--data-dir",
-            str(data_dir),
-            "--no-migrate",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"the server exited: {out}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail("the server did not become ready")
-        yield Server(url=url, port=port, key=keys.keys["parkeasy"], data_dir=data_dir)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    keys = migrate_and_seed(database_url, blobs=BlobStore(data_dir / "artifacts"))
+    with running_platform_server(
+        database_url=database_url, data_dir=data_dir, log=data_dir.parent / "server.log"
+    ) as proc:
+        yield Server(url=proc.url, port=proc.port, key=keys.keys["parkeasy"], data_dir=data_dir)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -14,7 +14,6 @@ copy of the binary.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -28,22 +27,18 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from marketplace.api.app import create_app
 from marketplace.cli import app as cli
 from marketplace.config import Settings, TritonSettings
-from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
 from model_store import ModelManifest
 from model_store.builtin import flow_smoother
 from model_store.runtimes.triton import TritonRuntime
 from model_store.sandbox.gate import TenantCodeGate
 from model_store.triton.server import ManagedTritonServer
 from tests.unit.model_store.factories import make_python_model
-from tests.utils.city import City
+from tests.utils.city import City, city_app
 
 pytestmark = pytest.mark.integration
 
@@ -90,36 +85,14 @@ def _app(tmp_path: Path, triton: TritonSettings) -> Iterator[City]:
     url = f"sqlite:///{tmp_path / 'citybrain.db'}"
     upgrade(url)
     settings = Settings(data_dir=tmp_path / "var", database_url=url, triton=triton)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    try:
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            with transaction(factory) as session:
-                keys = seed_demo_city(session).keys
-            yield City(client=client, keys=keys, session_factory=factory)
-    finally:
-        engine.dispose()
+    with city_app(settings) as city:
+        yield city
 
 
 def _publish(city: City, artifact: Artifact, runtime: str) -> str:
     """Upload the artifact through the API as a new public model; publish it."""
-    handle = city.product("traffic-police", kind="model", publish=False)
     manifest = artifact.manifest.model_copy(update={"runtime": runtime})
-    r = city.client.post(
-        f"/api/v1/products/{handle}/versions/model",
-        content=artifact.path.read_bytes(),
-        headers={
-            **city.headers("traffic-police"),
-            "Content-Type": "application/octet-stream",
-            "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
-        },
-    )
-    assert r.status_code == 201, r.text
-    r = city.client.post(
-        f"/api/v1/products/{handle}/publish", headers=city.headers("traffic-police")
-    )
-    assert r.status_code == 200, r.text
-    return handle
+    return city.model("traffic-police", artifact.path, manifest)
 
 
 def _smoothed(response: Any) -> np.ndarray[Any, Any]:
@@ -186,17 +159,7 @@ def test_a_managed_triton_serves_uploaded_models_like_the_embedded_runtime(
 def _upload_python(city: City, owner: str, tmp_path: Path) -> str:
     path, manifest = make_python_model(tmp_path)
     handle = city.product(owner, kind="model", publish=False)
-    r = city.client.post(
-        f"/api/v1/products/{handle}/versions/model",
-        content=path.read_bytes(),
-        headers={
-            **city.headers(owner),
-            "Content-Type": "application/octet-stream",
-            "X-Model-Manifest": json.dumps(
-                manifest.model_copy(update={"runtime": "triton"}).model_dump(mode="json")
-            ),
-        },
-    )
+    r = city.upload_model(owner, handle, path, manifest.model_copy(update={"runtime": "triton"}))
     assert r.status_code == 201, r.text
     r = city.client.post(f"/api/v1/products/{handle}/publish", headers=city.headers(owner))
     assert r.status_code == 200, r.text

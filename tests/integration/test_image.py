@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import pytest
 
 from tests.utils.k8s import REPO_ROOT
+from tests.utils.server import free_port
 
 PODMAN = shutil.which("podman")
 pytestmark = [
@@ -67,12 +67,6 @@ def _podman(*args: str, timeout: float = 120, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _build(what: str) -> None:
@@ -171,7 +165,7 @@ def test_the_platform_image_serves_as_non_root_on_a_read_only_root(
     data = shared_dir / "data"
     data.mkdir()
     os.chown(data, 10001, 10001)  # as a PVC with fsGroup would be
-    port = _free_port()
+    port = free_port()
     # The image's own command (serve --host 0.0.0.0): podman forwards the host's loopback port
     # to the container's own address, which a server bound to 127.0.0.1 would not answer.
     _podman(
@@ -245,7 +239,7 @@ def test_the_triton_image_serves_an_exported_model(
     )
     for path in [shared_dir, *shared_dir.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    port = _free_port()
+    port = free_port()
     # The ServingRuntime's command (k8s/serving/triton-runtime.yaml), as its uid, read-only.
     _podman(
         "run", "--detach", "--name", container_name, *RUN_OPTIONS,

@@ -23,11 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,20 +37,18 @@ import fsspec
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from marketplace.api.app import create_app
 from marketplace.config import KServeSettings, Settings, TritonSettings
-from marketplace.db import make_engine, make_session_factory, transaction
 from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
 from model_store import ModelManifest, ModelUnavailableError, load_model
 from model_store.builtin import flow_smoother
 from model_store.kserve.storage import export_version
 from model_store.manifest import TensorSpec
 from model_store.v2 import HEADER_CONTENT_LENGTH, decode_response
-from tests.utils.city import City
+from tests.utils.city import City, city_app
 from tests.utils.kube import FakeKubeAPI
+from tests.utils.s3 import moto_s3
+from tests.utils.server import ServerFailed, free_port, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -80,57 +76,17 @@ class Shouter:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + _DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not come up:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """moto's S3 server as its own process; yields the AWS_* variables that reach it."""
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.is_file():
-        pytest.fail("moto_server is missing: install the dev extra (moto[server])")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "citybrain-test",
-        "AWS_SECRET_ACCESS_KEY": "citybrain-test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    try:
-        _wait(f"{env['AWS_ENDPOINT_URL']}/", proc, "moto_server", log)
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in env.items():
-                patch.setenv(name, value)
-            fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
-            yield env
-            fsspec.get_filesystem_class("s3").clear_instance_cache()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with (
+        moto_s3(tmp_path_factory.mktemp("moto"), (BUCKET,)) as server,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for name, value in server.env.items():
+            patch.setenv(name, value)
+        yield server.env
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
 
 
 @dataclass
@@ -146,7 +102,7 @@ class LocalKServe:
     def on_create(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         (container,) = obj["spec"]["predictor"]["containers"]
-        port = _free_port()
+        port = free_port()
         args = [
             f"--http_port={port}" if a.startswith("--http_port=") else a for a in container["args"]
         ]
@@ -171,8 +127,14 @@ class LocalKServe:
 
         def report() -> None:
             try:
-                _wait(f"{url}/v2/models/{model}/ready", proc, "the predictor", log)
-            except AssertionError as e:
+                wait_http(
+                    f"{url}/v2/models/{model}/ready",
+                    proc,
+                    what="the predictor",
+                    timeout_s=_DEADLINE_S,
+                    log=log,
+                )
+            except ServerFailed as e:
                 self.api.mark(meta["namespace"], meta["name"], message=str(e))
                 return
             self.urls[meta["name"]] = url
@@ -214,35 +176,12 @@ def _app(tmp_path: Path, kserve: LocalKServe) -> Iterator[City]:
             ready_timeout_s=_DEADLINE_S,
         ),
     )
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    try:
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            with transaction(factory) as session:
-                keys = seed_demo_city(session).keys
-            yield City(client=client, keys=keys, session_factory=factory)
-    finally:
-        engine.dispose()
+    with city_app(settings) as city:
+        yield city
 
 
 def _publish(city: City, artifact: Path, manifest: ModelManifest, runtime: str) -> str:
-    handle = city.product("traffic-police", kind="model", publish=False)
-    manifest = manifest.model_copy(update={"runtime": runtime})
-    r = city.client.post(
-        f"/api/v1/products/{handle}/versions/model",
-        content=artifact.read_bytes(),
-        headers={
-            **city.headers("traffic-police"),
-            "Content-Type": "application/octet-stream",
-            "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
-        },
-    )
-    assert r.status_code == 201, r.text
-    r = city.client.post(
-        f"/api/v1/products/{handle}/publish", headers=city.headers("traffic-police")
-    )
-    assert r.status_code == 200, r.text
-    return handle
+    return city.model("traffic-police", artifact, manifest.model_copy(update={"runtime": runtime}))
 
 
 def _appended(city: City) -> int:

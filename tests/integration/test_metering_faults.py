@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import signal
 import socket
@@ -35,12 +34,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from marketplace.cli.usage import spool_status
-from marketplace.db import make_engine, make_session_factory, transaction
-from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
 from model_store import BlobStore
 from model_store.builtin import flow_smoother
+from tests.utils.city import migrate_and_seed
 from tests.utils.postgres import ScratchDatabase, scratch_database
+from tests.utils.server import ServerProcess, free_port, isolated_env
 
 pytestmark = pytest.mark.integration
 
@@ -75,14 +73,8 @@ class City:
 @pytest.fixture(scope="module")
 def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     with scratch_database("citybrain_test_metering") as db:
-        upgrade(db.url)
         artifacts = tmp_path_factory.mktemp("artifacts")
-        engine = make_engine(db.url)
-        try:
-            with transaction(make_session_factory(engine)) as session:
-                seeded = seed_demo_city(session, blobs=BlobStore(artifacts))
-        finally:
-            engine.dispose()
+        seeded = migrate_and_seed(db.url, blobs=BlobStore(artifacts))
         yield City(
             database=db.name,
             url=db.url,
@@ -149,46 +141,24 @@ def wait_for_rows(city: City, expected: set[str], *, by: str = "id") -> list[str
 # ---------------------------------------------------------------------------- the server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    port: int
-    spool_dir: Path
-    log: Path
+class Server(ServerProcess):
+    """A platform process with its own spool folder."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    spool_dir: Path = Path("spool")
 
     def log_tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return self.tail()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.stop(sig, grace_s=20)
 
 
 def start_server(city: City, data_dir: Path, **env: str) -> Server:
     """Serve the city from ``data_dir`` (its own spool) on a free port; wait until ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    log = data_dir / f"server-{port}.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-    environ.update(
+    port = free_port()
+    environ = isolated_env(
         {
             "CITYBRAIN_DATABASE_URL": city.url,
             "CITYBRAIN_DATA_DIR": str(data_dir),
@@ -198,30 +168,24 @@ def start_server(city: City, data_dir: Path, **env: str) -> Server:
             **env,
         }
     )
-    spool_dir = Path(environ.get("CITYBRAIN_BILLING__SPOOL_DIR", data_dir / "spool"))
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port), "--no-migrate"],
-            cwd=ROOT,
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, port, spool_dir, log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited ({proc.returncode}):\n{server.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return server
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not become ready:\n{server.log_tail()}")
-            time.sleep(0.1)
-    except BaseException:
-        server.kill()
-        raise
+    server = Server(
+        argv=[
+            sys.executable,
+            "-m",
+            "marketplace.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--no-migrate",
+        ],
+        port=port,
+        log=data_dir / f"server-{port}.log",
+        env=environ,
+        ready_timeout_s=90,
+        spool_dir=Path(environ.get("CITYBRAIN_BILLING__SPOOL_DIR", data_dir / "spool")),
+    )
+    server.start()
+    return server
 
 
 @contextlib.contextmanager
@@ -342,7 +306,7 @@ class TcpProxy:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.port = _free_port()
+        self.port = free_port()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._stop = threading.Event()

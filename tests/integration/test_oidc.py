@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,39 +31,15 @@ from marketplace.tenants.service import get_tenant_by_slug
 from tests.unit.gateway.conftest import UPLOAD, Models
 from tests.unit.model_store.factories import make_torchscript_model
 from tests.utils.city import City
+from tests.utils.oidc import oidc_provider
 
-OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
 SECRET = "test-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[str]:
-    node = shutil.which("node")
-    if node is None or not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
-        pytest.fail(
-            "the test OIDC provider is not installed: run `npm ci` in tests/oidc (make test does)"
-        )
-    port = _free_port()
-    proc = subprocess.Popen(
-        [node, str(OIDC_DIR / "server.mjs"), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("READY"), f"OIDC provider did not start: {line!r}"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with oidc_provider() as url:
+        yield url
 
 
 def token(provider: str, client_id: str, realm: str = "citybrain") -> str:

@@ -8,11 +8,7 @@ and the realm's roles and tenant mapped by the API's own verifier.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx
@@ -23,39 +19,16 @@ from marketplace.api.app import create_app
 from marketplace.config import OIDCSettings, PortalSettings, Settings
 from marketplace.db import transaction
 from marketplace.seed import seed_demo_city
+from tests.utils.oidc import oidc_provider
 
-OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
 SECRET = "test-secret"
 CALLBACK = "http://testserver/auth/callback"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def provider() -> Iterator[str]:
-    node = shutil.which("node")
-    if node is None or not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
-        pytest.fail("the test OIDC provider is not installed: run `npm ci` in tests/oidc")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [node, str(OIDC_DIR / "server.mjs"), "--port", str(port), "--redirect-uri", CALLBACK],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("READY")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with oidc_provider(CALLBACK) as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,10 +8,6 @@ within 5 % of the limit.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +17,10 @@ import httpx
 import pytest
 import redis
 
-from marketplace.db import make_engine, make_session_factory, transaction
-from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
 from model_store import BlobStore
+from tests.utils.city import migrate_and_seed
+from tests.utils.server import platform_server
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL = "traffic-police.flow-smoother"
 LIMIT_PER_MINUTE = 100
@@ -35,80 +29,26 @@ BODY = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(database_url: str, data_dir: Path, spool: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CITYBRAIN_LOG_LEVEL": "warning",
-        "CITYBRAIN_BILLING__SPOOL_DIR": str(spool),
-        "CITYBRAIN_GATEWAY__QUOTA_REDIS_URL": REDIS_URL,
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-            "--data-dir",
-            str(data_dir),
-            "--no-migrate",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            pytest.fail(f"the server at {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"the server at {url} did not become ready")
-
-
 @pytest.fixture
 def two_gateways(database_url: str, tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
     try:
         redis.Redis.from_url(REDIS_URL).ping()
     except redis.RedisError as e:
         pytest.fail(f"Redis is not reachable at {REDIS_URL}: {e}")
-    upgrade(database_url)
     data_dir = tmp_path / "var"
-    engine = make_engine(database_url)
-    with transaction(make_session_factory(engine)) as session:
-        keys = seed_demo_city(session, blobs=BlobStore(str(data_dir / "artifacts"))).keys
-    engine.dispose()
-    procs = [_serve(database_url, data_dir, tmp_path / f"spool-{i}") for i in range(2)]
-    try:
-        for proc, url in procs:
-            _wait_ready(url, proc)
-        yield [url for _, url in procs], keys
-    finally:
-        for proc, _ in procs:
-            proc.terminate()
-        for proc, _ in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    keys = migrate_and_seed(database_url, blobs=BlobStore(str(data_dir / "artifacts"))).keys
+    env = {"CITYBRAIN_GATEWAY__QUOTA_REDIS_URL": REDIS_URL}
+    gateways = [
+        platform_server(
+            database_url=database_url,
+            data_dir=data_dir,
+            log=tmp_path / f"gateway-{i}.log",
+            env={**env, "CITYBRAIN_BILLING__SPOOL_DIR": str(tmp_path / f"spool-{i}")},
+        )
+        for i in range(2)
+    ]
+    with gateways[0], gateways[1]:
+        yield [g.url for g in gateways], keys
 
 
 def test_two_gateway_processes_share_one_limit(

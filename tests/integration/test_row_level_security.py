@@ -43,16 +43,7 @@ def populated(city: City) -> dict[str, int]:
     city.product("traffic-police", tier="confidential", name="plates-conf")
     city.product("traffic-police", tier="public", name="draft-one", publish=False)
     restricted = city.product("traffic-police", tier="restricted", name="shared-one")
-    r = city.client.post(
-        "/api/v1/access-requests",
-        headers=city.headers("xihu-district"),
-        json={"product": restricted, "purpose": "joint ops", "scopes": ["infer"]},
-    )
-    city.client.post(
-        f"/api/v1/access-requests/{r.json()['id']}/approve",
-        json={"reason": "ok"},
-        headers=city.headers("traffic-police"),
-    )
+    city.grant("xihu-district", restricted, "traffic-police", purpose="joint ops")
     with transaction(city.session_factory) as s:
         for slug in ("traffic-police", "parkeasy"):
             s.execute(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,16 +41,17 @@ from sqlalchemy import func, select
 
 from billing.spool import inspect_spool
 from billing.tables import usage_event
-from marketplace.db import make_engine, make_session_factory, transaction
-from marketplace.migrate import upgrade
-from marketplace.seed import seed_demo_city
+from marketplace.db import make_engine
 from model_store import BlobStore
 from model_store.builtin import flow_smoother
+from tests.utils.city import migrate_and_seed
 from tests.utils.load import FLOW_BODY as BODY
 from tests.utils.load import FLOW_MODEL as MODEL
 from tests.utils.load import load
 from tests.utils.postgres import scratch_database
+from tests.utils.publish import publish_model
 from tests.utils.s3 import moto_s3
+from tests.utils.server import ServerProcess, platform_server
 
 pytestmark = pytest.mark.integration
 
@@ -61,59 +61,6 @@ BUCKET = "citybrain-scale-out"
 _DEADLINE_S = 120.0  # a bound on waiting for "eventually", never asserted as a duration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Gateway:
-    """One ``citybrain serve`` process (possibly a supervisor of several workers)."""
-
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + _DEADLINE_S
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"{self.url} exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{self.url} did not become ready:\n{self.tail()}")
-            time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
 @dataclass
 class Platform:
     database_url: str
@@ -121,25 +68,16 @@ class Platform:
     env: dict[str, str]
     keys: dict[str, str]
     spools: list[Path]
-    gateways: list[Gateway]
+    gateways: list[ServerProcess]
 
-    def gateway(self, spool: Path, log: Path, *extra: str) -> Gateway:
-        port = _free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "marketplace.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            self.database_url,
-            "--data-dir",
-            str(self.data_dir),
-            *extra,
-        ]
-        env = {**self.env, "CITYBRAIN_BILLING__SPOOL_DIR": str(spool)}
-        return Gateway(argv, env, port, log)
+    def gateway(self, spool: Path, log: Path, *extra: str) -> ServerProcess:
+        return platform_server(
+            database_url=self.database_url,
+            data_dir=self.data_dir,
+            log=log,
+            args=extra,
+            env={**self.env, "CITYBRAIN_BILLING__SPOOL_DIR": str(spool)},
+        )
 
     def rows_by_id(self, tenant: str) -> dict[str, int]:
         engine = make_engine(self.database_url)
@@ -181,16 +119,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         with pytest.MonkeyPatch.context() as patch:
             for name, value in s3.env.items():
                 patch.setenv(name, value)
-            upgrade(db.url)
-            engine = make_engine(db.url)
-            with transaction(make_session_factory(engine)) as session:
-                keys = seed_demo_city(session, blobs=BlobStore(artifact_url)).keys
-            engine.dispose()
+            keys = migrate_and_seed(db.url, blobs=BlobStore(artifact_url)).keys
             fsspec.get_filesystem_class("s3").clear_instance_cache()
         env = {
             **os.environ,
             **s3.env,
-            "CITYBRAIN_LOG_LEVEL": "warning",
             "CITYBRAIN_GATEWAY__QUOTA_REDIS_URL": REDIS_URL,
             "CITYBRAIN_MODEL_STORE__ARTIFACT_URL": artifact_url,
         }
@@ -218,32 +151,15 @@ def test_a_model_uploaded_through_one_process_is_served_by_another(platform: Pla
     first, last = p.gateways[0], p.gateways[2]
     owner = {"Authorization": f"Bearer {p.keys['traffic-police']}"}
     with httpx.Client(base_url=first.url, timeout=60) as c:
-        r = c.post(
-            "/api/v1/products",
-            json={
-                "name": f"smoother-{uuid.uuid4().hex[:8]}",
-                "kind": "model",
-                "title": "Smoother uploaded through one process",
-                "domain": "traffic",
-                "tier": "public",
-            },
+        artifact, manifest = flow_smoother.build(p.data_dir.parent / "build")
+        handle = publish_model(
+            c,
+            name=f"smoother-{uuid.uuid4().hex[:8]}",
+            title="Smoother uploaded through one process",
+            artifact=artifact.read_bytes(),
+            manifest=manifest,
             headers=owner,
         )
-        assert r.status_code == 201, r.text
-        handle = r.json()["handle"]
-        artifact, manifest = flow_smoother.build(p.data_dir.parent / "build")
-        r = c.post(
-            f"/api/v1/products/{handle}/versions/model",
-            content=artifact.read_bytes(),
-            headers={
-                **owner,
-                "Content-Type": "application/octet-stream",
-                "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
-            },
-        )
-        assert r.status_code == 201, r.text
-        r = c.post(f"/api/v1/products/{handle}/publish", headers=owner)
-        assert r.status_code == 200, r.text
     # The artifact is in the object store, not on the uploading process's disk.
     assert not (p.data_dir / "artifacts").exists()
     r = httpx.post(

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +39,7 @@ from tests.integration.test_oidc import SECRET as OIDC_CLIENT_SECRET
 from tests.integration.test_oidc import provider, token  # noqa: F401 (the fixture)
 from tests.unit.billing.test_stripe_sync import FakeStripe, fake_stripe  # noqa: F401
 from tests.utils.postgres import admin_connection, scratch_database
+from tests.utils.server import ServerProcess, free_port, isolated_env
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "traffic-police.flow-smoother"
@@ -74,12 +72,6 @@ class Transcript:
         return [where for where, text in self.seen if secret in text and where != made_at]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def secret_database() -> Iterator[str]:
     """A database of its own, reached by a URL with a password (trust auth ignores it, so
@@ -90,8 +82,7 @@ def secret_database() -> Iterator[str]:
 
 
 def _environ(tmp_path: Path, url: str, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-    env.update(
+    return isolated_env(
         {
             "CITYBRAIN_DATABASE_URL": url,
             "CITYBRAIN_DATA_DIR": str(tmp_path / "var"),
@@ -100,7 +91,6 @@ def _environ(tmp_path: Path, url: str, **more: str) -> dict[str, str]:
             **more,
         }
     )
-    return env
 
 
 def _cli(
@@ -121,34 +111,10 @@ def _cli(
 
 @contextlib.contextmanager
 def _server(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = _free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + _DEADLINE_S
-        while True:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    port = free_port()
+    argv = [sys.executable, "-m", "marketplace.cli", "serve", "--port", str(port)]
+    with ServerProcess(argv, port, log, env=env, ready_timeout_s=_DEADLINE_S) as server:
+        yield server.url
 
 
 def _secret_of(key: str) -> str:

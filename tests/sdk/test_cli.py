@@ -19,7 +19,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from tests.sdk.conftest import publish_model
-from tests.sdk.server import Platform, free_port
+from tests.sdk.server import Platform
+from tests.utils.server import free_port
 
 SMOOTHER = "traffic-police.flow-smoother"
 

@@ -126,23 +126,8 @@ class Datasets:
         self, tenant: str, handle: str, *, unmasked: list[str] | None = None, tier: str
     ) -> str:
         """An approved access grant with ``data:read`` (its id)."""
-        c, h = self.city.client, self.city.headers
-        body: dict[str, Any] = {
-            "product": handle,
-            "purpose": "testing",
-            "scopes": ["data:read"],
-            "duration_days": 30,
-        }
+        body: dict[str, Any] = {"duration_days": 30}
         if unmasked is not None:
             body["conditions"] = {"unmasked_columns": unmasked}
-        r = c.post("/api/v1/access-requests", json=body, headers=h(tenant))
-        assert r.status_code == 201, r.text
         decider = "data-bureau" if tier == "confidential" else handle.split(".")[0]
-        r = c.post(
-            f"/api/v1/access-requests/{r.json()['id']}/approve",
-            json={"reason": "ok"},
-            headers=h(decider),
-        )
-        assert r.status_code == 200, r.text
-        grant_id: str = r.json()["grant_id"]
-        return grant_id
+        return self.city.grant(tenant, handle, decider, ["data:read"], **body)

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from billing import UsageEvent
 from billing.periods import Period
 from billing.tables import usage_event
 from marketplace.billing.service import set_plan
 from marketplace.constants import ALL_SCOPES
 from marketplace.context import Principal
 from marketplace.tables import Product, Tenant
+from tests.utils.usage import make_usage_event
 
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -54,18 +54,15 @@ def bill_last_month(
     tenant = session.scalars(select(Tenant).where(Tenant.slug == consumer)).one()
     days = month.days()
     events = [
-        UsageEvent(
-            id=f"history-{consumer}-{i}",
+        make_usage_event(
+            f"history-{consumer}-{i}",
             tenant_id=tenant.id,
             key_id=None,
             product=handle,
             product_id=product.id,
             version=1,
-            unit="call",
-            quantity=1.0,
             at=datetime.combine(days[(i * 7) % len(days)], datetime.min.time(), UTC)
             + timedelta(hours=9, minutes=i % 60),
-            latency_ms=3.0,
             request_id=f"history-{i}",
         )
         for i in range(calls)

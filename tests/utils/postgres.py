@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 PG_ADMIN_DSN = os.environ.get(
@@ -30,6 +31,11 @@ class ScratchDatabase:
     url: str  # SQLAlchemy URL (psycopg 3 driver)
     host: str
     port: int
+
+    @property
+    def dsn(self) -> str:
+        """The libpq form of ``url`` (``postgresql://...``), for psycopg and psql."""
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def via(self, host: str, port: int) -> str:
         """The same database reached through another address (a test's TCP proxy)."""
@@ -65,3 +71,27 @@ def scratch_database(prefix: str = "citybrain_test") -> Iterator[ScratchDatabase
     finally:
         with admin_connection() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def emptied(url: str) -> str:
+    """Empty every table of the migrated database at ``url`` but ``alembic_version``
+    (identities restarted); return ``url``. Tests sharing one migrated database call it first."""
+    from marketplace.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            tables = [
+                r[0]
+                for r in conn.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                        " AND tablename <> 'alembic_version'"
+                    )
+                )
+            ]
+            if tables:
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+    return url

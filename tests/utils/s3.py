@@ -8,16 +8,15 @@ buckets asked for, and stops it afterwards.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.utils.server import ServerProcess, free_port
 
 _READY_TIMEOUT_S = 60.0  # a bound on waiting for the server to start, never a measurement
 
@@ -31,19 +30,6 @@ class S3Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(log: Path) -> str:
-    try:
-        return log.read_text(errors="replace")[-3000:]
-    except OSError:
-        return ""
-
-
 @contextmanager
 def moto_s3(workdir: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3Server]:
     """Run ``moto_server`` on a free loopback port with ``buckets`` created; stop it after.
@@ -55,43 +41,26 @@ def moto_s3(workdir: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3Server]:
     exe = Path(sys.executable).with_name("moto_server")
     if not exe.is_file():
         raise RuntimeError("moto_server is missing: install the dev extra (moto[server])")
-    port = _free_port()
+    port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
-    endpoint = f"http://127.0.0.1:{port}"
+    server = ServerProcess(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        port,
+        workdir / "moto.log",
+        ready_path="/",
+        what="moto_server",
+        ready_timeout_s=_READY_TIMEOUT_S,
+    )
     env = {
-        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL": server.url,
         "AWS_ACCESS_KEY_ID": "citybrain-test",
         "AWS_SECRET_ACCESS_KEY": "citybrain-test-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    try:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited ({proc.returncode}):\n{_tail(log)}")
-            try:
-                if httpx.get(f"{endpoint}/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not answer:\n{_tail(log)}")
-            time.sleep(0.1)
+    with server:
         for bucket in buckets:
             # A plain S3 CreateBucket call (us-east-1 takes no location constraint).
-            r = httpx.put(f"{endpoint}/{bucket}", timeout=10)
+            r = httpx.put(f"{server.url}/{bucket}", timeout=10)
             if r.status_code != 200:
                 raise RuntimeError(f"creating bucket {bucket}: {r.status_code} {r.text}")
-        yield S3Server(endpoint=endpoint, env=env, log=log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        yield S3Server(endpoint=server.url, env=env, log=server.log)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,29 +21,14 @@ from billing.metering import Meter
 from billing.metrics import BillingMetrics
 from billing.spool import Spool
 from billing.tables import metadata, usage_event
+from tests.utils.usage import make_usage_event
 
 pytestmark = pytest.mark.integration
 
-_ids = itertools.count(1)
-
 
 def _event(**overrides: Any) -> UsageEvent:
-    n = next(_ids)
-    fields: dict[str, Any] = {
-        "id": f"pg-{n:08d}",
-        "tenant_id": 11,
-        "key_id": "k3y",
-        "product": "traffic-police.flow-smoother",
-        "product_id": 5,
-        "version": 2,
-        "unit": "call",
-        "quantity": 1.0,
-        "at": datetime.now(UTC),
-        "latency_ms": 3.25,
-        "request_id": f"rq-{n:08d}",
-    }
-    fields.update(overrides)
-    return UsageEvent(**fields)
+    fields = {"tenant_id": 11, "key_id": "k3y", "product_id": 5, "version": 2, **overrides}
+    return make_usage_event(prefix="pg", **fields)
 
 
 @pytest.fixture(autouse=True)

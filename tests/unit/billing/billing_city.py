@@ -15,16 +15,27 @@ from billing.catalog import BillingCatalog, ProductInfo, TenantInfo
 from billing.plan_store import set_plan
 from billing.plans import PricePlan
 from billing.tables import metadata, rating_metadata, usage_event
+from tests.utils.postgres import scratch_database
 
 
-def billing_engine(tmp_path: Path) -> Iterator[Engine]:
-    """A SQLite database with all of billing's tables (usage and rating), for an ``engine``
-    fixture: ``yield from billing_engine(tmp_path)``."""
-    eng = create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
-    metadata.create_all(eng)
-    rating_metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+def billing_engine(tmp_path: Path, backend: str = "sqlite") -> Iterator[Engine]:
+    """A database with all of billing's tables (usage and rating), for an ``engine`` fixture:
+    ``yield from billing_engine(tmp_path)``. ``backend="postgresql"``: a fresh scratch
+    PostgreSQL database (dropped afterwards) instead of a SQLite file."""
+    if backend == "postgresql":
+        with scratch_database("citybrain_test_rating") as db:
+            yield from _with_tables(create_engine(db.url))
+    else:
+        yield from _with_tables(create_engine(f"sqlite:///{tmp_path / 'billing.db'}"))
+
+
+def _with_tables(eng: Engine) -> Iterator[Engine]:
+    try:
+        metadata.create_all(eng)
+        rating_metadata.create_all(eng)
+        yield eng
+    finally:
+        eng.dispose()
 
 
 OPERATOR, POLICE, XIHU, PARKEASY, ROADAI = 1, 2, 3, 4, 5

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
@@ -14,35 +11,16 @@ from sqlalchemy import Engine, create_engine, func, select
 from billing.events import UsageEvent
 from billing.spool import Spool
 from billing.tables import metadata, usage_event
+from tests.unit.billing.billing_city import billing_engine
+from tests.utils.usage import make_usage_event
 
 EventFactory = Callable[..., UsageEvent]
-
-_counter = itertools.count(1)
-
-
-def _make_event(id: str | None = None, **overrides: Any) -> UsageEvent:
-    n = next(_counter)
-    fields: dict[str, Any] = {
-        "id": id if id is not None else f"req-{n:08d}",
-        "tenant_id": 7,
-        "key_id": "k3y1d",
-        "product": "traffic-police.flow-smoother",
-        "product_id": 42,
-        "version": 3,
-        "unit": "call",
-        "quantity": 1.0,
-        "at": datetime.now(UTC),
-        "latency_ms": 12.5,
-        "request_id": f"rq-{n:08d}",
-    }
-    fields.update(overrides)
-    return UsageEvent(**fields)
 
 
 @pytest.fixture
 def make_event() -> EventFactory:
     """Build a valid usage event; keyword arguments override fields."""
-    return _make_event
+    return make_usage_event
 
 
 @pytest.fixture
@@ -55,6 +33,14 @@ def spool(spool_dir: Path) -> Iterator[Spool]:
     s = Spool(spool_dir)
     yield s
     s.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def rating_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """Billing's usage and rating tables in a fresh SQLite file, and again in a fresh
+    PostgreSQL database, where the SQL aggregates run on the production dialect
+    (``to_char(timezone('UTC', at), 'YYYY-MM')`` instead of SQLite's substr)."""
+    yield from billing_engine(tmp_path, request.param)
 
 
 @pytest.fixture

@@ -1,22 +1,43 @@
 """Quota semantics, shared by the in-process store and the Redis store.
 
-``tests/integration/billing/test_quotas_redis.py`` reruns these against a real Redis.
+``store`` is each in turn: the in-process store (``[memory]``) and the real Redis at
+127.0.0.1:6379 (``[redis]``, an integration test; its keys under a random prefix, deleted after).
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+import redis
 
-from billing.quotas import Limit, MemoryQuotaStore, QuotaStore, period
+from billing.quotas import Limit, MemoryQuotaStore, QuotaStore, RedisQuotaStore, period
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()
 
 
-@pytest.fixture
-def store() -> QuotaStore:
-    return MemoryQuotaStore()
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest) -> Iterator[QuotaStore]:
+    if request.param == "memory":
+        yield MemoryQuotaStore()
+        return
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError as e:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {e}")
+    prefix = f"citybrain-test:{secrets.token_hex(4)}:"
+    s = RedisQuotaStore(REDIS_URL, prefix=prefix)
+    yield s
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    s.close()
 
 
 def test_rate_limit_allows_a_burst_then_refills(store: QuotaStore) -> None:

@@ -3,10 +3,8 @@ plan versions, subscriptions and the invoice lifecycle (SQLite; PostgreSQL in in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -45,16 +43,15 @@ from tests.unit.billing.billing_city import (
     TILES,
     XIHU,
     add_usage,
-    billing_engine,
     month,
     set_all_plans,
 )
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    """Billing's usage and rating tables in a fresh SQLite file."""
-    yield from billing_engine(tmp_path)
+def engine(rating_engine: Engine) -> Engine:
+    """Billing's usage and rating tables, on SQLite and on PostgreSQL (see conftest.py)."""
+    return rating_engine
 
 
 OCT, NOV, DEC = Period.parse("2026-10"), Period.parse("2026-11"), Period.parse("2026-12")

@@ -6,10 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
-from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
@@ -18,14 +16,14 @@ from sqlalchemy import Engine
 from billing.invoices import RunConfig, close_period
 from billing.periods import Period
 from billing.reports import build_report, render, to_csv, to_html
-from tests.unit.billing.billing_city import CATALOG, billing_engine
+from tests.unit.billing.billing_city import CATALOG
 from tests.unit.billing.test_rating import CLOSE_OCT, _october
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    """Billing's usage and rating tables in a fresh SQLite file."""
-    yield from billing_engine(tmp_path)
+def engine(rating_engine: Engine) -> Engine:
+    """Billing's usage and rating tables, on SQLite and on PostgreSQL (see conftest.py)."""
+    return rating_engine
 
 
 OCT = Period.parse("2026-10")

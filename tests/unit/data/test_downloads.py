@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+import pytest
 from fastapi.testclient import TestClient
 
 from marketplace.api.app import create_app
@@ -17,6 +18,8 @@ from marketplace.db import transaction
 from marketplace.seed import seed_demo_city
 from tests.utils.city import City
 from tests.utils.datasets import DOWNLOAD, Datasets
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def test_three_formats_hold_the_same_masked_rows(datasets: Datasets) -> None:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from sqlalchemy import insert, select
 from sqlglot import exp
 from typer.testing import CliRunner
@@ -27,6 +28,8 @@ from marketplace.data.errors import QueryTimeoutError
 from marketplace.db import transaction
 from marketplace.tables import Product, Tenant
 from tests.utils.datasets import DOWNLOAD, Datasets
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def _meter(datasets: Datasets) -> Any:

@@ -9,6 +9,8 @@ import pytest
 
 from tests.utils.datasets import Datasets
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 CSV = """id,kind,n,seen,code
 1,a,5,2026-03-02 08:00:00,AB-1
 2,b,-3,2026-03-02 09:00:00,AB-2

@@ -9,8 +9,11 @@ import json
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+import pytest
 
 from tests.utils.datasets import QUERY, Datasets
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def test_the_answer_lists_columns_rows_count_cursor_masks_and_version(

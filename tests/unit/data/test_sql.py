@@ -6,6 +6,8 @@ import pytest
 
 from tests.utils.datasets import Datasets
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 
 def _sql(datasets: Datasets, who: str, handle: str, text: str, **extra: object):  # type: ignore[no-untyped-def]
     return datasets.city.client.post(

@@ -3,7 +3,6 @@ uploads get a clear 4xx and leave nothing behind; ``citybrain datasets push/pull
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -27,6 +26,8 @@ from marketplace.tables import ProductVersion
 from model_store import BlobStore
 from tests.utils.city import City
 from tests.utils.datasets import VIOLATIONS_CSV, VIOLATIONS_SCHEMA, Datasets
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 ROWS = [line.split(",")[0] for line in VIOLATIONS_CSV.splitlines()[1:]]
 
@@ -252,12 +253,7 @@ def test_uploads_have_their_own_size_limit(tmp_path: Path, database_url: str) ->
 
 @pytest.fixture
 def runner(datasets: Datasets, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    def client(url: str, api_key: str | None) -> object:
-        datasets.city.client.headers["Authorization"] = f"Bearer {api_key}"
-        return contextlib.nullcontext(datasets.city.client)
-
-    monkeypatch.setattr(cli_datasets, "_client", client)
-    return CliRunner()
+    return datasets.city.cli_runner(monkeypatch, cli_datasets, "_client")
 
 
 def test_datasets_push_and_pull(datasets: Datasets, runner: CliRunner, tmp_path: Path) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from model_store import BlobStore, ModelManifest
 from tests.unit.model_store.factories import make_torchscript_model
 from tests.utils.city import City
+
+if TYPE_CHECKING:
+    from httpx2 import Response
 
 UPLOAD = "/api/v1/products/{}/versions/model"
 
@@ -33,39 +36,11 @@ class Models:
         artifact: Path,
         manifest: ModelManifest | dict[str, object],
         **headers: str,
-    ) -> object:
-        doc = manifest.model_dump(mode="json") if isinstance(manifest, ModelManifest) else manifest
-        return self.city.client.post(
-            UPLOAD.format(handle),
-            content=artifact.read_bytes(),
-            headers={
-                **self.city.headers(owner),
-                "Content-Type": "application/octet-stream",
-                "X-Model-Manifest": json.dumps(doc),
-                **headers,
-            },
-        )
+    ) -> Response:
+        return self.city.upload_model(owner, handle, artifact, manifest, **headers)
 
     def model(self, owner: str, *, tier: str = "public", publish: bool = True) -> str:
-        handle = self.city.product(owner, tier=tier, kind="model", publish=False)
-        r = self.upload(owner, handle, self.artifact, self.manifest)
-        assert r.status_code == 201, r.text  # type: ignore[attr-defined]
-        if publish:
-            if tier in ("public", "secret"):
-                r = self.city.client.post(
-                    f"/api/v1/products/{handle}/publish", headers=self.city.headers(owner)
-                )
-            else:
-                self.city.client.post(
-                    f"/api/v1/products/{handle}/submit", headers=self.city.headers(owner)
-                )
-                r = self.city.client.post(
-                    f"/api/v1/products/{handle}/approve",
-                    json={"note": "ok"},
-                    headers=self.city.headers("data-bureau"),
-                )
-            assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-        return handle
+        return self.city.model(owner, self.artifact, self.manifest, tier=tier, publish=publish)
 
     @property
     def blobs(self) -> BlobStore:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -184,16 +183,11 @@ def test_cli_pushes_a_bentomodel(
     models: Models, archives: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     city = models.city
-
-    def client(url: str, api_key: str | None) -> object:
-        city.client.headers["Authorization"] = f"Bearer {api_key}"
-        return contextlib.nullcontext(city.client)
-
-    monkeypatch.setattr(cli_models, "_http_client", client)
+    runner = city.cli_runner(monkeypatch, cli_models, "_http_client")
     handle = city.product("traffic-police", tier="public", kind="model", publish=False)
     key = city.keys["traffic-police"]
     archive = archives["affine"]
-    r = CliRunner().invoke(cli, ["models", "push", handle, str(archive), "--api-key", key])
+    r = runner.invoke(cli, ["models", "push", handle, str(archive), "--api-key", key])
     assert r.exit_code == 0, r.output
     assert f"{handle} version 1 stored: sha256:" in r.output
     r = CliRunner().invoke(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -50,12 +49,7 @@ def test_seed_registers_and_serves_the_flow_smoother_once(city: City) -> None:
 
 @pytest.fixture
 def runner(models: Models, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    def client(url: str, api_key: str | None) -> object:
-        models.city.client.headers["Authorization"] = f"Bearer {api_key}"
-        return contextlib.nullcontext(models.city.client)
-
-    monkeypatch.setattr(cli_models, "_http_client", client)
-    return CliRunner()
+    return models.city.cli_runner(monkeypatch, cli_models, "_http_client")
 
 
 def test_models_push_and_pull(models: Models, runner: CliRunner, tmp_path: Path) -> None:

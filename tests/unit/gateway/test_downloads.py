@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from billing.tables import usage_event
 from marketplace.db import transaction
 from marketplace.tables import AuditEntry, Tenant
 from tests.unit.gateway.conftest import Models
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 ARTIFACT = "/api/v1/products/{}/versions/1/artifact"
 
@@ -30,19 +33,7 @@ def _allow_downloads(models: Models, handle: str, owner: str = "traffic-police")
 
 
 def _grant(models: Models, who: str, handle: str, decider: str, scopes: list[str]) -> None:
-    c, h = models.city.client, models.city.headers
-    r = c.post(
-        "/api/v1/access-requests",
-        json={"product": handle, "purpose": "offline evaluation", "scopes": scopes},
-        headers=h(who),
-    )
-    assert r.status_code == 201, r.text
-    r = c.post(
-        f"/api/v1/access-requests/{r.json()['id']}/approve",
-        json={"reason": "ok"},
-        headers=h(decider),
-    )
-    assert r.status_code == 200, r.text
+    models.city.grant(who, handle, decider, scopes, purpose="offline evaluation")
 
 
 def _tenant_id(models: Models, slug: str) -> int:

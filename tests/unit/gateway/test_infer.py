@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 import tritonclient.http as triton
 from sqlalchemy import func, select, update
@@ -21,6 +22,9 @@ from marketplace.tables import ApiKey, Grant, Tenant, utcnow
 from model_store import EmbeddedRuntime, ModelManifest
 from tests.unit.gateway.conftest import Models, python_model
 from tests.utils.city import City
+from tests.utils.postgres import PG_ADMIN_DSN
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 
@@ -308,20 +312,7 @@ def test_tier_policy_for_use(models: Models) -> None:
 
 
 def _grant(models: Models, who: str, handle: str, decider: str) -> str:
-    c, h = models.city.client, models.city.headers
-    r = c.post(
-        "/api/v1/access-requests",
-        json={"product": handle, "purpose": "signal planning", "scopes": ["infer"]},
-        headers=h(who),
-    )
-    assert r.status_code == 201, r.text
-    r = c.post(
-        f"/api/v1/access-requests/{r.json()['id']}/approve",
-        json={"reason": "ok"},
-        headers=h(decider),
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["grant_id"])
+    return models.city.grant(who, handle, decider, purpose="signal planning")
 
 
 def test_grants_open_restricted_and_confidential_models_until_revoked_or_expired(
@@ -446,3 +437,35 @@ def test_inference_stamps_the_keys_last_use_off_the_request_path(models: Models)
             time.sleep(0.05)
     assert stamped is not None
     assert key_id in gateway.authenticator._stamped  # once per resolution period per process
+
+
+@pytest.mark.databases("postgresql")
+def test_keys_are_read_through_the_pool_and_survive_dropped_connections(models: Models) -> None:
+    """On PostgreSQL, keys are read through the asynchronous psycopg pool
+    (marketplace.keys.reader); the server drops every connection of that pool (a restart, an
+    idle timeout) and calls keep being answered."""
+    from marketplace.keys.reader import PostgresKeyReader
+
+    gateway = models.city.client.app.state.gateway  # type: ignore[attr-defined]
+    assert isinstance(gateway.authenticator.keys, PostgresKeyReader)
+    body = json.dumps(_json_body(np.array([[1.0, 2.0, 3.0]], dtype=np.float32)))
+
+    def call() -> int:
+        r = models.city.client.post(
+            f"/v2/models/{models.public}/infer",
+            content=body,
+            headers=models.city.headers("parkeasy"),
+        )
+        return r.status_code
+
+    assert call() == 200
+    database = models.city.client.app.state.engine.url.database  # type: ignore[attr-defined]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND application_name = '' AND pid <> pg_backend_pid() "
+            "AND state = 'idle'",
+            (database,),
+        ).fetchall()
+    assert dropped
+    assert all(call() == 200 for _ in range(3))

@@ -12,7 +12,6 @@ tests/integration/test_gateway_triton.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,6 @@ from tests.utils.kube import FakeKubeAPI
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
-
-
-@pytest.fixture
-def fake_api() -> Iterator[FakeKubeAPI]:
-    api = FakeKubeAPI().start()
-    yield api
-    api.stop()
 
 
 @pytest.fixture
@@ -52,15 +44,8 @@ def settings(tmp_path: Path, database_url: str, fake_api: FakeKubeAPI) -> Settin
 
 
 def _publish(models: Models, runtime: str) -> str:
-    handle = models.city.product("traffic-police", kind="model", publish=False)
     manifest = models.manifest.model_copy(update={"runtime": runtime})
-    r = models.upload("traffic-police", handle, models.artifact, manifest)
-    assert r.status_code == 201, r.text  # type: ignore[attr-defined]
-    r = models.city.client.post(
-        f"/api/v1/products/{handle}/publish", headers=models.city.headers("traffic-police")
-    )
-    assert r.status_code == 200, r.text
-    return handle
+    return models.city.model("traffic-police", models.artifact, manifest)
 
 
 def _appended(models: Models) -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from marketplace.access.service import active_grant
 from marketplace.db import transaction
 from marketplace.tables import Grant, Product, utcnow
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def _request(city: City, who: str, handle: str, **body: object):  # type: ignore[no-untyped-def]

@@ -12,6 +12,8 @@ from marketplace.config import Settings
 from marketplace.db import transaction
 from tests.utils.city import City
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 
 def _entries(city: City, who: str, **params: str) -> list[dict]:  # type: ignore[type-arg]
     r = city.client.get(

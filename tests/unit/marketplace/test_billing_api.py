@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
 
+import pytest
 from pypdf import PdfReader
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
@@ -25,6 +26,8 @@ from marketplace.config import Settings
 from marketplace.db import transaction
 from marketplace.tables import Product, Tenant
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 _n = itertools.count(1)
 PER_CALL = {"kind": "per_unit", "unit": "call", "unit_price": "0.01"}
@@ -158,16 +161,7 @@ def test_subscriptions_public_self_service_others_by_grant_or_owner(city: City) 
     r = c.delete(f"/api/v1/subscriptions/{sub['id']}", headers=h("xihu-district"))
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     # With an approved access grant, a tenant subscribes itself.
-    req = c.post(
-        "/api/v1/access-requests",
-        json={"product": restricted, "purpose": "street works planning", "scopes": ["data:read"]},
-        headers=h("health"),
-    ).json()
-    c.post(
-        f"/api/v1/access-requests/{req['id']}/approve",
-        json={"reason": "ok"},
-        headers=h("city-management"),
-    )
+    city.grant("health", restricted, "city-management", ["data:read"], "street works planning")
     r = c.post("/api/v1/subscriptions", json={"product": restricted}, headers=h("health"))
     assert r.status_code == 201, r.text
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from marketplace.db import transaction
 from marketplace.tables import AuditEntry, Product
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def _create(city: City, owner: str, **body: object):  # type: ignore[no-untyped-def]

@@ -21,7 +21,6 @@ download route the app serves but ``DOWNLOAD_ROUTES`` lacks fails the test until
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from marketplace.seed import TENANTS
 from marketplace.tenants.service import get_tenant_by_slug
 from tests.unit.model_store.factories import make_torchscript_model
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 # Every ordered pair of the demo city's tenants (all but parkeasy are government).
 PROBED = [slug for slug, *_ in TENANTS]
@@ -408,15 +409,7 @@ def _model_with_artifact(
         owner, tier=tier, kind="model", name=name, publish=publish, downloadable=downloadable
     )
     artifact, manifest = make_torchscript_model(tmp)
-    r = city.client.post(
-        f"/api/v1/products/{handle}/versions/model",
-        content=artifact.read_bytes(),
-        headers={
-            **city.headers(owner),
-            "Content-Type": "application/octet-stream",
-            "X-Model-Manifest": json.dumps(manifest.model_dump(mode="json")),
-        },
-    )
+    r = city.upload_model(owner, handle, artifact, manifest)
     assert r.status_code == 201, r.text
     return handle, artifact.read_bytes()
 
@@ -510,18 +503,7 @@ def _may_download(
 
 
 def _grant(city: City, prober: str, handle: str, decider: str, scopes: list[str]) -> None:
-    r = city.client.post(
-        "/api/v1/access-requests",
-        json={"product": handle, "purpose": "probe", "scopes": scopes},
-        headers=city.headers(prober),
-    )
-    assert r.status_code == 201, r.text
-    r = city.client.post(
-        f"/api/v1/access-requests/{r.json()['id']}/approve",
-        json={"reason": "probe"},
-        headers=city.headers(decider),
-    )
-    assert r.status_code == 200, r.text
+    city.grant(prober, handle, decider, scopes, purpose="probe")
 
 
 @pytest.mark.parametrize("route", DOWNLOAD_ROUTES, ids=lambda r: r.path.rsplit("/", 1)[-1])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 from sqlalchemy import func, select
 
 from marketplace.db import transaction
 from marketplace.tables import Product
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def _shape(r) -> dict:  # type: ignore[no-untyped-def,type-arg]

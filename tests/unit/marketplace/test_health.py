@@ -10,20 +10,19 @@ store that refuses flushes is noted, not down: the spool still meters every call
 from __future__ import annotations
 
 import shutil
-import socket
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from billing import UsageEvent
 from marketplace.api.app import create_app
 from marketplace.config import BillingSettings, KServeSettings, Settings, TritonSettings
 from tests.utils.kube import FakeKubeAPI
+from tests.utils.server import free_port
+from tests.utils.usage import make_usage_event
 
 ROUTES = ("/v2/health/ready", "/api/v1/health")
 
@@ -131,19 +130,7 @@ def test_failing_flushes_are_noted_but_calls_can_still_be_metered(
         with client.app.state.engine.begin() as conn:  # type: ignore[attr-defined]
             conn.exec_driver_sql("DROP TABLE usage_event")
         meter.record_sync(
-            UsageEvent(
-                id="waits-in-the-spool",
-                tenant_id=1,
-                key_id=None,
-                product="traffic-police.anything",
-                product_id=1,
-                version=1,
-                unit="call",
-                quantity=1.0,
-                at=datetime.now(UTC),
-                latency_ms=1.0,
-                request_id="r",
-            )
+            make_usage_event("waits-in-the-spool", tenant_id=1, product="traffic-police.anything")
         )
         with pytest.raises(sqlite3.OperationalError):
             meter.flusher.flush_once()
@@ -171,16 +158,8 @@ def test_kserve_when_configured(tmp_path: Path, db_dir: Path, kube: FakeKubeAPI)
         _down(client, "kserve")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_external_triton_that_does_not_answer_is_down(tmp_path: Path, db_dir: Path) -> None:
     """Nothing listens at the configured URL (a real one answering: tests/integration)."""
-    triton = TritonSettings(
-        url=f"http://127.0.0.1:{_closed_port()}", repository_dir=tmp_path / "repo"
-    )
+    triton = TritonSettings(url=f"http://127.0.0.1:{free_port()}", repository_dir=tmp_path / "repo")
     with _app(tmp_path, db_dir, triton=triton) as client:
         _down(client, "triton", "unreachable")

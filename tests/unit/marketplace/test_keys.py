@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from marketplace.db import transaction
 from marketplace.keys.service import KEY_RE
 from marketplace.tables import ApiKey, utcnow
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -1,9 +1,13 @@
-"""Chinese and bilingual catalog search (SQLite FTS5 here; PostgreSQL through
-tests/integration/test_search_zh_postgres.py)."""
+"""Chinese and bilingual catalog search, on SQLite (FTS5) and on PostgreSQL (tsvector, the
+per-term tables of migration 0009)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 
 def _search(city: City, q: str, who: str | None = None, **params: str) -> dict:  # type: ignore[type-arg]

@@ -22,6 +22,8 @@ from marketplace.seed import seed_demo_city
 from marketplace.tables import Product, Tenant
 from tests.utils.city import City
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 KEY = re.compile(r"cbk_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}")
 
 

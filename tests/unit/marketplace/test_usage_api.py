@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from itertools import count
 
+import pytest
 from sqlalchemy import insert
 
 from billing.tables import usage_event
 from marketplace.db import transaction
 from marketplace.tenants.service import get_tenant_by_slug
 from tests.utils.city import City
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 _ids = count(1)
 

@@ -6,6 +6,8 @@ import pytest
 
 from tests.utils.city import City
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
+
 GOVERNMENT = {"data-bureau", "traffic-police", "xihu-district", "health"}
 
 

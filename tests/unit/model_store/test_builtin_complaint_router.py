@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from model_store.builtin.complaint_router import (
     build,
     load_examples,
 )
-from model_store.formats import LoadedModel, load_model
+from model_store.formats import LoadedModel
 from model_store.manifest import ModelManifest
 from model_store.validation import validate_model
 
@@ -27,14 +26,6 @@ from model_store.validation import validate_model
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelManifest]:
     return build(tmp_path_factory.mktemp("router"))
-
-
-@pytest.fixture(scope="module")
-def model(built: tuple[Path, ModelManifest]) -> Iterator[LoadedModel]:
-    path, manifest = built
-    loaded = load_model(manifest, path)
-    yield loaded
-    loaded.close()
 
 
 def _texts(*texts: str | bytes) -> np.ndarray[Any, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from model_store.builtin.congestion_forecaster import (
     synthetic_city,
     time_features,
 )
-from model_store.formats import LoadedModel, load_model
+from model_store.formats import LoadedModel
 from model_store.manifest import ModelManifest
 from model_store.validation import validate_model
 
@@ -31,14 +30,6 @@ from model_store.validation import validate_model
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelManifest]:
     return build(tmp_path_factory.mktemp("forecaster"))
-
-
-@pytest.fixture(scope="module")
-def model(built: tuple[Path, ModelManifest]) -> Iterator[LoadedModel]:
-    path, manifest = built
-    loaded = load_model(manifest, path)
-    yield loaded
-    loaded.close()
 
 
 def test_manifest_declares_the_signature_and_validates(built: tuple[Path, ModelManifest]) -> None:

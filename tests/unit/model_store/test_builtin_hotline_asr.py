@@ -11,7 +11,6 @@ import json
 import shutil
 import wave
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from model_store.builtin.hotline_asr import (
     word_error_rate,
 )
 from model_store.errors import InferenceInputError
-from model_store.formats import LoadedModel, load_model
+from model_store.formats import LoadedModel
 from model_store.manifest import ModelManifest
 from model_store.validation import validate_model
 
@@ -64,14 +63,6 @@ def espeak() -> str:
 @pytest.fixture(scope="module")
 def built(espeak: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelManifest]:
     return build(tmp_path_factory.mktemp("hotline-asr"))
-
-
-@pytest.fixture(scope="module")
-def model(built: tuple[Path, ModelManifest]) -> Iterator[LoadedModel]:
-    path, manifest = built
-    loaded = load_model(manifest, path)
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture(scope="module")

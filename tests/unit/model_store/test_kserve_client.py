@@ -31,13 +31,6 @@ from tests.utils.kube import FakeKubeAPI
 
 
 @pytest.fixture
-def fake_api() -> Iterator[FakeKubeAPI]:
-    api = FakeKubeAPI().start()
-    yield api
-    api.stop()
-
-
-@pytest.fixture
 def kserve(fake_api: FakeKubeAPI, tmp_path: Path) -> Iterator[KServeClient]:
     client = KServeClient(
         kubeconfig=fake_api.kubeconfig(tmp_path / "kubeconfig"), namespace="citybrain"

@@ -287,4 +287,3 @@ def test_the_sample_inference_services_are_what_the_renderer_produces(
     assert asr == rendered
     assert container["command"] == ["python", "-m", "model_store.kserve.predictor"]
     assert samples == {}
-

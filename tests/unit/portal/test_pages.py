@@ -1,5 +1,5 @@
-"""The portal's pages through the app (SQLite here; again on PostgreSQL, with row-level
-security, in tests/integration/test_portal_on_postgres.py): what each visitor sees is what
+"""The portal's pages through the app, on SQLite and on PostgreSQL (where row-level security
+binds every page's queries to the visitor's tenant): what each visitor sees is what
 the API answers them, forms need their CSRF token, and every action lands in the domain."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +15,6 @@ from pypdf import PdfReader
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing import UsageEvent
 from billing.tables import usage_event
 from marketplace.api.app import create_app
 from marketplace.config import Settings
@@ -25,6 +23,9 @@ from marketplace.seed import seed_demo_city
 from marketplace.tables import AuditEntry, Grant, Product, Tenant
 from model_store import BlobStore
 from tests.utils.portal import bill_last_month, csrf_of
+from tests.utils.usage import make_usage_event
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
 RESTRICTED = "city-management.manhole-covers"
 SECRET = "traffic-police.signal-timing-plans"
@@ -332,18 +333,13 @@ def _usage(web: Web, slug: str, handle: str, n: int) -> None:
         s.execute(
             insert(usage_event),
             [
-                UsageEvent(
-                    id=f"u-{slug}-{i}",
+                make_usage_event(
+                    f"u-{slug}-{i}",
                     tenant_id=tenant.id,
                     key_id=None,
                     product=handle,
                     product_id=product.id,
                     version=1,
-                    unit="call",
-                    quantity=1.0,
-                    at=datetime.now(UTC),
-                    latency_ms=1.0,
-                    request_id=f"r-{slug}-{i}",
                 ).to_row()
                 for i in range(n)
             ],
