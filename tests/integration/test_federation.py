@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,10 +30,10 @@ from marketplace.keys.service import create_key
 from marketplace.migrate import upgrade
 from marketplace.tables import AuditEntry, Tenant
 from marketplace.tenants.service import create_tenant
-from tests.sdk.server import Platform, free_port, running_platform
+from tests.sdk.server import Platform, running_platform
 from tests.utils.postgres import scratch_database
+from tests.utils.server import ROOT, running_platform_server
 
-ROOT = Path(__file__).resolve().parents[2]
 HUB_SCOPES = ["catalog:read", "catalog:write", "infer", "data:read", "federation"]
 FLOW = [10.0, 30.0, 12.0, 28.0, 14.0, 35.0, 11.0, 29.0]
 INFER = {"inputs": [{"name": "flow", "datatype": "FP32", "shape": [1, 8], "data": FLOW}]}
@@ -60,21 +59,6 @@ class Federation:
 
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("the hub exited: " + log.read_text(errors="replace"))
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the hub did not become ready in 120 s")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -112,43 +96,17 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
                 ).token
         engine.dispose()
 
-        port = free_port()
         env = {
-            **os.environ,
             "CITYBRAIN_DATABASE_URL": hub_db.url,
             "CITYBRAIN_DATA_DIR": str(tmp / "hub"),
-            "CITYBRAIN_LOG_LEVEL": "warning",
             "CITYBRAIN_FEDERATION__CITY_URL": city.url,
             "CITYBRAIN_FEDERATION__HUB_KEY": hub_key,
         }
-        log = tmp / "hub.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "marketplace.cli",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--no-migrate",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                _wait_ready(url, proc, log)
-                yield Federation(city, city_db, hub_key, Hub(url, hub_db.url, env, keys))
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        with running_platform_server(
+            database_url=None, data_dir=None, log=tmp / "hub.log", env=env
+        ) as server:
+            hub_env = {**os.environ, "CITYBRAIN_LOG_LEVEL": "warning", **env}
+            yield Federation(city, city_db, hub_key, Hub(server.url, hub_db.url, hub_env, keys))
 
 
 def _cli(hub: Hub, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

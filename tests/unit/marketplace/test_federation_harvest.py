@@ -34,6 +34,8 @@ from tests.utils.city import City
 CITY = "https://city.example"
 HUB_SCOPES = ["catalog:read", "catalog:write", "infer", "data:read", "federation"]
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 
 def _listing(handle: str, **over: Any) -> dict[str, Any]:
     owner, name = handle.split(".")
