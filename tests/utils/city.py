@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from billing.plan_store import set_plan
+from billing.plans import PricePlan
 from marketplace.config import Settings
 from marketplace.constants import ALL_SCOPES
 from marketplace.db import make_engine, make_session_factory, transaction
@@ -68,6 +71,12 @@ class City:
     keys: dict[str, str]
     session_factory: sessionmaker[Session]
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def set_price_plan(self, product_id: int, spec: dict[str, Any], *, since: datetime) -> None:
+        """Give product ``product_id`` the price plan ``spec`` (a plan's JSON), in force from
+        the period of ``since``."""
+        with transaction(self.session_factory) as s:
+            set_plan(s.connection(), product_id, PricePlan.from_dict(spec), now=since)
 
     def headers(self, slug: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[slug]}"} if slug else {}

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.utils.server import send_json
+
 __all__ = ["FakeKubeAPI"]
 
 
@@ -64,12 +66,7 @@ class FakeKubeAPI:
                 pass
 
             def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def _body(self) -> Any:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -7,6 +7,7 @@ or another HTTP server in a subprocess starts it here:
 * :class:`ServerProcess` — one subprocess whose output goes to a log file, started and waited
   for until a readiness URL answers 200, stopped with SIGTERM (SIGKILL after a grace period);
   a context manager, and restartable (``stop`` then ``start`` appends to the same log);
+* :func:`send_json` — a fake HTTP server's JSON answer;
 * :func:`platform_server` — the ``python -m marketplace.cli serve`` command line on a free port.
 
 Failures raise :class:`ServerFailed` with the tail of the log, so a test reports why its server
@@ -15,6 +16,7 @@ died and a bench (which has no pytest) does too.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,8 +26,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -37,6 +41,7 @@ __all__ = [
     "isolated_env",
     "platform_server",
     "running_platform_server",
+    "send_json",
     "wait_http",
 ]
 
@@ -53,6 +58,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    """Answer ``body`` as JSON with ``status`` from a fake server's request handler."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def isolated_env(settings: Mapping[str, str]) -> dict[str, str]:

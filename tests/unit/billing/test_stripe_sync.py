@@ -9,7 +9,6 @@ The SDK is pointed at it through ``api_base``; nothing leaves the machine.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from billing.stripe_sync import StripeSync, meter_identifier
 from billing.tables import stripe_delivery
 from tests.unit.billing.billing_city import CATALOG, PARKEASY, ROADAI, billing_engine
 from tests.unit.billing.test_rating import CLOSE_OCT, _october
+from tests.utils.server import send_json
 
 
 @pytest.fixture
@@ -107,12 +107,7 @@ def fake_stripe() -> Iterator[tuple[FakeStripe, str]]:
             length = int(self.headers.get("Content-Length") or 0)
             form = dict(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
             status, body = state.handle(self.path, form, self.headers.get("Idempotency-Key"))
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -11,14 +11,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlglot import exp
 from typer.testing import CliRunner
 
 from billing.invoices import RunConfig
 from billing.periods import Period
-from billing.plan_store import set_plan
-from billing.plans import PricePlan
 from billing.tables import usage_event
 from marketplace.billing import service as svc
 from marketplace.cli import app as cli
@@ -28,6 +26,7 @@ from marketplace.data.errors import QueryTimeoutError
 from marketplace.db import transaction
 from marketplace.tables import Product, Tenant
 from tests.utils.datasets import DOWNLOAD, Datasets
+from tests.utils.usage import insert_usage_rows
 
 pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
@@ -160,35 +159,25 @@ def test_rows_are_priced_per_thousand(datasets: Datasets) -> None:
 def test_citybrain_billing_run_prices_rows(datasets: Datasets, settings: Settings) -> None:
     city = datasets.city
     flow = "traffic-police.intersection-flow"
-    tenants, products = _ids(datasets)
-    with transaction(city.session_factory) as s:
-        set_plan(
-            s.connection(),
-            products[flow],
-            PricePlan.from_dict(PER_K_ROWS),
-            now=datetime(2026, 8, 5, tzinfo=UTC),
-        )
-        at = datetime(2026, 9, 10, tzinfo=UTC)
-        s.execute(
-            insert(usage_event),
-            [
-                {
-                    "tenant_id": tenants["parkeasy"],
-                    "id": f"rows-{i}",
-                    "key_id": None,
-                    "product": flow,
-                    "product_id": products[flow],
-                    "version": 1,
-                    "unit": "rows",
-                    "quantity": Decimal(n),
-                    "at": at + timedelta(minutes=i),
-                    "latency_ms": 1.0,
-                    "request_id": f"rq-rows-{i}",
-                    "received_at": at + timedelta(minutes=i, seconds=1),
-                }
-                for i, n in enumerate((1200, 1300))
-            ],
-        )
+    _, products = _ids(datasets)
+    city.set_price_plan(products[flow], PER_K_ROWS, since=datetime(2026, 8, 5, tzinfo=UTC))
+    at = datetime(2026, 9, 10, tzinfo=UTC)
+    insert_usage_rows(
+        city.session_factory,
+        "parkeasy",
+        [
+            {
+                "id": f"rows-{i}",
+                "product": flow,
+                "product_id": products[flow],
+                "unit": "rows",
+                "quantity": Decimal(n),
+                "at": at + timedelta(minutes=i),
+                "received_at": at + timedelta(minutes=i, seconds=1),
+            }
+            for i, n in enumerate((1200, 1300))
+        ],
+    )
     r = CliRunner().invoke(
         cli, ["--database-url", settings.database_url, "billing", "run", "--period", "2026-09"]
     )

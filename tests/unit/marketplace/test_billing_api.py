@@ -17,8 +17,6 @@ from typer.testing import CliRunner
 
 from billing.invoices import RunConfig
 from billing.periods import Period
-from billing.plan_store import set_plan
-from billing.plans import PricePlan
 from billing.tables import usage_event
 from marketplace.billing import service as svc
 from marketplace.cli import app as cli
@@ -254,13 +252,7 @@ def test_cli_billing_run_is_idempotent_and_reports_in_three_formats(
 ) -> None:
     flow = "traffic-police.intersection-flow"
     _, products = _ids(city)
-    with transaction(city.session_factory) as s:
-        set_plan(
-            s.connection(),
-            products[flow],
-            PricePlan.from_dict(PER_CALL),
-            now=datetime(2026, 8, 5, tzinfo=UTC),
-        )
+    city.set_price_plan(products[flow], PER_CALL, since=datetime(2026, 8, 5, tzinfo=UTC))
     _usage(city, "parkeasy", flow, datetime(2026, 9, 10, tzinfo=UTC), quantity=300)
     _usage(city, "xihu-district", flow, datetime(2026, 9, 12, tzinfo=UTC), quantity=1234)
 

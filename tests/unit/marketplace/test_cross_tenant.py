@@ -34,9 +34,9 @@ from sqlalchemy import insert
 from billing.tables import usage_event
 from marketplace.db import transaction
 from marketplace.seed import TENANTS
-from marketplace.tenants.service import get_tenant_by_slug
 from tests.unit.model_store.factories import make_torchscript_model
 from tests.utils.city import City
+from tests.utils.usage import insert_usage_rows
 
 pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
 
@@ -114,18 +114,16 @@ def _routes(city: City) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _billing_ids(city: City, owner: str, prober: str) -> dict[str, str]:
     """Make the owner a subscription and a billing document (usage, plan, a closed period)."""
-    from datetime import UTC, datetime
     from decimal import Decimal
 
-    from sqlalchemy import insert, select
+    from sqlalchemy import select
 
     from billing.invoices import RunConfig
     from billing.periods import Period
     from billing.plan_store import set_plan
     from billing.plans import PricePlan
-    from billing.tables import billing_document, usage_event
+    from billing.tables import billing_document
     from marketplace.billing.service import run_billing
-    from marketplace.db import transaction
     from marketplace.tables import Product, Tenant
 
     handle = next(  # public, and its owner is neither A nor B
@@ -176,27 +174,9 @@ def _billing_ids(city: City, owner: str, prober: str) -> dict[str, str]:
 
 
 def _usage(city: City, owner: str, handles: list[str]) -> None:
-    with transaction(city.session_factory) as s:
-        tenant_id = get_tenant_by_slug(s, owner).id
-        s.execute(
-            insert(usage_event),
-            [
-                {
-                    "tenant_id": tenant_id,
-                    "id": f"probe-{i}",
-                    "key_id": None,
-                    "product": handle,
-                    "product_id": 0,
-                    "version": 1,
-                    "unit": "call",
-                    "quantity": 1,
-                    "at": datetime.now(UTC),
-                    "latency_ms": 1.0,
-                    "request_id": "probe",
-                }
-                for i, handle in enumerate(handles)
-            ],
-        )
+    insert_usage_rows(
+        city.session_factory, owner, [{"product": h, "request_id": "probe"} for h in handles]
+    )
 
 
 @pytest.mark.parametrize(("owner", "prober"), PAIRS)

@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from itertools import count
 
 import pytest
-from sqlalchemy import insert
 
-from billing.tables import usage_event
-from marketplace.db import transaction
-from marketplace.tenants.service import get_tenant_by_slug
 from tests.utils.city import City
+from tests.utils.usage import insert_usage_rows
 
 pytestmark = pytest.mark.databases("sqlite", "postgresql")  # the API on both backends
-
-_ids = count(1)
 
 
 def _events(
     city: City, slug: str, product: str, when: datetime, n: int, unit: str = "call", qty: float = 1
 ) -> None:
-    with transaction(city.session_factory) as s:
-        tenant_id = get_tenant_by_slug(s, slug).id
-        s.execute(
-            insert(usage_event),
-            [
-                {
-                    "tenant_id": tenant_id,
-                    "id": f"e{next(_ids)}",
-                    "key_id": None,
-                    "product": product,
-                    "product_id": 1,
-                    "version": 1,
-                    "unit": unit,
-                    "quantity": qty,
-                    "at": when,
-                    "latency_ms": 2.0,
-                    "request_id": "r",
-                }
-                for _ in range(n)
-            ],
-        )
+    row = {"product": product, "product_id": 1, "unit": unit, "quantity": qty, "at": when}
+    insert_usage_rows(city.session_factory, slug, [row] * n)
 
 
 def test_usage_by_day_and_by_product(city: City) -> None:
