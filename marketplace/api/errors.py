@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.errors import BillingError
+from marketplace.api.contract import AllowedMethods
 from marketplace.audit.service import record_decision
 from marketplace.constants import REQUEST_ID_HEADER
 from marketplace.context import current_request_id
@@ -38,6 +39,14 @@ _STATUS_CODES = {
     429: "QuotaExceeded",
     503: "Unavailable",
 }
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """The methods ``path`` supports, by the app's OpenAPI document (made once)."""
+    known: AllowedMethods | None = getattr(app.state, "allowed_methods", None)
+    if known is None:
+        known = app.state.allowed_methods = AllowedMethods(app.openapi())
+    return known(path)
 
 
 def error_response(
@@ -124,9 +133,16 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         code = _STATUS_CODES.get(exc.status_code, "Error")
         message = exc.detail if isinstance(exc.detail, str) else code
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+        elif exc.status_code == 405:
+            # Starlette names only the first matching route's methods; the path has more.
+            allowed = allowed_methods(request.app, request.url.path)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; allowed: {headers.get('Allow', '')}"
+        return error_response(exc.status_code, code, message, headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_error(request, exc)

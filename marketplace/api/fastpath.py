@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from marketplace.api.contract import document_errors
 from marketplace.api.errors import (
     SERVICE_ERRORS,
     error_response,
@@ -86,7 +87,9 @@ class PlatformApp(FastAPI):
     def openapi(self) -> dict[str, Any]:
         """FastAPI's document plus the infer routes, which have no FastAPI handler."""
         if self.openapi_schema is None:
-            document_infer_routes(super().openapi())
+            document = super().openapi()
+            document_infer_routes(document)
+            document_errors(document)
         return super().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

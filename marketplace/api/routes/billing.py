@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing.invoices import Document
 from billing.periods import Period
 from billing.plan_store import PlanVersion, SubscriptionRecord
 from marketplace.api.deps import PageDep, SessionDep, optional_scope, require
-from marketplace.api.schemas import ListPublic
+from marketplace.api.params import PeriodQuery, TenantQuery
+from marketplace.api.schemas import ListPublic, UtcDateTime
 from marketplace.billing import service as svc
 from marketplace.context import Caller, Principal
 from marketplace.tables import Product
@@ -23,8 +24,6 @@ BillingReadDep = Annotated[Principal, Depends(require("billing:read"))]
 CatalogWriteDep = Annotated[Principal, Depends(require("catalog:write"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
 ReaderDep = Annotated[Caller, Depends(optional_scope("catalog:read"))]
-PeriodQuery = Annotated[str | None, Query(description="A month, e.g. 2026-11")]
-TenantQuery = Annotated[str | None, Query(description="Operator only: one tenant's (slug)")]
 
 Amount = Annotated[Decimal, Field(description="A decimal amount; send it as a string")]
 
@@ -65,7 +64,7 @@ class PlanVersionPublic(BaseModel):
     version: int
     effective_from: date
     plan: dict[str, Any]
-    created_at: datetime | None
+    created_at: UtcDateTime | None
 
 
 class PlanPublic(BaseModel):
@@ -87,8 +86,8 @@ class SubscriptionPublic(BaseModel):
     tenant: str
     product: str
     state: str
-    started_at: datetime
-    cancelled_at: datetime | None
+    started_at: UtcDateTime
+    cancelled_at: UtcDateTime | None
 
 
 class UsagePublic(BaseModel):
@@ -121,8 +120,8 @@ class DocumentPublic(BaseModel):
     status: str
     currency: str
     total: str
-    issued_at: datetime | None
-    paid_at: datetime | None
+    issued_at: UtcDateTime | None
+    paid_at: UtcDateTime | None
 
 
 class DocumentDetail(DocumentPublic):

@@ -19,6 +19,14 @@ from marketplace.api.deps import (
     optional_scope,
     require,
 )
+from marketplace.api.params import (
+    DomainQuery,
+    KindQuery,
+    OwnerQuery,
+    StateQuery,
+    TagQuery,
+    TierQuery,
+)
 from marketplace.api.schemas import (
     ListPublic,
     ProductCreate,
@@ -73,12 +81,12 @@ def _search(
 async def list_products(
     request: Request,
     page: PageDep,
-    kind: str | None = None,
-    domain: str | None = None,
-    tier: str | None = None,
-    owner: str | None = None,
-    tag: str | None = None,
-    state: str | None = None,
+    kind: KindQuery = None,
+    domain: DomainQuery = None,
+    tier: TierQuery = None,
+    owner: OwnerQuery = None,
+    tag: TagQuery = None,
+    state: StateQuery = None,
     min_quality: MinQuality = None,
 ) -> ListPublic[ProductPublic]:
     """Products the caller may see, newest first."""
@@ -115,11 +123,11 @@ async def search(
     request: Request,
     page: PageDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
-    kind: str | None = None,
-    domain: str | None = None,
-    tier: str | None = None,
-    owner: str | None = None,
-    tag: str | None = None,
+    kind: KindQuery = None,
+    domain: DomainQuery = None,
+    tier: TierQuery = None,
+    owner: OwnerQuery = None,
+    tag: TagQuery = None,
     min_quality: MinQuality = None,
 ) -> SearchPublic:
     """Full-text search over title, description and tags, with facet counts."""

@@ -1,0 +1,44 @@
+"""Query parameter types shared by the routes, each with its real format in the OpenAPI
+document: a billing period's pattern, days and instants, the catalog's enums."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import BeforeValidator, TypeAdapter
+
+from marketplace.constants import Domain, ProductKind, ProductState, Tier
+
+PERIOD_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"
+"""A billing period: a month, ``YYYY-MM``, from 1970-01 to 2999-12 (so the month after it
+is a date too)."""
+
+PeriodQuery = Annotated[
+    str | None, Query(pattern=PERIOD_PATTERN, description="A month, e.g. 2026-11")
+]
+TenantQuery = Annotated[
+    str | None, Query(max_length=63, description="Operator only: one tenant's (slug)")
+]
+
+_INSTANT: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _day_or_instant(value: object) -> object:
+    # A day is exactly YYYY-MM-DD; anything longer is an instant (pydantic would read a bare
+    # day as midnight, and midnight as a day).
+    if isinstance(value, str):
+        return date.fromisoformat(value) if len(value) == 10 else _INSTANT.validate_python(value)
+    return value
+
+
+DayOrInstant = Annotated[datetime | date, BeforeValidator(_day_or_instant)]
+"""A day (``YYYY-MM-DD``) or an RFC 3339 instant (without an offset: UTC)."""
+
+KindQuery = Annotated[ProductKind | None, Query()]
+DomainQuery = Annotated[Domain | None, Query()]
+TierQuery = Annotated[Tier | None, Query()]
+StateQuery = Annotated[ProductState | None, Query()]
+OwnerQuery = Annotated[str | None, Query(max_length=63, description="The owner tenant's slug")]
+TagQuery = Annotated[str | None, Query(max_length=100)]
