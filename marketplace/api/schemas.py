@@ -109,6 +109,7 @@ class ProductCreate(BaseModel):
     license: str = Field(default="", max_length=100)
     downloadable: bool = Field(
         default=False,
+        strict=True,
         description="Whether those who may use the product may also download its bytes "
         "(model artifacts); the owner always may",
     )
@@ -126,7 +127,7 @@ class ProductUpdate(BaseModel):
     tags: list[Tag] | None = Field(default=None, max_length=20)
     tier: Tier | None = None
     license: str | None = Field(default=None, max_length=100)
-    downloadable: bool | None = None
+    downloadable: bool | None = Field(default=None, strict=True)
 
 
 class ReviewDecision(BaseModel):
@@ -207,7 +208,7 @@ class AccessRequestCreate(BaseModel):
     product: str = Field(description="Product handle <tenant-slug>.<product-name>")
     purpose: str = Field(min_length=1, max_length=4000, pattern=r"\S")
     scopes: list[Literal["infer", "data:read"]] = Field(min_length=1)
-    duration_days: int = Field(default=90, ge=1, le=366)
+    duration_days: int = Field(default=90, ge=1, le=366, strict=True)
     conditions: dict[str, Any] = Field(default_factory=dict)
 
 

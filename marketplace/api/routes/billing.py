@@ -13,7 +13,7 @@ from billing.invoices import Document
 from billing.periods import Period
 from billing.plan_store import PlanVersion, SubscriptionRecord
 from marketplace.api.deps import PageDep, SessionDep, optional_scope, require
-from marketplace.api.params import PeriodQuery, TenantQuery
+from marketplace.api.params import PeriodQuery, RowId, TenantQuery
 from marketplace.api.schemas import ListPublic, UtcDateTime
 from marketplace.billing import service as svc
 from marketplace.context import Caller, Principal
@@ -256,7 +256,7 @@ def list_subscriptions(
 
 @router.delete("/subscriptions/{subscription_id}", response_model=SubscriptionPublic)
 def cancel_subscription(
-    subscription_id: int, principal: AdminDep, session: SessionDep
+    subscription_id: RowId, principal: AdminDep, session: SessionDep
 ) -> SubscriptionPublic:
     """Cancel a subscription now (its fee stays due for the current period)."""
     sub = svc.cancel_subscription(session, principal, subscription_id, now=svc.now_utc())
@@ -327,7 +327,7 @@ def list_invoices(
 
 
 @router.get("/invoices/{invoice_id}", response_model=DocumentDetail)
-def read_invoice(invoice_id: int, principal: BillingReadDep, session: SessionDep) -> Any:
+def read_invoice(invoice_id: RowId, principal: BillingReadDep, session: SessionDep) -> Any:
     """One invoice with its lines."""
     return _doc(
         session, svc.get_document(session, principal, invoice_id, kind="invoice"), detail=True
@@ -347,7 +347,7 @@ def list_statements(
 
 
 @router.get("/statements/{statement_id}", response_model=DocumentDetail)
-def read_statement(statement_id: int, principal: BillingReadDep, session: SessionDep) -> Any:
+def read_statement(statement_id: RowId, principal: BillingReadDep, session: SessionDep) -> Any:
     """One chargeback statement with its lines and its cost allocation."""
     doc = svc.get_document(session, principal, statement_id, kind="statement")
     return _doc(session, doc, detail=True)

@@ -26,6 +26,7 @@ from marketplace.api.params import (
     StateQuery,
     TagQuery,
     TierQuery,
+    VersionNumber,
 )
 from marketplace.api.schemas import (
     ListPublic,
@@ -255,9 +256,9 @@ def create_version(
     return version_public(handle, version)
 
 
-@router.get("/products/{handle}/versions/{version}", response_model=VersionPublic)
+@router.get("/products/{handle}/versions/{version:int}", response_model=VersionPublic)
 def read_version(
-    handle: str, version: int, session: SessionDep, caller: ReaderDep
+    handle: str, version: VersionNumber, session: SessionDep, caller: ReaderDep
 ) -> VersionPublic:
     """One version of a product (a dataset's: its schema, rows, bytes, sha256 and quality)."""
     product = catalog.get_product(session, caller, handle)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from marketplace.api.deps import SessionDep, SettingsDep, caller_for_token
@@ -142,19 +143,60 @@ _DOC = "A CKAN action (package_list, package_show, package_search, organization_
 organization_show, tag_list, status_show) in CKAN's envelope."
 
 
-@router.get("/api/3/action/{name}", operation_id="ckan_action_get", description=_DOC)
+class CkanErrorPublic(BaseModel):
+    """CKAN's error object."""
+
+    type_: str = Field(alias="__type")
+    message: str
+
+
+class CkanEnvelope(BaseModel):
+    """CKAN's envelope: ``result`` on success, ``error`` otherwise."""
+
+    help: str
+    success: bool
+    result: Any = None
+    error: CkanErrorPublic | None = None
+
+
+# CKAN's statuses, in CKAN's envelope (an unknown action is CKAN's 400; a bad or missing
+# parameter its 409 "Validation Error"; a key it does not accept its 403).
+_RESPONSES: dict[int | str, Any] = {
+    200: {"model": CkanEnvelope},
+    400: {"model": CkanEnvelope, "description": "Unknown action, or a body that is no JSON object"},
+    403: {"model": CkanEnvelope, "description": "The key is unknown or lacks catalog:read"},
+    404: {"model": CkanEnvelope, "description": "No such dataset or organization"},
+    409: {"model": CkanEnvelope, "description": "A parameter is missing or invalid"},
+    503: {"model": CkanEnvelope, "description": "The catalog is unavailable right now"},
+}
+ActionName = Annotated[
+    str, Path(description="The action", json_schema_extra={"enum": sorted(ACTIONS)})
+]
+
+
+@router.get(
+    "/api/3/action/{name}",
+    operation_id="ckan_action_get",
+    description=_DOC,
+    responses=_RESPONSES,
+)
 @router.get("/api/action/{name}", include_in_schema=False)
 async def action_get(
-    name: str, request: Request, session: SessionDep, settings: SettingsDep
+    name: ActionName, request: Request, session: SessionDep, settings: SettingsDep
 ) -> JSONResponse:
     """A CKAN action, parameters in the query string."""
     return await _action(name, request, session, settings)
 
 
-@router.post("/api/3/action/{name}", operation_id="ckan_action_post", description=_DOC)
+@router.post(
+    "/api/3/action/{name}",
+    operation_id="ckan_action_post",
+    description=_DOC,
+    responses=_RESPONSES,
+)
 @router.post("/api/action/{name}", include_in_schema=False)
 async def action_post(
-    name: str, request: Request, session: SessionDep, settings: SettingsDep
+    name: ActionName, request: Request, session: SessionDep, settings: SettingsDep
 ) -> JSONResponse:
     """A CKAN action, parameters in a JSON object."""
     return await _action(name, request, session, settings)

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from marketplace.api.convert import version_public
 from marketplace.api.deps import authenticate_principal, authenticate_request
+from marketplace.api.params import VersionNumber
 from marketplace.api.schemas import VersionPublic
 from marketplace.catalog.service import get_product
 from marketplace.config import Settings
@@ -232,7 +233,7 @@ async def _answer(request: Request, result: QueryResult) -> Response:
 class SqlQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sql: str = Field(min_length=1, max_length=20_000, description="One SELECT over the table data")
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
 
 
 @router.post("/products/{handle}/sql", response_class=Response)
@@ -246,7 +247,7 @@ async def sql_dataset(
 
 
 @router.get(
-    "/products/{handle}/versions/{version}/data",
+    "/products/{handle}/versions/{version:int}/data",
     response_class=StreamingResponse,
     responses={
         200: {
@@ -260,7 +261,7 @@ async def sql_dataset(
 )
 async def download_data(
     handle: str,
-    version: int,
+    version: VersionNumber,
     request: Request,
     format: Literal["parquet", "csv", "jsonl"] = "parquet",
 ) -> StreamingResponse:

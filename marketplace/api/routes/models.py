@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from marketplace.api.convert import version_public
 from marketplace.api.deps import authenticate_principal, authenticate_request
+from marketplace.api.params import VersionNumber
 from marketplace.api.schemas import VersionPublic
 from marketplace.config import Settings
 from marketplace.constants import IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, Scope
@@ -69,11 +70,13 @@ async def upload_model_version_(
 
 
 @router.get(
-    "/products/{handle}/versions/{version}/artifact",
+    "/products/{handle}/versions/{version:int}/artifact",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact_(handle: str, version: int, request: Request) -> StreamingResponse:
+async def download_artifact_(
+    handle: str, version: VersionNumber, request: Request
+) -> StreamingResponse:
     """Download a model version's artifact: its owner, or whoever may run the model when its
     owner allows downloads; one metered usage event (unit ``download``) per download."""
     caller = await authenticate_request(request)  # the scopes: gateway.downloads

@@ -26,7 +26,7 @@ class QuotaCreate(BaseModel):
     product: str | None = Field(default=None, description="product handle the limit covers")
     metric: Metric
     window: Window = Field(description="second, minute (requests only); day, month (either)")
-    amount: float = Field(gt=0)
+    amount: float = Field(gt=0, strict=True)
 
 
 class QuotaPublic(BaseModel):
