@@ -59,3 +59,15 @@ RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 """A product version's number in a path, routed as ``{version:int}`` so that
 ``/versions/model`` and the like are other routes (405 for methods they lack)."""
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's integer: a number without a fraction (1.0 is one), never a string or a
+    # boolean, which pydantic's lax mode would take.
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+"""An integer in a JSON body, as JSON Schema's ``integer`` reads it."""

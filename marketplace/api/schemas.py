@@ -7,6 +7,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from marketplace.api.params import JsonInt
 from marketplace.constants import Domain, ProductKind, Scope, TenantKind, Tier
 
 T = TypeVar("T")
@@ -208,7 +209,7 @@ class AccessRequestCreate(BaseModel):
     product: str = Field(description="Product handle <tenant-slug>.<product-name>")
     purpose: str = Field(min_length=1, max_length=4000, pattern=r"\S")
     scopes: list[Literal["infer", "data:read"]] = Field(min_length=1)
-    duration_days: int = Field(default=90, ge=1, le=366, strict=True)
+    duration_days: JsonInt = Field(default=90, ge=1, le=366)
     conditions: dict[str, Any] = Field(default_factory=dict)
 
 

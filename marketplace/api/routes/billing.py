@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from billing.invoices import Document
 from billing.periods import Period
@@ -25,7 +26,32 @@ CatalogWriteDep = Annotated[Principal, Depends(require("catalog:write"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
 ReaderDep = Annotated[Caller, Depends(optional_scope("catalog:read"))]
 
-Amount = Annotated[Decimal, Field(description="A decimal amount; send it as a string")]
+_AMOUNT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+
+
+def _amount(value: object) -> object:
+    # What the schema below says, no more: pydantic's Decimal would also take "1e3", " 1" or
+    # "-1" (a negative amount is refused by the plan's rules anyway, as 422).
+    if isinstance(value, bool) or (isinstance(value, str) and not _AMOUNT.match(value)):
+        raise ValueError('an amount is a non-negative decimal, e.g. "0.05"')
+    if isinstance(value, int | float) and value < 0:
+        raise ValueError("an amount is not negative")
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": _AMOUNT.pattern},
+            ]
+        }
+    ),
+    Field(description="A non-negative decimal amount; send it as a string"),
+]
 
 
 class PlanTierIn(BaseModel):
@@ -39,8 +65,13 @@ class PlanCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["free", "per_unit", "graduated", "subscription"]
-    unit: str = Field(default="call", description="call, audio-second, row, mb (per 10^6 bytes)")
-    currency: str = "CNY"
+    unit: str = Field(
+        default="call",
+        pattern=r"^[a-z0-9-]*[a-z0-9][a-z0-9-]*$",
+        max_length=50,
+        description="call, audio-second, row, mb (per 10^6 bytes)",
+    )
+    currency: Literal["CNY", "USD", "EUR", "HKD"] = "CNY"
     unit_price: Amount | None = None
     tiers: list[PlanTierIn] = Field(default_factory=list)
     monthly_fee: Amount | None = None

@@ -22,7 +22,7 @@ from marketplace.api.deps import SessionDep, SettingsDep, caller_for_token
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER, Scope
 from marketplace.errors import CityBrainError
-from marketplace.opendata.ckan import Ckan, CkanError, facet_fields, invalid
+from marketplace.opendata.ckan import Ckan, CkanError, facet_fields, invalid, not_found
 
 router = APIRouter(tags=["open data"])
 
@@ -89,6 +89,29 @@ ACTIONS: dict[str, Callable[[Ckan, dict[str, Any]], Any]] = {
     "status_show": lambda c, p: c.status_show(),
 }
 
+_HELP = {
+    "package_list": "Return the names of the datasets (limit, offset).",
+    "package_show": "Return one dataset (id or name).",
+    "package_search": "Search datasets (q, fq, rows, start, facet.field, facet.limit).",
+    "organization_list": "Return the organizations (all_fields).",
+    "organization_show": "Return one organization (id or name; include_datasets).",
+    "tag_list": "Return the tags in use (query, all_fields).",
+    "status_show": "Return the site's status and CKAN API version.",
+    "help_show": "Return the help text of an action (name).",
+}
+
+
+def _help(c: Ckan, p: dict[str, Any]) -> str:
+    name = p.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid("name", "Missing value")
+    if name not in _HELP:
+        raise not_found(f"Action {name}")
+    return _HELP[name]
+
+
+ACTIONS["help_show"] = _help  # every answer's "help" link points here
+
 
 def _run(
     name: str, request: Request, session: Session, settings: Settings, params: dict[str, Any]
@@ -140,7 +163,7 @@ async def _action(
 
 
 _DOC = "A CKAN action (package_list, package_show, package_search, organization_list, \
-organization_show, tag_list, status_show) in CKAN's envelope."
+organization_show, tag_list, status_show, help_show) in CKAN's envelope."
 
 
 class CkanErrorPublic(BaseModel):

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from marketplace.api.convert import version_public
 from marketplace.api.deps import authenticate_principal, authenticate_request
-from marketplace.api.params import VersionNumber
+from marketplace.api.params import JsonInt, VersionNumber
 from marketplace.api.schemas import VersionPublic
 from marketplace.catalog.service import get_product
 from marketplace.config import Settings
@@ -233,7 +233,7 @@ async def _answer(request: Request, result: QueryResult) -> Response:
 class SqlQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sql: str = Field(min_length=1, max_length=20_000, description="One SELECT over the table data")
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
+    version: JsonInt | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 @router.post("/products/{handle}/sql", response_class=Response)
