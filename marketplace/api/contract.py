@@ -43,6 +43,8 @@ _WRITES = {
     "409": "The resource exists already, or its state does not allow this",
     "413": "The body is over the configured limit",
 }
+# And those with a body.
+_BODIES = {"415": "The body's media type or file format is not one this operation takes"}
 _SAFE_METHODS = {"get", "head", "options"}
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 _PARAM = re.compile(r"\{[^}/]+\}")
@@ -67,6 +69,8 @@ def document_errors(openapi: dict[str, Any]) -> None:
             statuses = dict(_ANY_OPERATION)
             if method not in _SAFE_METHODS or "requestBody" in operation:
                 statuses.update(_WRITES)
+            if "requestBody" in operation:
+                statuses.update(_BODIES)
             responses: dict[str, Any] = operation["responses"]
             for status, description in sorted(statuses.items()):
                 existing = responses.get(status)
