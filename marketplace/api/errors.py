@@ -126,7 +126,11 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = []
         for err in exc.errors()[:10]:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+            msg = str(err.get("msg"))
+            given = err.get("input")
+            if isinstance(given, str | int | float) and len(repr(given)) <= 80:
+                msg += f" (got {given!r})"  # the value the caller sent, to find it by
+            problems.append(f"{loc}: {msg}" if loc else msg)
         return error_response(422, "ValidationError", "invalid request: " + "; ".join(problems))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
