@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -120,6 +121,26 @@ def unexpected_error(request: Request, exc: BaseException) -> JSONResponse:
     )
 
 
+DATABASE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+"""What the database raises when it cannot answer now (unreachable, closed the connection,
+locked, out of pooled connections), as against a mistake in a query: 503, worth a retry."""
+
+
+def database_error(request: Request, exc: BaseException) -> JSONResponse:
+    """A database outage: logged with its cause, answered 503 with nothing internal."""
+    rid = request.scope.get("state", {}).get("request_id", current_request_id())
+    log.error("database unavailable in request %s: %s", rid, type(exc.__cause__ or exc).__name__)
+    return JSONResponse(
+        {
+            "error": "the database is unavailable; retry shortly",
+            "code": "Unavailable",
+            "request_id": rid,
+        },
+        status_code=503,
+        headers={REQUEST_ID_HEADER: rid, "Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -151,8 +172,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_error(request, exc)
 
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return database_error(request, exc)
+
     for root in SERVICE_ERRORS:
         app.add_exception_handler(root, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    for outage in DATABASE_OUTAGES:
+        app.add_exception_handler(outage, database_unavailable)
     app.add_exception_handler(Exception, unexpected)

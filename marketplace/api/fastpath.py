@@ -24,7 +24,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from marketplace.api.contract import document_errors
 from marketplace.api.errors import (
+    DATABASE_OUTAGES,
     SERVICE_ERRORS,
+    database_error,
     error_response,
     service_error,
     unexpected_error,
@@ -207,6 +209,8 @@ class PlatformApp(FastAPI):
         request = Request(scope, receive)
         if isinstance(exc, SERVICE_ERRORS):
             response = await service_error(request, exc)
+        elif isinstance(exc, DATABASE_OUTAGES):
+            response = database_error(request, exc)
         else:
             response = unexpected_error(request, exc)
         await response(scope, receive, send)

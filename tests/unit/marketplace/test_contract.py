@@ -3,9 +3,15 @@ whole API is fuzzed against it by ``tests/integration/test_schemathesis.py``."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
+from fastapi.testclient import TestClient
+
+from marketplace.api.app import create_app
 from marketplace.api.schemas import as_utc
+from marketplace.config import BillingSettings, Settings
 from tests.utils.city import City
 
 
@@ -92,3 +98,36 @@ def test_parameters_have_their_real_format(city: City) -> None:
         assert r.status_code == 422, (bad, r.text)
     ok = city.client.get("/api/v1/usage?from=2026-11-01T10:00:00Z&to=2026-12-01", headers=headers)
     assert ok.status_code == 200, ok.text
+
+
+def test_a_database_outage_answers_503_not_500(tmp_path: Path, sqlite_template: Path) -> None:
+    """The database goes away for real (its folder is moved, the pool emptied): API routes and
+    the v2 fast path answer 503 in the error shape, with Retry-After, then recover."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    shutil.copy(sqlite_template, folder / "citybrain.db")
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=f"sqlite:///{folder / 'citybrain.db'}",
+        billing=BillingSettings(flush_interval_s=3600),
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/api/v1/products").status_code == 200
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        gone = folder.with_name("db-gone")
+        folder.rename(gone)
+        engine.dispose()  # pooled connections still hold the moved file open
+        try:
+            for r in (
+                client.get("/api/v1/products"),
+                client.get("/api/v1/catalog/search?q=traffic"),
+                client.post("/v2/models/nobody.nothing/infer", json={"inputs": []}),
+            ):
+                assert r.status_code == 503, r.text
+                body = r.json()
+                assert body["code"] == "Unavailable" and "database" in body["error"]
+                assert r.headers["retry-after"] and body["request_id"]
+        finally:
+            gone.rename(folder)
+        engine.dispose()
+        assert client.get("/api/v1/products").status_code == 200
