@@ -28,6 +28,7 @@ from marketplace.gateway.constants import (
 )
 from marketplace.gateway.downloads import DownloadMeter
 from marketplace.gateway.pipeline import Gateway
+from marketplace.gateway.quota import LimitQuota
 
 router = APIRouter(tags=["models"])
 
@@ -96,6 +97,8 @@ async def download_artifact_(
             request_id=current_request_id(),
             request_id_chosen=headers.get(REQUEST_ID_HEADER) == current_request_id(),
         ),
+        # A download counts against the same limits as a call to the model.
+        quota=gateway.quota if isinstance(gateway.quota, LimitQuota) else None,
     )
 
     def chunks() -> Iterator[bytes]:
