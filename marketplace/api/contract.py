@@ -80,10 +80,23 @@ def document_errors(openapi: dict[str, Any]) -> None:
                     existing.setdefault("content", {}).setdefault(
                         "application/json", {"schema": {"$ref": ERROR_REF}}
                     )
+    document_optional_credentials(openapi)
     text = repr(openapi.get("paths", {}))
     for name in _FASTAPI_ERROR_SCHEMAS:
         if f"#/components/schemas/{name}'" not in text:
             schemas.pop(name, None)
+
+
+def document_optional_credentials(openapi: dict[str, Any]) -> None:
+    """Operations that declare no credentials (``deps.credentials_required`` declares them
+    where they are required) take them optionally: anonymous callers are served (public
+    listings, health), and a credential presented must be valid (else 401)."""
+    schemes = openapi.get("components", {}).get("securitySchemes", {})
+    optional = [{name: []} for name in sorted(schemes)] + [{}]
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation.setdefault("security", optional)
 
 
 def _is_fastapi_error(response: dict[str, Any]) -> bool:

@@ -13,7 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from marketplace.api.convert import version_public
-from marketplace.api.deps import authenticate_principal, authenticate_request
+from marketplace.api.deps import (
+    RequiresCredentials,
+    authenticate_principal,
+    authenticate_request,
+)
 from marketplace.api.params import JsonInt, VersionNumber
 from marketplace.api.schemas import VersionPublic
 from marketplace.catalog.service import get_product
@@ -69,7 +73,7 @@ _UPLOAD_BODY = {
 }
 
 
-async def _reader(request: Request) -> Principal:
+async def _reader(request: Request, _: Annotated[None, RequiresCredentials]) -> Principal:
     caller = await authenticate_principal(request, scope=Scope.DATA_READ.value)
     assert isinstance(caller, Principal)
     return caller
@@ -106,6 +110,7 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
 
 @router.post(
     "/products/{handle}/versions/data",
+    dependencies=[RequiresCredentials],
     response_model=VersionPublic,
     status_code=201,
     openapi_extra=_UPLOAD_BODY,
@@ -248,6 +253,7 @@ async def sql_dataset(
 
 @router.get(
     "/products/{handle}/versions/{version:int}/data",
+    dependencies=[RequiresCredentials],  # anonymous callers never download
     response_class=StreamingResponse,
     responses={
         200: {

@@ -9,7 +9,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from marketplace.api.convert import version_public
-from marketplace.api.deps import authenticate_principal, authenticate_request
+from marketplace.api.deps import (
+    RequiresCredentials,
+    authenticate_principal,
+    authenticate_request,
+)
 from marketplace.api.params import VersionNumber
 from marketplace.api.schemas import VersionPublic
 from marketplace.config import Settings
@@ -40,7 +44,12 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.post("/products/{handle}/versions/model", response_model=VersionPublic, status_code=201)
+@router.post(
+    "/products/{handle}/versions/model",
+    response_model=VersionPublic,
+    status_code=201,
+    dependencies=[RequiresCredentials],
+)
 async def upload_model_version_(
     handle: str,
     request: Request,
@@ -72,6 +81,7 @@ async def upload_model_version_(
 
 @router.get(
     "/products/{handle}/versions/{version:int}/artifact",
+    dependencies=[RequiresCredentials],  # anonymous callers never download
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
@@ -121,6 +131,7 @@ async def download_artifact_(
     "/products/{handle}/versions/bentoml",
     response_model=VersionPublic,
     status_code=201,
+    dependencies=[RequiresCredentials],
     openapi_extra={
         "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
     },

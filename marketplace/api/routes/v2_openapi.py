@@ -223,6 +223,8 @@ def _operation(versioned: bool) -> dict[str, Any]:
         "like every route (an API key or a portal user's bearer token); one usage event is "
         "recorded per successful call.",
         "operationId": "model_version_infer" if versioned else "model_infer",
+        # Every call is metered to a tenant: no anonymous inference (deps.credentials_required).
+        "security": [{"ApiKey": []}, {"Bearer": []}],
         "parameters": parameters,
         "requestBody": {
             "required": True,
