@@ -4,7 +4,9 @@ platform answers may contradict it.
 A real server (``citybrain serve`` in a subprocess, SQLite, the demo city seeded, as
 ``tests/sdk/server.py`` starts it) is fuzzed by the schemathesis CLI once per kind of caller:
 the operator (``data-bureau``), an agency (``traffic-police``, a government tenant) and a
-developer (``parkeasy``), each with its own API key. Every run has ``--checks all``, every
+developer (``parkeasy``), each with its own API key, given as the document's ``Bearer``
+security scheme (so ``ignored_auth`` withholds or spoils it where the document says the
+operation requires credentials, and expects 401). Every run has ``--checks all``, every
 phase (examples, coverage, fuzzing, and the stateful phase, which follows the links it infers
 between operations), a bounded number of examples per operation and a fixed seed (set
 ``FUZZ_SEED`` to explore another), and must report 0 failures and 0 errors.
