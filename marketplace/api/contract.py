@@ -92,7 +92,7 @@ def document_optional_credentials(openapi: dict[str, Any]) -> None:
     where they are required) take them optionally: anonymous callers are served (public
     listings, health), and a credential presented must be valid (else 401)."""
     schemes = openapi.get("components", {}).get("securitySchemes", {})
-    optional = [{name: []} for name in sorted(schemes)] + [{}]
+    optional: list[dict[str, list[str]]] = [{name: []} for name in sorted(schemes)] + [{}]
     for item in openapi.get("paths", {}).values():
         for operation in item.values():
             if isinstance(operation, dict) and "responses" in operation:
