@@ -91,8 +91,9 @@ def document_optional_credentials(openapi: dict[str, Any]) -> None:
     """Operations that declare no credentials (``deps.credentials_required`` declares them
     where they are required) take them optionally: anonymous callers are served (public
     listings, health), and a credential presented must be valid (else 401)."""
-    schemes = openapi.get("components", {}).get("securitySchemes", {})
-    optional: list[dict[str, list[str]]] = [{name: []} for name in sorted(schemes)] + [{}]
+    schemes: dict[str, Any] = openapi.get("components", {}).get("securitySchemes", {})
+    optional: list[dict[str, list[str]]] = [{name: []} for name in sorted(schemes)]
+    optional.append({})  # or none at all
     for item in openapi.get("paths", {}).values():
         for operation in item.values():
             if isinstance(operation, dict) and "responses" in operation:
