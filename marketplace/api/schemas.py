@@ -22,8 +22,8 @@ def as_utc(moment: datetime) -> datetime:
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 """A tenant's slug or a product's name: 2-63 characters of a-z, 0-9 and '-'."""
 
-Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
-"""A catalog tag (stored lower-cased)."""
+Tag = Annotated[str, Field(pattern=r"^[\p{L}\p{N}_-]{1,40}$")]
+"""A catalog tag: letters (any script), digits, "_" and "-"; stored lower-cased."""
 
 UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 """Every timestamp the API answers: RFC 3339 with ``Z`` (pydantic writes UTC so), on SQLite
