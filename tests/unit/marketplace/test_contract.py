@@ -15,13 +15,13 @@ from marketplace.config import BillingSettings, Settings
 from tests.utils.city import City
 
 
-def test_timestamps_are_rfc3339_with_z_on_sqlite(city: City) -> None:
+def test_timestamps_are_rfc3339_with_z(city: City) -> None:
     body = {"name": "stamped", "kind": "dataset", "title": "S", "domain": "traffic"}
     r = city.client.post("/api/v1/products", json=body, headers=city.headers("parkeasy"))
     assert r.status_code == 201, r.text
     for field in ("created_at", "updated_at"):
         stamp = r.json()[field]
-        assert stamp.endswith("Z"), stamp  # SQLite hands the instant back without an offset
+        assert stamp.endswith("Z"), stamp  # SQLite hands it back naive, PostgreSQL with +00:00
         assert datetime.fromisoformat(stamp).tzinfo is not None
     keys = city.client.get("/api/v1/keys", headers=city.headers("parkeasy")).json()["data"]
     assert keys and all(k["created_at"].endswith("Z") for k in keys)
