@@ -36,6 +36,7 @@ from marketplace.api.routes import (
     usage,
     v2,
 )
+from marketplace.api.routes.v2_openapi import HealthPublic
 from marketplace.auth.authenticate import Authenticator
 from marketplace.catalog.trust import trust_policy
 from marketplace.config import Settings
@@ -327,7 +328,15 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     app.include_router(ckan.router)
     portal.install(app, settings)  # the web portal at /
 
-    @app.get(f"{API_PREFIX}/health", tags=["health"], response_class=JSONResponse)
+    @app.get(
+        f"{API_PREFIX}/health",
+        tags=["health"],
+        response_class=JSONResponse,
+        responses={
+            200: {"model": HealthPublic},
+            503: {"model": HealthPublic, "description": "Not ready: what is down"},
+        },
+    )
     async def health(request: Request) -> JSONResponse:
         """Readiness of the API: the database, the usage spool and each configured runtime;
         503 naming what is down."""

@@ -12,8 +12,9 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio.from_thread
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from marketplace.auth.authenticate import (
@@ -175,7 +176,30 @@ def bind_caller(session: Session, caller: Caller) -> None:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def get_principal(caller: CallerDep) -> Principal:
+API_KEY_SCHEME = APIKeyHeader(
+    name=API_KEY_HEADER, scheme_name="ApiKey", auto_error=False, description="An API key"
+)
+BEARER_SCHEME = HTTPBearer(
+    scheme_name="Bearer",
+    auto_error=False,
+    description="An API key, or a portal user's OIDC access token",
+)
+
+
+async def credentials_required(
+    _key: Annotated[str | None, Security(API_KEY_SCHEME)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)],
+) -> None:
+    """Nothing at run time (authentication is :func:`authenticate_request`'s): it puts the
+    credentials an operation requires into the OpenAPI document. Operations without it take
+    them optionally (``marketplace.api.contract``)."""
+
+
+RequiresCredentials = Depends(credentials_required)
+"""For ``dependencies=[...]`` of routes that authenticate in their body."""
+
+
+async def get_principal(caller: CallerDep, _: Annotated[None, RequiresCredentials]) -> Principal:
     return require_principal(caller)
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.errors import BillingError
+from marketplace.api.contract import AllowedMethods
 from marketplace.audit.service import record_decision
 from marketplace.constants import REQUEST_ID_HEADER
 from marketplace.context import current_request_id
@@ -38,6 +40,14 @@ _STATUS_CODES = {
     429: "QuotaExceeded",
     503: "Unavailable",
 }
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """The methods ``path`` supports, by the app's OpenAPI document (made once)."""
+    known: AllowedMethods | None = getattr(app.state, "allowed_methods", None)
+    if known is None:
+        known = app.state.allowed_methods = AllowedMethods(app.openapi())
+    return known(path)
 
 
 def error_response(
@@ -111,28 +121,64 @@ def unexpected_error(request: Request, exc: BaseException) -> JSONResponse:
     )
 
 
+DATABASE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+"""What the database raises when it cannot answer now (unreachable, closed the connection,
+locked, out of pooled connections), as against a mistake in a query: 503, worth a retry."""
+
+
+def database_error(request: Request, exc: BaseException) -> JSONResponse:
+    """A database outage: logged with its cause, answered 503 with nothing internal."""
+    rid = request.scope.get("state", {}).get("request_id", current_request_id())
+    log.error("database unavailable in request %s: %s", rid, type(exc.__cause__ or exc).__name__)
+    return JSONResponse(
+        {
+            "error": "the database is unavailable; retry shortly",
+            "code": "Unavailable",
+            "request_id": rid,
+        },
+        status_code=503,
+        headers={REQUEST_ID_HEADER: rid, "Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = []
         for err in exc.errors()[:10]:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+            msg = str(err.get("msg"))
+            given = err.get("input")
+            if isinstance(given, str | int | float) and len(repr(given)) <= 80:
+                msg += f" (got {given!r})"  # the value the caller sent, to find it by
+            problems.append(f"{loc}: {msg}" if loc else msg)
         return error_response(422, "ValidationError", "invalid request: " + "; ".join(problems))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _STATUS_CODES.get(exc.status_code, "Error")
         message = exc.detail if isinstance(exc.detail, str) else code
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+        elif exc.status_code == 405:
+            # Starlette names only the first matching route's methods; the path has more.
+            allowed = allowed_methods(request.app, request.url.path)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; allowed: {headers.get('Allow', '')}"
+        return error_response(exc.status_code, code, message, headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_error(request, exc)
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return database_error(request, exc)
 
     for root in SERVICE_ERRORS:
         app.add_exception_handler(root, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    for outage in DATABASE_OUTAGES:
+        app.add_exception_handler(outage, database_unavailable)
     app.add_exception_handler(Exception, unexpected)

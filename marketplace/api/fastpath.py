@@ -23,8 +23,11 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from marketplace.api.contract import document_errors
 from marketplace.api.errors import (
+    DATABASE_OUTAGES,
     SERVICE_ERRORS,
+    database_error,
     error_response,
     service_error,
     unexpected_error,
@@ -92,7 +95,9 @@ class PlatformApp(FastAPI):
     def openapi(self) -> dict[str, Any]:
         """FastAPI's document plus the infer routes, which have no FastAPI handler."""
         if self.openapi_schema is None:
-            document_infer_routes(super().openapi())
+            document = super().openapi()
+            document_infer_routes(document)
+            document_errors(document)
         return super().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -271,6 +276,8 @@ class PlatformApp(FastAPI):
         request = Request(scope, receive)
         if isinstance(exc, SERVICE_ERRORS):
             response = await service_error(request, exc)
+        elif isinstance(exc, DATABASE_OUTAGES):
+            response = database_error(request, exc)
         else:
             response = unexpected_error(request, exc)
         await response(scope, receive, send)

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from marketplace.api.params import JsonInt
+from marketplace.constants import Domain, ProductKind, Scope, TenantKind, Tier
+from marketplace.tables import as_utc
 
 T = TypeVar("T")
+
+
+def in_utc(moment: datetime) -> datetime:
+    """The instant in UTC (SQLite's naive stored instants are UTC: ``tables.as_utc``)."""
+    return as_utc(moment).astimezone(UTC)
+
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+"""A tenant's slug or a product's name: 2-63 characters of a-z, 0-9 and '-'."""
+
+Tag = Annotated[str, Field(pattern=r"^[\p{L}\p{N}_-]{1,40}$")]
+"""A catalog tag: letters (any script), digits, "_" and "-"; stored lower-cased."""
+
+UtcDateTime = Annotated[datetime, AfterValidator(in_utc)]
+"""Every timestamp the API answers: RFC 3339 with ``Z`` (pydantic writes UTC so), on SQLite
+(which stores no offset) and PostgreSQL alike."""
 
 
 class ListPublic(BaseModel, Generic[T]):
@@ -26,11 +46,11 @@ class TenantPublic(BaseModel):
 
 
 class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    slug: str
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    slug: Slug
     name: str = Field(min_length=1, max_length=200)
-    kind: str
-    domain: str | None = None
+    kind: TenantKind
+    domain: Domain | None = None
 
 
 class MePublic(BaseModel):
@@ -40,10 +60,14 @@ class MePublic(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    scopes: list[str] = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    scopes: list[Scope] = Field(min_length=1)
     name: str = Field(default="", max_length=200)
-    expires_in: str | None = Field(default=None, description="e.g. 30d, 12h, 2w")
+    expires_in: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]{0,3}[smhdw]$",
+        description="A number and s, m, h, d or w, e.g. 30d, 12h, 2w",
+    )
 
 
 class KeyPublic(BaseModel):
@@ -55,11 +79,11 @@ class KeyPublic(BaseModel):
     name: str
     scopes: list[str]
     status: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    rotated_at: datetime | None
-    last_used_at: datetime | None
+    created_at: UtcDateTime
+    expires_at: UtcDateTime | None
+    revoked_at: UtcDateTime | None
+    rotated_at: UtcDateTime | None
+    last_used_at: UtcDateTime | None
 
 
 class KeyIssued(KeyPublic):
@@ -69,9 +93,9 @@ class KeyIssued(KeyPublic):
 
 
 class ProductCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    kind: str
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    name: Slug
+    kind: ProductKind
     title: str = Field(min_length=1, max_length=300)
     description: str = Field(default="", max_length=20_000)
     title_zh: str | None = Field(
@@ -80,30 +104,31 @@ class ProductCreate(BaseModel):
     description_zh: str | None = Field(
         default=None, max_length=20_000, description="Simplified Chinese description"
     )
-    domain: str
-    tags: list[str] = Field(default_factory=list)
-    tier: str = "public"
+    domain: Domain
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    tier: Tier = Tier.PUBLIC
     license: str = Field(default="", max_length=100)
     downloadable: bool = Field(
         default=False,
+        strict=True,
         description="Whether those who may use the product may also download its bytes "
         "(model artifacts); the owner always may",
     )
 
 
 class ProductUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
     title: str | None = Field(default=None, min_length=1, max_length=300)
     description: str | None = Field(default=None, max_length=20_000)
     title_zh: str | None = Field(
         default=None, max_length=300, description="Simplified Chinese title; empty clears it"
     )
     description_zh: str | None = Field(default=None, max_length=20_000)
-    domain: str | None = None
-    tags: list[str] | None = None
-    tier: str | None = None
+    domain: Domain | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=20)
+    tier: Tier | None = None
     license: str | None = Field(default=None, max_length=100)
-    downloadable: bool | None = None
+    downloadable: bool | None = Field(default=None, strict=True)
 
 
 class ReviewDecision(BaseModel):
@@ -139,8 +164,8 @@ class ProductPublic(BaseModel):
     quality: float | None = None
     # Set on a hub's mirrored (read-only) listings; None for the platform's own.
     origin: OriginPublic | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class VersionCreate(BaseModel):
@@ -156,7 +181,7 @@ class VersionPublic(BaseModel):
     metadata: dict[str, Any]
     artifact_digest: str | None
     manifest: dict[str, Any] | None
-    created_at: datetime
+    created_at: UtcDateTime
     # Dataset versions holding data: the schema as the caller sees it (columns with name,
     # type, semantic, sensitivity, description), rows, bytes, the snapshot's sha256 and the
     # quality report {score, rules, blocked}.
@@ -177,7 +202,7 @@ class SearchPublic(BaseModel):
 
 class AuditEntryPublic(BaseModel):
     seq: int
-    at: datetime
+    at: UtcDateTime
     request_id: str
     actor: str
     tenant: str | None
@@ -191,9 +216,9 @@ class AuditEntryPublic(BaseModel):
 class AccessRequestCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     product: str = Field(description="Product handle <tenant-slug>.<product-name>")
-    purpose: str = Field(min_length=1, max_length=4000)
-    scopes: list[str] = Field(min_length=1)
-    duration_days: int = Field(default=90, ge=1, le=366)
+    purpose: str = Field(min_length=1, max_length=4000, pattern=r"\S")
+    scopes: list[Literal["infer", "data:read"]] = Field(min_length=1)
+    duration_days: JsonInt = Field(default=90, ge=1, le=366)
     conditions: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -214,10 +239,10 @@ class AccessRequestPublic(BaseModel):
     conditions: dict[str, Any]
     state: str
     decided_by: str | None
-    decided_at: datetime | None
+    decided_at: UtcDateTime | None
     reason: str | None
     grant_id: str | None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class GrantPublic(BaseModel):
@@ -228,6 +253,6 @@ class GrantPublic(BaseModel):
     conditions: dict[str, Any]
     status: str
     request_id: str | None
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDateTime
+    expires_at: UtcDateTime
+    revoked_at: UtcDateTime | None

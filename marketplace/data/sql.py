@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
 from marketplace.data.compile import OutputColumn
 from marketplace.data.masking import SNAPSHOT_TABLE, MaskedView
@@ -70,7 +70,7 @@ def compile_sql(text: str, view: MaskedView, *, max_rows: int) -> tuple[exp.Expr
         raise _refuse(f"at most {MAX_SQL} characters")
     try:
         statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
-    except ParseError as e:
+    except (ParseError, TokenError) as e:  # a TokenError is no ParseError: an open quote
         raise _refuse(f"it does not parse: {str(e).splitlines()[0]}") from None
     if len(statements) != 1:
         raise _refuse("send exactly one statement")

@@ -23,11 +23,7 @@ from sqlalchemy.orm import Session
 from marketplace.catalog.policy import LISTED_STATES, visible_clause
 from marketplace.constants import Tier
 from marketplace.context import Principal
-from marketplace.tables import Product, ProductVersion, Tenant
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+from marketplace.tables import Product, ProductVersion, Tenant, as_utc
 
 
 def listing_record(product: Product, latest_version: int | None) -> dict[str, Any]:
@@ -50,7 +46,7 @@ def listing_record(product: Product, latest_version: int | None) -> dict[str, An
         "state": product.state,
         "latest_version": latest_version,
         "quality_score": product.quality_score,
-        "updated_at": _aware(product.updated_at).isoformat(),
+        "updated_at": as_utc(product.updated_at).isoformat(),
     }
 
 

@@ -37,6 +37,7 @@ from marketplace.gateway.downloads import (
     meter_download,
 )
 from marketplace.gateway.idempotency import check_idempotency_key
+from marketplace.gateway.quota import LimitQuota
 from marketplace.tables import ProductVersion
 from model_store import BlobStore, ModelManifest, validate_model
 from model_store.sandbox import SandboxConfig
@@ -255,10 +256,12 @@ async def download_artifact(
     handle: str,
     version: int,
     meter: DownloadMeter,
+    quota: LimitQuota | None = None,
 ) -> ArtifactDownload:
     """Open a version's artifact for ``caller``, once it may download it, billed and audited.
 
-    In order: the rule (a read session), the blob opened, one usage event made durable, the
+    In order: the rule (a read session), the quota (``quota``: the limits calls to the
+    model count against, 429), the blob opened, one usage event made durable, the
     audit entry committed; only then may the first byte go out. A failure at any step opens
     nothing and leaves no entry (a usage event already durable stays: a retry with the same
     ``Idempotency-Key`` is not billed again).
@@ -267,6 +270,7 @@ async def download_artifact(
         BadRequestError: A malformed ``Idempotency-Key``.
         UnauthenticatedError, NotFoundError, ForbiddenError: See
             :func:`~marketplace.gateway.downloads.authorize_download`.
+        QuotaExceededError: A quota or rate limit refuses the download (429).
         MeteringUnavailableError: The usage event cannot be made durable (503).
     """
 
@@ -281,6 +285,8 @@ async def download_artifact(
             session.close()
 
     allowed = await asyncio.to_thread(check)
+    if quota is not None:
+        await quota.check(allowed.principal, allowed.target)
     info = await asyncio.to_thread(blobs.info, allowed.digest)
     file = await asyncio.to_thread(blobs.open, info.digest)
     try:

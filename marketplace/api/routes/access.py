@@ -63,7 +63,7 @@ def create_access_request(
         caller,
         handle=body.product,
         purpose=body.purpose,
-        scopes=body.scopes,
+        scopes=[str(s) for s in body.scopes],
         duration_days=body.duration_days,
         conditions=body.conditions,
     )

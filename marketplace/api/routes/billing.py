@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from billing.invoices import Document
 from billing.periods import Period
 from billing.plan_store import PlanVersion, SubscriptionRecord
 from marketplace.api.deps import PageDep, SessionDep, optional_scope, require
-from marketplace.api.schemas import ListPublic
+from marketplace.api.params import PeriodQuery, RowId, TenantQuery
+from marketplace.api.schemas import ListPublic, UtcDateTime
 from marketplace.billing import service as svc
 from marketplace.context import Caller, Principal
 from marketplace.tables import Product
@@ -23,10 +25,33 @@ BillingReadDep = Annotated[Principal, Depends(require("billing:read"))]
 CatalogWriteDep = Annotated[Principal, Depends(require("catalog:write"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
 ReaderDep = Annotated[Caller, Depends(optional_scope("catalog:read"))]
-PeriodQuery = Annotated[str | None, Query(description="A month, e.g. 2026-11")]
-TenantQuery = Annotated[str | None, Query(description="Operator only: one tenant's (slug)")]
 
-Amount = Annotated[Decimal, Field(description="A decimal amount; send it as a string")]
+_AMOUNT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+
+
+def _amount(value: object) -> object:
+    # What the schema below says, no more: pydantic's Decimal would also take "1e3", " 1" or
+    # "-1" (a negative amount is refused by the plan's rules anyway, as 422).
+    if isinstance(value, bool) or (isinstance(value, str) and not _AMOUNT.match(value)):
+        raise ValueError('an amount is a non-negative decimal, e.g. "0.05"')
+    if isinstance(value, int | float) and value < 0:
+        raise ValueError("an amount is not negative")
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": _AMOUNT.pattern},
+            ]
+        }
+    ),
+    Field(description="A non-negative decimal amount; send it as a string"),
+]
 
 
 class PlanTierIn(BaseModel):
@@ -40,8 +65,13 @@ class PlanCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["free", "per_unit", "graduated", "subscription"]
-    unit: str = Field(default="call", description="call, audio-second, row, mb (per 10^6 bytes)")
-    currency: str = "CNY"
+    unit: str = Field(
+        default="call",
+        pattern=r"^[a-z0-9-]*[a-z0-9][a-z0-9-]*$",
+        max_length=50,
+        description="call, audio-second, row, mb (per 10^6 bytes)",
+    )
+    currency: Literal["CNY", "USD", "EUR", "HKD"] = "CNY"
     unit_price: Amount | None = None
     tiers: list[PlanTierIn] = Field(default_factory=list)
     monthly_fee: Amount | None = None
@@ -65,7 +95,7 @@ class PlanVersionPublic(BaseModel):
     version: int
     effective_from: date
     plan: dict[str, Any]
-    created_at: datetime | None
+    created_at: UtcDateTime | None
 
 
 class PlanPublic(BaseModel):
@@ -87,8 +117,8 @@ class SubscriptionPublic(BaseModel):
     tenant: str
     product: str
     state: str
-    started_at: datetime
-    cancelled_at: datetime | None
+    started_at: UtcDateTime
+    cancelled_at: UtcDateTime | None
 
 
 class UsagePublic(BaseModel):
@@ -121,8 +151,8 @@ class DocumentPublic(BaseModel):
     status: str
     currency: str
     total: str
-    issued_at: datetime | None
-    paid_at: datetime | None
+    issued_at: UtcDateTime | None
+    paid_at: UtcDateTime | None
 
 
 class DocumentDetail(DocumentPublic):
@@ -257,7 +287,7 @@ def list_subscriptions(
 
 @router.delete("/subscriptions/{subscription_id}", response_model=SubscriptionPublic)
 def cancel_subscription(
-    subscription_id: int, principal: AdminDep, session: SessionDep
+    subscription_id: RowId, principal: AdminDep, session: SessionDep
 ) -> SubscriptionPublic:
     """Cancel a subscription now (its fee stays due for the current period)."""
     sub = svc.cancel_subscription(session, principal, subscription_id, now=svc.now_utc())
@@ -328,7 +358,7 @@ def list_invoices(
 
 
 @router.get("/invoices/{invoice_id}", response_model=DocumentDetail)
-def read_invoice(invoice_id: int, principal: BillingReadDep, session: SessionDep) -> Any:
+def read_invoice(invoice_id: RowId, principal: BillingReadDep, session: SessionDep) -> Any:
     """One invoice with its lines."""
     return _doc(
         session, svc.get_document(session, principal, invoice_id, kind="invoice"), detail=True
@@ -348,7 +378,7 @@ def list_statements(
 
 
 @router.get("/statements/{statement_id}", response_model=DocumentDetail)
-def read_statement(statement_id: int, principal: BillingReadDep, session: SessionDep) -> Any:
+def read_statement(statement_id: RowId, principal: BillingReadDep, session: SessionDep) -> Any:
     """One chargeback statement with its lines and its cost allocation."""
     doc = svc.get_document(session, principal, statement_id, kind="statement")
     return _doc(session, doc, detail=True)

@@ -19,6 +19,15 @@ from marketplace.api.deps import (
     optional_scope,
     require,
 )
+from marketplace.api.params import (
+    DomainQuery,
+    KindQuery,
+    OwnerQuery,
+    StateQuery,
+    TagQuery,
+    TierQuery,
+    VersionNumber,
+)
 from marketplace.api.schemas import (
     ListPublic,
     ProductCreate,
@@ -73,12 +82,12 @@ def _search(
 async def list_products(
     request: Request,
     page: PageDep,
-    kind: str | None = None,
-    domain: str | None = None,
-    tier: str | None = None,
-    owner: str | None = None,
-    tag: str | None = None,
-    state: str | None = None,
+    kind: KindQuery = None,
+    domain: DomainQuery = None,
+    tier: TierQuery = None,
+    owner: OwnerQuery = None,
+    tag: TagQuery = None,
+    state: StateQuery = None,
     min_quality: MinQuality = None,
 ) -> ListPublic[ProductPublic]:
     """Products the caller may see, newest first."""
@@ -115,11 +124,11 @@ async def search(
     request: Request,
     page: PageDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
-    kind: str | None = None,
-    domain: str | None = None,
-    tier: str | None = None,
-    owner: str | None = None,
-    tag: str | None = None,
+    kind: KindQuery = None,
+    domain: DomainQuery = None,
+    tier: TierQuery = None,
+    owner: OwnerQuery = None,
+    tag: TagQuery = None,
     min_quality: MinQuality = None,
 ) -> SearchPublic:
     """Full-text search over title, description and tags, with facet counts."""
@@ -247,9 +256,9 @@ def create_version(
     return version_public(handle, version)
 
 
-@router.get("/products/{handle}/versions/{version}", response_model=VersionPublic)
+@router.get("/products/{handle}/versions/{version:int}", response_model=VersionPublic)
 def read_version(
-    handle: str, version: int, session: SessionDep, caller: ReaderDep
+    handle: str, version: VersionNumber, session: SessionDep, caller: ReaderDep
 ) -> VersionPublic:
     """One version of a product (a dataset's: its schema, rows, bytes, sha256 and quality)."""
     product = catalog.get_product(session, caller, handle)

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from marketplace.api.deps import SessionDep, SettingsDep, caller_for_token
 from marketplace.config import Settings
 from marketplace.constants import API_KEY_HEADER, Scope
 from marketplace.errors import CityBrainError
-from marketplace.opendata.ckan import Ckan, CkanError, facet_fields, invalid
+from marketplace.opendata.ckan import Ckan, CkanError, facet_fields, invalid, not_found
 
 router = APIRouter(tags=["open data"])
 
@@ -88,6 +89,29 @@ ACTIONS: dict[str, Callable[[Ckan, dict[str, Any]], Any]] = {
     "status_show": lambda c, p: c.status_show(),
 }
 
+_HELP = {
+    "package_list": "Return the names of the datasets (limit, offset).",
+    "package_show": "Return one dataset (id or name).",
+    "package_search": "Search datasets (q, fq, rows, start, facet.field, facet.limit).",
+    "organization_list": "Return the organizations (all_fields).",
+    "organization_show": "Return one organization (id or name; include_datasets).",
+    "tag_list": "Return the tags in use (query, all_fields).",
+    "status_show": "Return the site's status and CKAN API version.",
+    "help_show": "Return the help text of an action (name).",
+}
+
+
+def _help(c: Ckan, p: dict[str, Any]) -> str:
+    name = p.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid("name", "Missing value")
+    if name not in _HELP:
+        raise not_found(f"Action {name}")
+    return _HELP[name]
+
+
+ACTIONS["help_show"] = _help  # every answer's "help" link points here
+
 
 def _run(
     name: str, request: Request, session: Session, settings: Settings, params: dict[str, Any]
@@ -139,22 +163,63 @@ async def _action(
 
 
 _DOC = "A CKAN action (package_list, package_show, package_search, organization_list, \
-organization_show, tag_list, status_show) in CKAN's envelope."
+organization_show, tag_list, status_show, help_show) in CKAN's envelope."
 
 
-@router.get("/api/3/action/{name}", operation_id="ckan_action_get", description=_DOC)
+class CkanErrorPublic(BaseModel):
+    """CKAN's error object."""
+
+    type_: str = Field(alias="__type")
+    message: str
+
+
+class CkanEnvelope(BaseModel):
+    """CKAN's envelope: ``result`` on success, ``error`` otherwise."""
+
+    help: str
+    success: bool
+    result: Any = None
+    error: CkanErrorPublic | None = None
+
+
+# CKAN's statuses, in CKAN's envelope (an unknown action is CKAN's 400; a bad or missing
+# parameter its 409 "Validation Error"; a key it does not accept its 403).
+_RESPONSES: dict[int | str, Any] = {
+    200: {"model": CkanEnvelope},
+    400: {"model": CkanEnvelope, "description": "Unknown action, or a body that is no JSON object"},
+    403: {"model": CkanEnvelope, "description": "The key is unknown or lacks catalog:read"},
+    404: {"model": CkanEnvelope, "description": "No such dataset or organization"},
+    409: {"model": CkanEnvelope, "description": "A parameter is missing or invalid"},
+    503: {"model": CkanEnvelope, "description": "The catalog is unavailable right now"},
+}
+ActionName = Annotated[
+    str, Path(description="The action", json_schema_extra={"enum": sorted(ACTIONS)})
+]
+
+
+@router.get(
+    "/api/3/action/{name}",
+    operation_id="ckan_action_get",
+    description=_DOC,
+    responses=_RESPONSES,
+)
 @router.get("/api/action/{name}", include_in_schema=False)
 async def action_get(
-    name: str, request: Request, session: SessionDep, settings: SettingsDep
+    name: ActionName, request: Request, session: SessionDep, settings: SettingsDep
 ) -> JSONResponse:
     """A CKAN action, parameters in the query string."""
     return await _action(name, request, session, settings)
 
 
-@router.post("/api/3/action/{name}", operation_id="ckan_action_post", description=_DOC)
+@router.post(
+    "/api/3/action/{name}",
+    operation_id="ckan_action_post",
+    description=_DOC,
+    responses=_RESPONSES,
+)
 @router.post("/api/action/{name}", include_in_schema=False)
 async def action_post(
-    name: str, request: Request, session: SessionDep, settings: SettingsDep
+    name: ActionName, request: Request, session: SessionDep, settings: SettingsDep
 ) -> JSONResponse:
     """A CKAN action, parameters in a JSON object."""
     return await _action(name, request, session, settings)

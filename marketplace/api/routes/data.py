@@ -13,7 +13,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from marketplace.api.convert import version_public
-from marketplace.api.deps import authenticate_principal, authenticate_request
+from marketplace.api.deps import (
+    RequiresCredentials,
+    authenticate_principal,
+    authenticate_request,
+)
+from marketplace.api.params import JsonInt, VersionNumber
 from marketplace.api.schemas import VersionPublic
 from marketplace.catalog.service import get_product
 from marketplace.config import Settings
@@ -69,7 +74,7 @@ _UPLOAD_BODY = {
 }
 
 
-async def _reader(request: Request) -> Principal:
+async def _reader(request: Request, _: Annotated[None, RequiresCredentials]) -> Principal:
     caller = await authenticate_principal(request, scope=Scope.DATA_READ.value)
     assert isinstance(caller, Principal)
     return caller
@@ -106,6 +111,7 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
 
 @router.post(
     "/products/{handle}/versions/data",
+    dependencies=[RequiresCredentials],
     response_model=VersionPublic,
     status_code=201,
     openapi_extra=_UPLOAD_BODY,
@@ -246,7 +252,7 @@ async def _answer(request: Request, result: QueryResult) -> Response:
 class SqlQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sql: str = Field(min_length=1, max_length=20_000, description="One SELECT over the table data")
-    version: int | None = Field(default=None, ge=1)
+    version: JsonInt | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 @router.post("/products/{handle}/sql", response_class=Response)
@@ -260,7 +266,8 @@ async def sql_dataset(
 
 
 @router.get(
-    "/products/{handle}/versions/{version}/data",
+    "/products/{handle}/versions/{version:int}/data",
+    dependencies=[RequiresCredentials],  # anonymous callers never download
     response_class=StreamingResponse,
     responses={
         200: {
@@ -274,7 +281,7 @@ async def sql_dataset(
 )
 async def download_data(
     handle: str,
-    version: int,
+    version: VersionNumber,
     request: Request,
     format: Literal["parquet", "csv", "jsonl"] = "parquet",
 ) -> StreamingResponse:

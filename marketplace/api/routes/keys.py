@@ -36,7 +36,7 @@ def create_key(body: KeyCreate, principal: AdminDep, session: SessionDep) -> Key
     issued = keys.create_key(
         session,
         tenant=session.get_one(Tenant, principal.tenant_id),
-        scopes=body.scopes,
+        scopes=[str(s) for s in body.scopes],
         name=body.name,
         expires_in=expires,
         actor=principal.label,

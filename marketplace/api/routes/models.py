@@ -9,7 +9,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from marketplace.api.convert import version_public
-from marketplace.api.deps import authenticate_principal, authenticate_request
+from marketplace.api.deps import (
+    RequiresCredentials,
+    authenticate_principal,
+    authenticate_request,
+)
+from marketplace.api.params import VersionNumber
 from marketplace.api.schemas import VersionPublic
 from marketplace.config import Settings
 from marketplace.constants import IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, Scope
@@ -27,6 +32,7 @@ from marketplace.gateway.constants import (
 )
 from marketplace.gateway.downloads import DownloadMeter
 from marketplace.gateway.pipeline import Gateway
+from marketplace.gateway.quota import LimitQuota
 
 router = APIRouter(tags=["models"])
 
@@ -38,7 +44,12 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.post("/products/{handle}/versions/model", response_model=VersionPublic, status_code=201)
+@router.post(
+    "/products/{handle}/versions/model",
+    response_model=VersionPublic,
+    status_code=201,
+    dependencies=[RequiresCredentials],
+)
 async def upload_model_version_(
     handle: str,
     request: Request,
@@ -69,11 +80,14 @@ async def upload_model_version_(
 
 
 @router.get(
-    "/products/{handle}/versions/{version}/artifact",
+    "/products/{handle}/versions/{version:int}/artifact",
+    dependencies=[RequiresCredentials],  # anonymous callers never download
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact_(handle: str, version: int, request: Request) -> StreamingResponse:
+async def download_artifact_(
+    handle: str, version: VersionNumber, request: Request
+) -> StreamingResponse:
     """Download a model version's artifact: its owner, or whoever may run the model when its
     owner allows downloads; one metered usage event (unit ``download``) per download."""
     caller = await authenticate_request(request)  # the scopes: gateway.downloads
@@ -93,6 +107,8 @@ async def download_artifact_(handle: str, version: int, request: Request) -> Str
             request_id=current_request_id(),
             request_id_chosen=headers.get(REQUEST_ID_HEADER) == current_request_id(),
         ),
+        # A download counts against the same limits as a call to the model.
+        quota=gateway.quota if isinstance(gateway.quota, LimitQuota) else None,
     )
 
     def chunks() -> Iterator[bytes]:
@@ -115,6 +131,7 @@ async def download_artifact_(handle: str, version: int, request: Request) -> Str
     "/products/{handle}/versions/bentoml",
     response_model=VersionPublic,
     status_code=201,
+    dependencies=[RequiresCredentials],
     openapi_extra={
         "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
     },

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.quotas import Metric, Window
 from marketplace.api.deps import SessionDep, require
-from marketplace.api.schemas import ListPublic
+from marketplace.api.schemas import ListPublic, UtcDateTime
 from marketplace.catalog.service import product_handle
 from marketplace.context import Principal
 from marketplace.quotas import service as quotas
@@ -24,9 +24,9 @@ class QuotaCreate(BaseModel):
     tenant: str | None = Field(default=None, description="tenant slug the limit covers")
     key_id: str | None = Field(default=None, description="API key id the limit covers")
     product: str | None = Field(default=None, description="product handle the limit covers")
-    metric: str = Field(description="requests or units")
-    window: str = Field(description="second, minute (requests); day, month (either)")
-    amount: float = Field(gt=0)
+    metric: Metric
+    window: Window = Field(description="second, minute (requests only); day, month (either)")
+    amount: float = Field(gt=0, strict=True)
 
 
 class QuotaPublic(BaseModel):
@@ -38,7 +38,7 @@ class QuotaPublic(BaseModel):
     window: str
     amount: float
     created_by: str
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 def _public(session: SessionDep, row: QuotaLimit) -> QuotaPublic:

@@ -12,6 +12,7 @@ from sqlalchemy import Date, cast, func, literal_column, select
 
 from billing.tables import usage_event
 from marketplace.api.deps import SessionDep, UnboundSessionDep, require
+from marketplace.api.params import DayOrInstant
 from marketplace.catalog.service import secret_handles
 from marketplace.context import Principal
 from marketplace.errors import InvalidInputError
@@ -33,19 +34,16 @@ class UsagePublic(BaseModel):
     count: int
 
 
-def _bound(value: str | None, *, end: bool) -> datetime | None:
-    """``2026-11-01`` (a whole day; as an end bound, inclusive) or an ISO timestamp."""
+def _bound(value: date | datetime | None, *, end: bool) -> datetime | None:
+    """A whole day (as an end bound, inclusive) or an instant (naive: UTC)."""
     if value is None:
         return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
-        if len(value) == 10:
-            d = date.fromisoformat(value)
-            moment = datetime.combine(d + timedelta(days=1) if end else d, time(), tzinfo=UTC)
-            return moment
-        parsed = datetime.fromisoformat(value)
-    except ValueError as e:
-        raise InvalidInputError(f"invalid date {value!r}: use YYYY-MM-DD or ISO 8601") from e
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return datetime.combine(value + timedelta(days=1) if end else value, time(), tzinfo=UTC)
+    except OverflowError as e:
+        raise InvalidInputError(f"no day after {value}") from e
 
 
 @router.get("/usage", response_model=UsagePublic)
@@ -53,8 +51,12 @@ def read_usage(
     session: SessionDep,
     unbound: UnboundSessionDep,
     principal: Annotated[Principal, Depends(require("billing:read"))],
-    from_: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD or ISO 8601")] = None,
-    to: Annotated[str | None, Query(description="inclusive day, or an exclusive instant")] = None,
+    from_: Annotated[
+        DayOrInstant | None, Query(alias="from", description="A day or an RFC 3339 instant")
+    ] = None,
+    to: Annotated[
+        DayOrInstant | None, Query(description="An inclusive day, or an exclusive instant")
+    ] = None,
     product: str | None = None,
     group_by: Literal["day", "product"] = "day",
     tenant: Annotated[str | None, Query(description="operator only")] = None,

@@ -12,8 +12,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from marketplace.api.deps import authenticate_request
+from marketplace.api.routes.v2_openapi import (
+    ReadinessPublic,
+    V2Live,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2ServerMetadata,
+)
 from marketplace.constants import Scope
 from marketplace.context import current_request_id
 from marketplace.errors import UnavailableError
@@ -38,13 +46,23 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-@router.get("/v2/health/live", response_class=Response)
+def _shape(model: type[BaseModel], *, unavailable: bool = False) -> dict[int | str, Any]:
+    """The ``responses`` of a route that writes its JSON itself: its body's schema."""
+    responses: dict[int | str, Any] = {200: {"model": model}}
+    if unavailable:
+        responses[503] = {"model": model, "description": "Not ready: what is down"}
+    return responses
+
+
+@router.get("/v2/health/live", response_class=Response, responses=_shape(V2Live))
 async def server_live() -> Response:
     """Liveness of the inference server."""
     return _json({"live": True})
 
 
-@router.get("/v2/health/ready", response_class=Response)
+@router.get(
+    "/v2/health/ready", response_class=Response, responses=_shape(ReadinessPublic, unavailable=True)
+)
 async def server_ready(request: Request) -> Response:
     """Readiness: 200 when the database, the usage spool and each configured runtime answer,
     naming them; else 503 naming what is down (``marketplace.health``)."""
@@ -52,7 +70,7 @@ async def server_ready(request: Request) -> Response:
     return _json(readiness.document(current_request_id()), 200 if readiness.ready else 503)
 
 
-@router.get("/v2", response_class=Response)
+@router.get("/v2", response_class=Response, responses=_shape(V2ServerMetadata))
 async def server_metadata(request: Request) -> Response:
     """Server name, version and supported extensions."""
     return _json(_gateway(request).server_metadata())
@@ -98,25 +116,33 @@ async def _ready(request: Request, name: str, version: str | None) -> Response:
     return _json({"name": name, "ready": True})
 
 
-@router.get("/v2/models/{name}", response_class=Response)
+@router.get("/v2/models/{name}", response_class=Response, responses=_shape(V2ModelMetadata))
 async def model_metadata(name: str, request: Request) -> Response:
     """A model's metadata (latest version's signature); ``name`` is the product handle."""
     return await _metadata(request, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}", response_class=Response)
+@router.get(
+    "/v2/models/{name}/versions/{version}",
+    response_class=Response,
+    responses=_shape(V2ModelMetadata),
+)
 async def model_version_metadata(name: str, version: str, request: Request) -> Response:
     """A model version's metadata."""
     return await _metadata(request, name, version)
 
 
-@router.get("/v2/models/{name}/ready", response_class=Response)
+@router.get("/v2/models/{name}/ready", response_class=Response, responses=_shape(V2ModelReady))
 async def model_ready(name: str, request: Request) -> Response:
     """200 when the model's latest version can serve, 503 when it cannot."""
     return await _ready(request, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready", response_class=Response)
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    response_class=Response,
+    responses=_shape(V2ModelReady),
+)
 async def model_version_ready(name: str, version: str, request: Request) -> Response:
     """200 when the model version can serve, 503 when it cannot."""
     return await _ready(request, name, version)

@@ -10,11 +10,12 @@ writes: JSON tensors, or the binary tensor data extension (a JSON header of
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from marketplace.api.contract import ErrorPublic
 from marketplace.constants import IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER
 from marketplace.gateway.constants import (
     IDEMPOTENT_REPLAYED_HEADER,
@@ -94,12 +95,70 @@ class V2InferResponse(BaseModel):
     outputs: list[V2ResponseOutput]
 
 
-class ErrorPublic(BaseModel):
-    """Every error's body (the ``error`` string is the v2 protocol's error shape)."""
+class V2Live(BaseModel):
+    """``GET /v2/health/live``."""
 
-    error: str
-    code: str
-    request_id: str
+    live: bool
+
+
+class ComponentPublic(BaseModel):
+    """One component's state: ``up``, ``down`` (with a reason) or ``idle``."""
+
+    status: Literal["up", "down", "idle"]
+    reason: str | None = None
+    note: str | None = None
+
+
+class ReadinessPublic(BaseModel):
+    """Readiness: each checked component by name (the database, the usage spool, each
+    configured runtime); when not ready (503) also the error fields, ``error`` naming what is
+    down."""
+
+    ready: bool
+    components: dict[str, ComponentPublic]
+    error: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+
+
+class HealthPublic(ReadinessPublic):
+    """``GET /api/v1/health``: readiness, with the platform's version."""
+
+    status: Literal["ok", "unavailable"]
+    version: str
+
+
+class V2ServerMetadata(BaseModel):
+    """``GET /v2``: the server's name, version and protocol extensions."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2TensorMetadata(BaseModel):
+    """One tensor of a model's signature (-1 in ``shape``: any size)."""
+
+    name: str
+    datatype: V2Datatype
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    """``GET /v2/models/{name}[/versions/{version}]``."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ModelReady(BaseModel):
+    """``GET /v2/models/{name}[/versions/{version}]/ready`` when ready (else 503)."""
+
+    name: str
+    ready: bool
 
 
 _REF = "#/components/schemas/{model}"
@@ -164,6 +223,8 @@ def _operation(versioned: bool) -> dict[str, Any]:
         "like every route (an API key or a portal user's bearer token); one usage event is "
         "recorded per successful call.",
         "operationId": "model_version_infer" if versioned else "model_infer",
+        # Every call is metered to a tenant: no anonymous inference (deps.credentials_required).
+        "security": [{"ApiKey": []}, {"Bearer": []}],
         "parameters": parameters,
         "requestBody": {
             "required": True,

@@ -148,3 +148,23 @@ def test_each_download_is_one_metered_event_and_audited(models: Models) -> None:
     assert {a.target for a in audit} == {f"product:{models.public}:1"}
     assert [a.detail["replayed"] for a in audit] == [False, True, False]
     assert all(a.actor.startswith("key:") and a.tenant_id == parkeasy for a in audit)
+
+
+def test_downloads_count_against_the_quota_of_calls(models: Models) -> None:
+    """A rate limit on a product refuses its artifact downloads as it refuses its calls:
+    429 with Retry-After, nothing billed, nothing opened."""
+    _allow_downloads(models, models.public)
+    c, h = models.city.client, models.city.headers
+    body = {"tenant": "parkeasy", "product": models.public, "metric": "requests"}
+    r = c.post(
+        "/api/v1/quotas",
+        json={**body, "window": "minute", "amount": 2},
+        headers=h("traffic-police"),
+    )
+    assert r.status_code == 201, r.text
+    gateway = c.app.state.gateway  # type: ignore[attr-defined]
+    before = gateway.usage.spool.stats().appended
+    answers = [_get(models, models.public) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json()["code"] == "QuotaExceeded" and answers[2].headers["retry-after"]
+    assert gateway.usage.spool.stats().appended == before + 2
