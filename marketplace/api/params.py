@@ -46,6 +46,18 @@ def _day_or_instant(value: object) -> object:
 DayOrInstant = Annotated[datetime | date, BeforeValidator(_day_or_instant)]
 """A day (``YYYY-MM-DD``) or an RFC 3339 instant (with its offset, ``Z`` for UTC)."""
 
+
+def _instant(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("not an RFC 3339 date-time with an offset (Z for UTC)")
+    if isinstance(value, int | float):
+        raise ValueError("not an RFC 3339 date-time with an offset (Z for UTC)")
+    return value
+
+
+Instant = Annotated[datetime, BeforeValidator(_instant)]
+"""An RFC 3339 instant, its offset required (``Z`` for UTC)."""
+
 KindQuery = Annotated[ProductKind | None, Query()]
 DomainQuery = Annotated[Domain | None, Query()]
 TierQuery = Annotated[Tier | None, Query()]

@@ -98,6 +98,15 @@ def test_parameters_have_their_real_format(city: City) -> None:
         assert r.status_code == 422, (bad, r.text)
     ok = city.client.get("/api/v1/usage?from=2026-11-01T10:00:00Z&to=2026-12-01", headers=headers)
     assert ok.status_code == 200, ok.text
+    for bad in ("0.5", "1764700000", "2026-11-01T10:00:00", "2026-11-01"):
+        r = city.client.get(f"/api/v1/federation/feed?modified_since={bad}", headers=headers)
+        assert r.status_code == 422, (bad, r.text)
+    feed = city.client.get(
+        "/api/v1/federation/feed",
+        params={"modified_since": "2026-11-01T10:00:00+08:00"},
+        headers=headers,
+    )
+    assert feed.status_code == 200, feed.text
 
 
 def test_a_database_outage_answers_503_not_500(tmp_path: Path, sqlite_template: Path) -> None:
