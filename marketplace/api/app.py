@@ -38,6 +38,7 @@ from marketplace.api.routes import (
 )
 from marketplace.api.routes.v2_openapi import HealthPublic
 from marketplace.auth.authenticate import Authenticator
+from marketplace.catalog.cache import invalidate_on_catalog_writes
 from marketplace.catalog.trust import trust_policy
 from marketplace.config import Settings
 from marketplace.constants import API_PREFIX
@@ -53,7 +54,7 @@ from marketplace.gateway.constants import V2_PREFIX
 from marketplace.gateway.metrics import GatewayMetrics
 from marketplace.gateway.pipeline import Gateway
 from marketplace.gateway.quota import LimitQuota
-from marketplace.gateway.resolve import ResolveCache, invalidate_on_catalog_writes
+from marketplace.gateway.resolve import WATCHED, ResolveCache
 from marketplace.gateway.serving import RUNTIME_SETTINGS, ServingState
 from marketplace.health import HealthChecker, readiness_of
 from marketplace.telemetry import configure_tracing, flush_tracing
@@ -197,7 +198,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     registry = CollectorRegistry(auto_describe=True)
     metrics = GatewayMetrics(registry)
     cache = ResolveCache(settings.gateway.resolve_ttl_s, settings.gateway.resolve_cache_size)
-    invalidate_on_catalog_writes(session_factory, cache)
+    invalidate_on_catalog_writes(session_factory, cache, WATCHED)
     assert settings.model_store.artifact_url is not None
     blobs = BlobStore(settings.model_store.artifact_url)
     authenticator = Authenticator.from_settings(settings, reads=read_mostly, writes=session_factory)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, func, literal_column, select
+from sqlalchemy import Select, Text, cast, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import Session
 
@@ -154,15 +154,25 @@ def create_product(
     return product
 
 
-def get_product(session: Session, caller: Caller, handle: str) -> Product:
-    """A product the caller may see, else NotFoundError (the same as a missing one)."""
+def by_handle(handle: str, *columns: Any) -> Select[Any] | None:
+    """``SELECT columns`` (entities or columns of ``Product`` and ``Tenant``) of the product
+    ``handle`` names, or None when the text is no handle. It says nothing about visibility."""
     m = HANDLE_RE.match(handle)
     if not m:
-        raise _not_found(handle)
+        return None
     slug, name = m.groups()
-    product = session.scalar(
-        select(Product).join(Tenant).where(Tenant.slug == slug, Product.name == name)
+    return (
+        select(*columns)
+        .select_from(Product)
+        .join(Tenant, Tenant.id == Product.tenant_id)
+        .where(Tenant.slug == slug, Product.name == name)
     )
+
+
+def get_product(session: Session, caller: Caller, handle: str) -> Product:
+    """A product the caller may see, else NotFoundError (the same as a missing one)."""
+    query = by_handle(handle, Product)
+    product: Product | None = session.scalar(query) if query is not None else None
     if product is None or not can_see(caller, product):
         raise _not_found(handle)
     return product

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from marketplace.audit.service import record_action
-from marketplace.catalog.service import HANDLE_RE, get_product, product_handle
+from marketplace.catalog.service import by_handle, get_product, product_handle
 from marketplace.constants import GOVERNMENT_KINDS, ProductKind
 from marketplace.context import Principal
 from marketplace.errors import ConflictError, ForbiddenError
@@ -75,16 +75,11 @@ def trust_policy(factory: sessionmaker[Session]) -> Callable[[str], bool]:
 
     def trusted(key: str) -> bool:
         handle = key.rpartition(":")[0] or key
-        m = HANDLE_RE.match(handle)
-        if not m:
+        query = by_handle(handle, Product.trusted_code, Tenant.kind)
+        if query is None:
             return False
-        slug, name = m.groups()
         with factory() as session:
-            row = session.execute(
-                select(Product.trusted_code, Tenant.kind)
-                .join(Tenant, Tenant.id == Product.tenant_id)
-                .where(Tenant.slug == slug, Product.name == name)
-            ).first()
+            row = session.execute(query).first()
             session.rollback()
         return row is not None and bool(row.trusted_code) and row.kind in GOVERNMENT_KINDS
 

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from marketplace.cli._common import console, fail, run_in_transaction, settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.orm import Session
+
+    from marketplace.federation.client import CityClient
 
 app = typer.Typer(no_args_is_help=True, help="District hub federation with the city platform")
 
@@ -27,8 +34,20 @@ HubKey = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON")]
 
 
-def _federation(ctx: typer.Context, city_url: str | None, hub_key: str | None) -> Any:
+def _exchange(
+    ctx: typer.Context,
+    city_url: str | None,
+    hub_key: str | None,
+    as_json: bool,
+    doing: str,
+    work: Callable[[Session, CityClient], Any],
+) -> Any:
+    """Run ``work`` against the city in one transaction of this hub's database (a run that
+    fails leaves it as it was), under a spinner saying ``doing`` ("{url}": the city's URL);
+    print its report and return it."""
     from pydantic import SecretStr
+
+    from marketplace.federation.client import CityClient
 
     cfg = settings(ctx)
     fed = cfg.federation.model_copy()
@@ -41,7 +60,16 @@ def _federation(ctx: typer.Context, city_url: str | None, hub_key: str | None) -
             "this platform is not joined to a city",
             "set CITYBRAIN_FEDERATION__CITY_URL and CITYBRAIN_FEDERATION__HUB_KEY",
         )
-    return cfg, fed
+    with (
+        CityClient(fed) as city,
+        Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+        ) as progress,
+    ):
+        progress.add_task(doing.format(url=city.url))
+        report = run_in_transaction(ctx, lambda s: work(s, city), cfg)
+    _print(asdict(report), as_json)
+    return report
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
@@ -63,20 +91,9 @@ def pull(
     ctx: typer.Context, city_url: CityUrl = None, hub_key: HubKey = None, as_json: AsJson = False
 ) -> None:
     """Harvest the city's catalog into this hub (incremental; a second run changes nothing)."""
-    from marketplace.federation.client import CityClient
     from marketplace.federation.pull import harvest_once
 
-    cfg, fed = _federation(ctx, city_url, hub_key)
-    with (
-        CityClient(fed) as city,
-        Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
-        ) as progress,
-    ):
-        progress.add_task(f"harvesting the catalog of {city.url}")
-        # One transaction: a run that fails leaves the mirrors and the watermark as they were.
-        report = run_in_transaction(ctx, lambda s: harvest_once(s, city), cfg)
-    _print(asdict(report), as_json)
+    _exchange(ctx, city_url, hub_key, as_json, "harvesting the catalog of {url}", harvest_once)
 
 
 @app.command()
@@ -84,18 +101,8 @@ def push(
     ctx: typer.Context, city_url: CityUrl = None, hub_key: HubKey = None, as_json: AsJson = False
 ) -> None:
     """Publish this hub's own listings to the city under the hub's tenant there."""
-    from marketplace.federation.client import CityClient
     from marketplace.federation.push import push as push_listings
 
-    cfg, fed = _federation(ctx, city_url, hub_key)
-    with (
-        CityClient(fed) as city,
-        Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
-        ) as progress,
-    ):
-        progress.add_task(f"publishing to {city.url}")
-        report = run_in_transaction(ctx, lambda s: push_listings(s, city), cfg)
-    _print(asdict(report), as_json)
+    report = _exchange(ctx, city_url, hub_key, as_json, "publishing to {url}", push_listings)
     if report.refused:
         raise typer.Exit(1)

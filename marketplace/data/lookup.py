@@ -2,10 +2,10 @@
 
 What a query needs to know of a dataset before it runs is mostly caller-independent and
 changes rarely: the product's owner, kind, tier and state, the data version's snapshot and
-schema (immutable once written), the product's pseudonym key. :class:`DatasetCache` keeps
+schema (immutable once written), the product's pseudonym key. A :data:`DatasetCache` keeps
 those answers (missing ones included) for a short TTL and is cleared at once by any catalog
-write committed in this process (:func:`invalidate_on_catalog_writes`), as the inference
-gateway's resolution cache is; writes by other processes are seen after at most the TTL.
+write committed in this process (``marketplace.catalog.cache``, the inference gateway's
+resolution cache's class); writes by other processes are seen after at most the TTL.
 Who may read what (visibility, the tier rule, the grant in force and the columns it unmasks)
 is decided on every call by ``marketplace.data.service``: grants are never cached, so a
 revoked grant stops unmasking on the very next query.
@@ -14,23 +14,22 @@ revoked grant stops unmasking on the very next query.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 
-from sqlalchemy import event, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from marketplace.catalog.service import HANDLE_RE
+from marketplace.catalog.cache import CatalogCache
+from marketplace.catalog.service import by_handle
 from marketplace.data.schema import ColumnSpec
 from marketplace.tables import Product, ProductMaskKey, ProductVersion, Tenant
 
 __all__ = [
+    "WATCHED",
     "DataVersionInfo",
     "DatasetCache",
     "ResolvedDataset",
-    "invalidate_on_catalog_writes",
     "resolve_dataset",
 ]
 
@@ -75,69 +74,11 @@ class ResolvedDataset:
     mask_key: bytes | None
 
 
-_MISSING: Any = object()
+DatasetCache: TypeAlias = CatalogCache[tuple[str, int | None], ResolvedDataset | None]
+"""Look-ups by (handle, version number or None for the newest), negative ones included."""
 
-
-class DatasetCache:
-    """A small TTL cache of :class:`ResolvedDataset` (and of "no such product"), cleared by
-    catalog writes. Thread-safe; ``generation`` keeps a look-up that started before a clear
-    from storing its stale answer after it."""
-
-    def __init__(self, ttl_s: float, max_entries: int = 4096) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._entries: dict[tuple[str, int | None], tuple[float, ResolvedDataset | None]] = {}
-        self._lock = threading.Lock()
-        self.generation = 0
-
-    def get(self, key: tuple[str, int | None]) -> Any:
-        """The cached answer (None: no such product), or a sentinel when nothing is cached."""
-        hit = self._entries.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            return _MISSING
-        return hit[1]
-
-    def put(
-        self, key: tuple[str, int | None], value: ResolvedDataset | None, generation: int
-    ) -> None:
-        if self.ttl_s <= 0:
-            return
-        with self._lock:
-            if generation != self.generation:
-                return
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key] = (time.monotonic() + self.ttl_s, value)
-
-    def clear(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
-
-
-_WATCHED = (Product, ProductVersion, ProductMaskKey, Tenant)
-
-
-def invalidate_on_catalog_writes(factory: sessionmaker[Session], cache: DatasetCache) -> None:
-    """Clear ``cache`` whenever a session from ``factory`` commits a product, version, key or
-    tenant change (tier, state, a new version, a deletion...)."""
-
-    def after_flush(session: Session, _ctx: Any) -> None:
-        for obj in (*session.new, *session.dirty, *session.deleted):
-            if isinstance(obj, _WATCHED):
-                session.info["data_catalog_changed"] = True
-                return
-
-    def after_commit(session: Session) -> None:
-        if session.info.pop("data_catalog_changed", False):
-            cache.clear()
-
-    def after_rollback(session: Session, _transaction: Any) -> None:
-        session.info.pop("data_catalog_changed", None)
-
-    event.listen(factory, "after_flush", after_flush)
-    event.listen(factory, "after_commit", after_commit)
-    event.listen(factory, "after_soft_rollback", after_rollback)
+WATCHED = (Product, ProductVersion, ProductMaskKey, Tenant)
+"""The tables whose committed changes clear a :data:`DatasetCache`."""
 
 
 def resolve_dataset(
@@ -148,15 +89,7 @@ def resolve_dataset(
     The answer says nothing about who may see or read it."""
     if cache is None:
         return _load(session, handle, version)
-    key = (handle, version)
-    hit = cache.get(key)
-    if hit is not _MISSING:
-        resolved: ResolvedDataset | None = hit
-        return resolved
-    generation = cache.generation
-    resolved = _load(session, handle, version)
-    cache.put(key, resolved, generation)
-    return resolved
+    return cache.lookup((handle, version), lambda: _load(session, handle, version))
 
 
 def _info(row: ProductVersion) -> DataVersionInfo:
@@ -174,15 +107,10 @@ def _info(row: ProductVersion) -> DataVersionInfo:
 
 
 def _load(session: Session, handle: str, version: int | None) -> ResolvedDataset | None:
-    m = HANDLE_RE.match(handle)
-    if not m:
-        return None
-    slug, name = m.groups()
-    found = session.execute(
-        select(Product.id, Product.tenant_id, Product.kind, Product.tier, Product.state)
-        .join(Tenant, Tenant.id == Product.tenant_id)
-        .where(Tenant.slug == slug, Product.name == name)
-    ).first()
+    query = by_handle(
+        handle, Product.id, Product.tenant_id, Product.kind, Product.tier, Product.state
+    )
+    found = session.execute(query).first() if query is not None else None
     if found is None:
         return None
     listing = Product(

@@ -34,6 +34,7 @@ import pyarrow as pa
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import Meter
+from marketplace.catalog.cache import invalidate_on_catalog_writes
 from marketplace.config import DataSettings
 from marketplace.context import Principal
 from marketplace.data.compile import (
@@ -45,7 +46,7 @@ from marketplace.data.compile import (
 )
 from marketplace.data.engine import QueryEngine
 from marketplace.data.formats import stream_batches
-from marketplace.data.lookup import DatasetCache, invalidate_on_catalog_writes
+from marketplace.data.lookup import WATCHED, DatasetCache
 from marketplace.data.plan import QueryPlan
 from marketplace.data.service import DatasetTarget, open_dataset
 from marketplace.data.sql import compile_sql, output_columns
@@ -135,9 +136,9 @@ class DataPlane:
         self.in_flight = 0
         # Step 2's caller-independent look-ups, cleared by this process's catalog writes.
         self.lookups = DatasetCache(settings.lookup_ttl_s)
-        invalidate_on_catalog_writes(self.write_factory, self.lookups)
+        invalidate_on_catalog_writes(self.write_factory, self.lookups, WATCHED)
         if self.write_factory is not session_factory:
-            invalidate_on_catalog_writes(session_factory, self.lookups)
+            invalidate_on_catalog_writes(session_factory, self.lookups, WATCHED)
         # On SQLite (a local file, sub-millisecond reads) a thread hop costs more than the
         # look-ups: step 2 runs on the event loop there, as the inference gateway's does.
         bind = session_factory.kw.get("bind")

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from marketplace.access.service import grant_in_force
 from marketplace.audit.service import record
 from marketplace.catalog.policy import Use, can_see, use_verdict
-from marketplace.catalog.service import HANDLE_RE
+from marketplace.catalog.service import by_handle
 from marketplace.config import FederationSettings
 from marketplace.constants import Scope
 from marketplace.context import Caller, Principal
@@ -46,7 +45,7 @@ from marketplace.federation.signing import (
     sign_caller,
     verify_caller,
 )
-from marketplace.tables import Product, Tenant
+from marketplace.tables import Product
 
 # Request headers a forwarded call keeps (the rest, credentials included, stay on the hub).
 PASSED_REQUEST_HEADERS = (
@@ -86,15 +85,10 @@ class Forwarded:
 
 
 def find_mirror(session: Session, city_url: str, handle: str) -> tuple[Mirror, Product] | None:
-    m = HANDLE_RE.match(handle)
-    if not m:
+    query = by_handle(handle, Product)
+    if query is None:
         return None
-    slug, name = m.groups()
-    product = session.scalar(
-        select(Product)
-        .join(Tenant)
-        .where(Tenant.slug == slug, Product.name == name, Product.origin_url == city_url)
-    )
+    product = session.scalar(query.where(Product.origin_url == city_url))
     if product is None or product.origin_handle is None:
         return None
     mirror = Mirror(
