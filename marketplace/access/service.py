@@ -10,7 +10,7 @@
 A request names a purpose, the scopes wanted (``infer``, ``data:read``) and a duration.
 Approval creates a grant (tenant, product, scopes, expires_at, conditions such as columns left
 unmasked); grants can be revoked by the owner, the operator or the grantee. Whether a grant is
-in force is checked on every call (:func:`active_grant`), so an expired or revoked grant stops
+in force is checked on every call (:func:`grant_conditions`), so an expired or revoked grant stops
 working on the very next one. Every decision is audited.
 """
 
@@ -249,32 +249,29 @@ def revoke_grant(session: Session, caller: Principal, grant_id: str, *, reason: 
     return grant
 
 
-def active_grant(session: Session, tenant_id: int, product_id: int, scope: str) -> Grant | None:
-    """The grant in force now for (tenant, product, scope), if any. Checked on every call."""
-    now = utcnow()
-    rows = session.scalars(
-        select(Grant).where(
-            Grant.tenant_id == tenant_id,
-            Grant.product_id == product_id,
-            Grant.revoked_at.is_(None),
-            Grant.expires_at > now,
-        )
+def grant_conditions(
+    conn: Session | Connection, tenant_id: int, product_id: int, scope: str
+) -> dict[str, Any] | None:
+    """The conditions of a grant with ``scope`` in force now for (tenant, product), ``{}``
+    when it sets none, or None when no such grant is in force. Checked on every call, never
+    cached; Core only (no ORM entities, no joined tenant and product): the read paths' hot
+    path."""
+    rows = conn.execute(
+        _GRANT_SCOPES, {"tenant_id": tenant_id, "product_id": product_id, "now": utcnow()}
     )
-    for grant in rows:
-        if scope in grant.scopes and grant_status(grant, now) == "active":
-            return grant
+    for scopes, conditions in rows:
+        if scope in scopes:
+            return dict(conditions or {})
     return None
 
 
 def grant_in_force(conn: Session | Connection, tenant_id: int, product_id: int, scope: str) -> bool:
-    """Whether a grant with ``scope`` is in force now (Core only: the gateway's hot path)."""
-    rows = conn.execute(
-        _GRANT_SCOPES, {"tenant_id": tenant_id, "product_id": product_id, "now": utcnow()}
-    )
-    return any(scope in scopes for (scopes,) in rows)
+    """Whether a grant with ``scope`` is in force now (see :func:`grant_conditions`)."""
+    return grant_conditions(conn, tenant_id, product_id, scope) is not None
 
 
-_GRANT_SCOPES = select(Grant.scopes).where(
+# Not revoked and not expired: what ``grant_status`` calls "active".
+_GRANT_SCOPES = select(Grant.scopes, Grant.conditions).where(
     Grant.tenant_id == bindparam("tenant_id"),
     Grant.product_id == bindparam("product_id"),
     Grant.revoked_at.is_(None),

@@ -30,7 +30,7 @@ from billing.plan_store import GrantCheck, PlanVersion, SubscriptionRecord
 from billing.plans import PricePlan
 from billing.rating import DailyUsage, usage_by_day
 from billing.stripe_sync import StripeSync, SyncResult
-from marketplace.access.service import GRANTABLE_SCOPES, active_grant
+from marketplace.access.service import GRANTABLE_SCOPES, grant_in_force
 from marketplace.audit.service import record, record_action
 from marketplace.catalog.service import get_owned_product, get_product, product_handle
 from marketplace.config import StripeSettings
@@ -54,8 +54,7 @@ def grants_in(session: Session) -> GrantCheck:
 
     def check(tenant_id: int, product: ProductInfo) -> bool:
         return any(
-            active_grant(session, tenant_id, product.id, scope) is not None
-            for scope in GRANTABLE_SCOPES
+            grant_in_force(session, tenant_id, product.id, scope) for scope in GRANTABLE_SCOPES
         )
 
     return check

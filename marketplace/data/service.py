@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from marketplace.access.service import active_grant
+from marketplace.access.service import grant_conditions
 from marketplace.catalog import policy
 from marketplace.catalog import service as catalog
 from marketplace.constants import ProductKind, ProductState, Scope
@@ -47,7 +47,7 @@ from marketplace.errors import (
     UnauthenticatedError,
 )
 from marketplace.gateway.downloads import authorize_download
-from marketplace.tables import Grant, Product, ProductMaskKey, ProductVersion
+from marketplace.tables import Product, ProductMaskKey, ProductVersion
 from model_store import BlobStore
 
 __all__ = [
@@ -106,22 +106,28 @@ def columns_of(version: ProductVersion) -> list[ColumnSpec]:
     return [ColumnSpec.model_validate(c) for c in raw]
 
 
-def _grant(session: Session, caller: Caller, product: Product) -> Grant | None:
+Conditions = dict[str, Any]
+"""A grant's conditions (``unmasked_columns``...), as ``access.service.grant_conditions``."""
+
+
+def _grant(session: Session, caller: Caller, product: Product) -> Conditions | None:
     if caller is None or caller.tenant_id == product.tenant_id:
         return None
-    return active_grant(session, caller.tenant_id, product.id, Scope.DATA_READ.value)
+    return grant_conditions(session, caller.tenant_id, product.id, Scope.DATA_READ.value)
 
 
-def _unmasked(grant: Grant | None) -> frozenset[str]:
+def _unmasked(grant: Conditions | None) -> frozenset[str]:
     if grant is None:
         return frozenset()
-    value: Any = (grant.conditions or {}).get("unmasked_columns") or []
+    value: Any = grant.get("unmasked_columns") or []
     return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
 
 
-def _authorize(session: Session, caller: Principal, product: Product, handle: str) -> Grant | None:
-    """The grant the caller reads under (None: its own, or public), by the one use rule of
-    every product (``catalog.policy.use_verdict``); 404 or 403 otherwise."""
+def _authorize(
+    session: Session, caller: Principal, product: Product, handle: str
+) -> Conditions | None:
+    """The conditions of the grant the caller reads under (None: its own, or public), by the
+    one use rule of every product (``catalog.policy.use_verdict``); 404 or 403 otherwise."""
     grant = _grant(session, caller, product)
     verdict = policy.use_verdict(
         caller, product, scope=Scope.DATA_READ.value, granted=grant is not None

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from marketplace.access.service import active_grant
+from marketplace.access.service import grant_conditions
 from marketplace.db import transaction
 from marketplace.tables import Grant, Product, utcnow
 from tests.utils.city import City
@@ -69,8 +69,8 @@ def test_restricted_request_is_decided_by_the_owner(city: City) -> None:
     assert grant["conditions"] == {"max_rps": 5}
     tenant_id, product_id = _ids(city, handle, "parkeasy")
     with transaction(city.session_factory) as s:
-        assert active_grant(s, tenant_id, product_id, "infer") is not None
-        assert active_grant(s, tenant_id, product_id, "data:read") is None
+        assert grant_conditions(s, tenant_id, product_id, "infer") is not None
+        assert grant_conditions(s, tenant_id, product_id, "data:read") is None
     again = city.client.post(
         f"/api/v1/access-requests/{req['id']}/reject",
         json={"reason": "x"},
@@ -144,15 +144,15 @@ def test_revoked_and_expired_grants_stop_at_once(city: City) -> None:
     r = city.client.delete(f"/api/v1/grants/{gid}", headers=city.headers("city-management"))
     assert r.status_code == 200 and r.json()["status"] == "revoked"
     with transaction(city.session_factory) as s:
-        assert active_grant(s, tenant_id, product_id, "infer") is None
+        assert grant_conditions(s, tenant_id, product_id, "infer") is None
     _, gid2, tenant_id, product_id = _granted(city)
     with transaction(city.session_factory) as s:
-        assert active_grant(s, tenant_id, product_id, "infer") is not None
+        assert grant_conditions(s, tenant_id, product_id, "infer") is not None
         s.execute(
             update(Grant).where(Grant.id == gid2).values(expires_at=utcnow() - timedelta(seconds=1))
         )
     with transaction(city.session_factory) as s:
-        assert active_grant(s, tenant_id, product_id, "infer") is None
+        assert grant_conditions(s, tenant_id, product_id, "infer") is None
     assert (
         city.client.get(f"/api/v1/grants/{gid2}", headers=city.headers("parkeasy")).json()["status"]
         == "expired"
