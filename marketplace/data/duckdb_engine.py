@@ -52,14 +52,15 @@ def fenced_connection(
     )
     try:
         listed = ", ".join("'" + p.replace("'", "''") + "'" for p in allowed)
-        # Timestamps with a time zone are read and shown in UTC, whatever the host's zone; no
-        # progress bar on the server's terminal (cursors inherit both).
-        conn.execute("SET TimeZone='UTC'")
+        # GLOBAL: each query runs on a cursor of its own, and a plain SET holds for this
+        # connection's session alone (a cursor would read timestamps in the host's zone).
+        # Timestamps with a time zone are read and shown in UTC, whatever the host's zone.
+        conn.execute("SET GLOBAL TimeZone='UTC'")
+        # No progress bar on the server's terminal (a session setting: cursors start without).
         conn.execute("SET enable_progress_bar=false")
         # Snapshots are content-addressed and never change: their Parquet footers (row-group
-        # statistics) are read once per process, not once per query. A selective query on a
-        # 10-million-row snapshot spends about a quarter of its DuckDB time re-reading them.
-        conn.execute("SET parquet_metadata_cache=true")
+        # statistics) are read once per process, not once per query.
+        conn.execute("SET GLOBAL parquet_metadata_cache=true")
         conn.execute(f"SET allowed_directories=[{listed}]")
         conn.execute("SET enable_external_access=false")
         conn.execute("SET lock_configuration=true")

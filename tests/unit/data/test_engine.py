@@ -46,6 +46,21 @@ def test_the_snapshot_is_the_only_file_a_query_can_read(
             engine.run(snap, _sql(setting), {})
 
 
+def test_every_query_runs_with_the_fenced_settings(engine: DuckDBEngine, snap) -> None:  # type: ignore[no-untyped-def]
+    """Each query has a cursor of its own: the connection's settings must reach it (a plain
+    SET would not: timestamps would be shown in the host's zone, footers re-read per query)."""
+    probe = _sql(
+        "SELECT current_setting('TimeZone') AS tz,"
+        " current_setting('parquet_metadata_cache') AS footers,"
+        " current_setting('enable_progress_bar') AS bar,"
+        " CAST(TIMESTAMPTZ '2026-03-01 08:00:00+08' AS VARCHAR) AS shown FROM snapshot LIMIT 1"
+    )
+    for _ in range(2):  # a second cursor as the first
+        assert engine.run(snap, probe, {}).to_pylist() == [
+            {"tz": "UTC", "footers": True, "bar": False, "shown": "2026-03-01 00:00:00+00"}
+        ]
+
+
 def test_a_query_past_the_time_limit_is_interrupted(
     blobs: BlobStore,
     snap,  # type: ignore[no-untyped-def]
