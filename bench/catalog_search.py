@@ -251,9 +251,17 @@ def seed_products(url: str, n: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--products", type=int, default=100_000)
-    ap.add_argument("--repeat", type=int, default=40)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Needs the PostgreSQL server on 127.0.0.1:5432; a benchmark prints, it asserts "
+        "nothing about time.",
+    )
+    ap.add_argument(
+        "--products", type=int, default=100_000, help="products to seed (default 100,000)"
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=40, help="timed calls per search and caller (default 40)"
+    )
     args = ap.parse_args()
 
     with (
