@@ -300,7 +300,8 @@ def _term_statement(
     where_p = _where(key, product, filters)
     where_t = _where(key, product_term, filters)
     head = f"""SELECT {_FACETS_SQL} AS facets, (SELECT plain FROM word) AS plain,
-  (SELECT count(*) FROM lex) AS lexemes, (SELECT count(*) FROM best) AS found"""
+  (SELECT count(*) FROM lex) AS lexemes, (SELECT count(*) FROM best) AS found,
+  (SELECT array_agg(lexeme ORDER BY lexeme) FROM lex) AS lexeme_list"""
     page = f"SELECT id, w FROM best ORDER BY w DESC, id DESC OFFSET {offset} LIMIT {limit}"
     return text(f"""
 WITH RECURSIVE v(lexeme) AS (
@@ -359,7 +360,7 @@ def _match_statement(
     key: tuple[int, str] | None,
     filters: tuple[str, ...],
     tag: bool,
-    words: tuple[str, ...],
+    words: tuple[Word, ...],
     offset: int,
     limit: int,
     quality: bool = False,
@@ -370,12 +371,27 @@ def _match_statement(
     is the per-term tables' order: the best place the word is found. Without words: newest
     (last updated) first, as browsing.
 
-    The words are written into the statement (they are \\w+ only), so that the plan is made
-    for them: the planner cannot tell how many products a bound query matches."""
+    The words are written into the statement (they are \\w+ only, and expanded lexemes are
+    plain: ``_PLAIN_TERM``), so that the plan is made for them: the planner cannot tell how
+    many products a bound query matches."""
 
     def tsquery(weights: str) -> str:
-        query = " & ".join(f"{w}:*{weights}" for w in words)
-        return "to_tsquery('simple', '" + query.replace("'", "''") + "')"
+        prefixes = [w for w in words if isinstance(w, str)]
+        expanded = [w for w in words if not isinstance(w, str)]
+        parts = []
+        if prefixes:
+            query = " & ".join(f"{w}:*{weights}" for w in prefixes)
+            parts.append("to_tsquery('simple', '" + query.replace("'", "''") + "')")
+        if expanded:
+            # tsquery input (no parser): each word as the alternatives of its lexemes. (The
+            # colon of a weight is escaped: text() would take ':A' for a bound parameter.)
+            tag = f"\\:{weights}" if weights else ""
+            query = " & ".join(
+                "(" + " | ".join(f"''{lexeme}''{tag}" for lexeme in alternatives) + ")"
+                for alternatives in expanded
+            )
+            parts.append(f"CAST('{query}' AS tsquery)")
+        return "(" + " && ".join(parts) + ")"
 
     matching = []
     if words:
@@ -429,6 +445,54 @@ WITH counted AS (
 """)
 
 
+Word = str | tuple[str, ...]
+"""A query word in a match statement: the word, matched as a prefix (``word:*``), or the
+lexemes of the catalog it is a prefix of, matched exactly."""
+
+# Each plain word's lexemes (up to :cap + 1 of them, through product_term_count's primary key
+# as the term statement walks it), and whether the parser keeps the word whole.
+_EXPAND = text("""
+WITH RECURSIVE t(term) AS (SELECT unnest(CAST(:terms AS text[]))),
+v(term, lexeme, k) AS (
+  SELECT t.term, (SELECT min(c.lexeme) FROM product_term_count c WHERE c.lexeme >= t.term), 1
+  FROM t
+  UNION ALL
+  SELECT v.term,
+         (SELECT min(c.lexeme) FROM product_term_count c WHERE c.lexeme > v.lexeme), v.k + 1
+  FROM v WHERE starts_with(v.lexeme, v.term) AND v.k <= :cap
+)
+SELECT t.term,
+       tsvector_to_array(to_tsvector('simple', t.term)) = ARRAY[t.term] AS plain,
+       (SELECT array_agg(v.lexeme ORDER BY v.lexeme) FROM v
+        WHERE v.term = t.term AND starts_with(v.lexeme, t.term)) AS lexemes
+FROM t
+""")
+
+
+def _exact(term: str, plain: bool, lexemes: list[str] | None) -> Word:
+    """``term`` as the exact lexemes it stands for, where that is safe and small; else the
+    prefix. A word with no lexeme stands for itself (it matches nothing, as its prefix would).
+    Exact lexemes let the GIN index intersect the words' lists, where a prefix is first
+    gathered whole: ``traffic:* & 拥堵:*`` 5 ms at 100,000 products, ``traffic & 拥堵`` 1 ms."""
+    found = lexemes or []
+    if (
+        not plain
+        or len(found) > MAX_PREFIX_LEXEMES
+        or not all(_PLAIN_TERM.fullmatch(x) for x in found)
+    ):
+        return term
+    return tuple(found) or (term,)
+
+
+def _expand(session: Session, terms: list[str]) -> tuple[Word, ...]:
+    plain = [t for t in terms if _PLAIN_TERM.fullmatch(t)]
+    found: dict[str, tuple[bool, list[str] | None]] = {}
+    if plain:
+        rows = session.execute(_EXPAND, {"terms": plain, "cap": MAX_PREFIX_LEXEMES})
+        found = {term: (bool(ok), lexemes) for term, ok, lexemes in rows}
+    return tuple(_exact(t, *found[t]) if t in found else t for t in terms)
+
+
 def _run(
     session: Session, stmt: Any, params: dict[str, Any]
 ) -> tuple[Facets, list[Any], list[Listing]]:
@@ -469,7 +533,7 @@ def _pg_search(
         and offset + limit <= MAX_TERM_PAGE_DEPTH
     ):
         stmt = _term_statement(key, filters, offset, limit)
-        facets, (plain, lexemes, found), listings = _run(
+        facets, (plain, lexemes, found, lexeme_list), listings = _run(
             session, stmt, {**params, "term": terms[0], "cap": MAX_PREFIX_LEXEMES}
         )
         total = sum(facets["kind"].values())
@@ -478,9 +542,12 @@ def _pg_search(
         complete = found >= offset + limit or found >= total
         if plain and lexemes <= MAX_PREFIX_LEXEMES and complete:
             return SearchResult(listings, total, facets)
+        words: tuple[Word, ...] = (_exact(terms[0], bool(plain), lexeme_list),)
+    else:
+        words = _expand(session, terms) if terms else ()
 
     facets, _, listings = _run(
-        session, _match_statement(key, filters, tag, tuple(terms), offset, limit), params
+        session, _match_statement(key, filters, tag, words, offset, limit), params
     )
     return SearchResult(listings, sum(facets["kind"].values()), facets)
 

@@ -236,3 +236,45 @@ def test_one_word_answers_equal_those_of_a_pass_over_the_matches(
             )
         ).scalar_one()
     assert found.count == phrase
+
+
+def test_words_matched_as_their_lexemes_answer_as_their_prefixes(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass over the matches looks a plain word up as the catalog's lexemes it is a prefix
+    of (exact GIN look-ups, which intersect), not as the prefix itself: the answers must be
+    those of the prefix, for several words, one word whose page goes past its title and tag
+    matches, a word with no lexeme, one the parser splits ('1e5x') and one whose lexemes are
+    not all plain ('bus' holds 'bus-lane', so it stays a prefix)."""
+    _corpus(city)
+    with transaction(city.session_factory) as s:
+        callers: list[Caller] = [None]
+        for slug in ("parkeasy", "data-bureau", "traffic-police"):
+            t = get_tenant_by_slug(s, slug)
+            callers.append(Principal(tenant_id=t.id, tenant_slug=t.slug, tenant_kind=t.kind))
+    filters = [ProductFilter(), ProductFilter(domain="tourism", tier="restricted")]
+    queries = ["tra air", "tram park", "busi hot", "air 1e5", "1e5x park", "zzz air", "b tra"]
+    queries += ["park parking", "hotel", "tra", "bus"]
+    pages = [(0, 5), (5, 5), (0, 40)]
+
+    def answers() -> list[tuple[int, object, list[int]]]:
+        with city.session_factory() as s:
+            return [
+                (r.count, r.facets, [p.id for p in r.products])
+                for r in (
+                    search.search_products(s, caller, q, flt, offset=offset, limit=limit)
+                    for caller in callers
+                    for flt in filters
+                    for q in queries
+                    for offset, limit in pages
+                )
+            ]
+
+    with city.session_factory() as s:
+        expanded = search._expand(s, ["tra", "bus", "zzz", "1e5x", "hotel"])
+    assert expanded == (("traffic", "tram", "trams"), "bus", ("zzz",), "1e5x", ("hotel",))
+    exact = answers()
+    monkeypatch.setattr(search, "_exact", lambda term, *_: term)  # every word a prefix
+    prefix = answers()
+    assert sum(1 for count, _, _ in exact if count) > len(exact) // 3  # not all empty
+    assert exact == prefix
