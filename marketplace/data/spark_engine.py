@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 # Error conditions that mean "a value does not fit" (a caller's mistake, 422), as DuckDB's
 # conversion errors do.
 _VALUE_CONDITIONS = ("CAST_", "NUMERIC_VALUE_OUT_OF_RANGE", "INVALID_FRACTION_OF_SECOND")
-# The zone DuckDB names on zoned timestamps (its session runs in UTC, which ICU calls so).
-_UTC = "Etc/UTC"
+# The zone DuckDB names on zoned timestamps (every query's session runs in UTC:
+# ``duckdb_engine.fenced_connection``).
+_UTC = "UTC"
 _MEMORY_MARKERS = ("OutOfMemoryError", "SPARK_OUT_OF_MEMORY", "UNABLE_TO_ACQUIRE_MEMORY")
 
 
