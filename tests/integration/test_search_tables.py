@@ -278,3 +278,22 @@ def test_words_matched_as_their_lexemes_answer_as_their_prefixes(
     prefix = answers()
     assert sum(1 for count, _, _ in exact if count) > len(exact) // 3  # not all empty
     assert exact == prefix
+
+
+def test_a_session_bound_to_a_tenant_searches_without_the_search_tables(city: City) -> None:
+    """Under the tenant role (row-level security, as CKAN's actions run) the search-side
+    tables cannot be read: one word on a small page, one on a large page and several words
+    are answered from ``product`` alone, as an unbound session answers them."""
+    _corpus(city)
+    with transaction(city.session_factory) as s:
+        t = get_tenant_by_slug(s, "parkeasy")
+        caller = Principal(tenant_id=t.id, tenant_slug=t.slug, tenant_kind=t.kind)
+    for q, limit in (("tra", 5), ("tra", 2000), ("tram park", 5), ("bus", 40)):
+        with city.session_factory() as s:
+            free = search.search_products(s, caller, q, ProductFilter(), offset=0, limit=limit)
+        with city.session_factory() as s:
+            set_tenant_context(s, tenant_id=t.id)
+            bound = search.search_products(s, caller, q, ProductFilter(), offset=0, limit=limit)
+        assert free.count > 0, q
+        assert (bound.count, bound.facets) == (free.count, free.facets), q
+        assert [p.id for p in bound.products] == [p.id for p in free.products], q
